@@ -1,0 +1,30 @@
+"""Flax NNX models: classifiers offering the jaxcf classifier protocol."""
+
+from jaxcf.models.classifiers import (
+    MLP,
+    CNNConfig,
+    MLPConfig,
+    ModelConfig,
+    ResNet18,
+    ResNetConfig,
+    SmallCNN,
+    build,
+    config_from_dict,
+    config_to_dict,
+)
+from jaxcf.models.spectral import SpectralConv, operator_norm
+
+__all__ = [
+    "MLP",
+    "CNNConfig",
+    "MLPConfig",
+    "ModelConfig",
+    "ResNet18",
+    "ResNetConfig",
+    "SmallCNN",
+    "SpectralConv",
+    "build",
+    "config_from_dict",
+    "config_to_dict",
+    "operator_norm",
+]

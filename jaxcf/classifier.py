@@ -1,0 +1,133 @@
+"""The classifier protocol every method relies on, and adapters to a pure, jittable form.
+
+A method never needs jaxcf's training code. It takes any object offering, for a batch ``x`` of
+shape ``[B, *input_shape]``:
+
+* ``logits(x) -> [B, C]``
+* ``features(x) -> [B, D]`` (penultimate activations; only methods that need them, e.g. DeDUCE)
+* ``head(features) -> [B, C]`` (so that ``head(features(x)) == logits(x)``)
+
+Inside jitted code the classifier must be a pytree whose arrays are leaves, so that frozen
+parameters are passed as arguments rather than baked into the program as constants, and so that
+two calls with the same architecture and shapes reuse one compiled program. :func:`as_pure`
+turns what a user has into such a pytree:
+
+* a Flax NNX module (ours or a user's own) becomes an :class:`NNXClassifier`: the graph
+  definition is static, the state (params, batch stats, spectral-norm vectors) is data, and the
+  module is put in eval mode;
+* a user's plain JAX function wraps in one line as
+  ``FunctionClassifier(lambda params, x: ..., params)``;
+* any other pytree offering the protocol (an Equinox module, say) is used as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+from flax import nnx, struct
+
+Array = jax.Array
+PyTree = Any
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What a method needs of a classifier. ``features``/``head`` are optional for some methods."""
+
+    def logits(self, x: Array) -> Array: ...
+
+
+@struct.dataclass
+class NNXClassifier:
+    """A frozen NNX module split into a static graph definition and a pytree of state.
+
+    Calling a method merges the two inside the trace; the merged module is a throw-away copy,
+    so nothing the method does can mutate the user's model.
+    """
+
+    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
+    state: nnx.State
+    input_shape: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def _module(self) -> nnx.Module:
+        return nnx.merge(self.graphdef, self.state)
+
+    def logits(self, x: Array) -> Array:
+        return self._module().logits(x)
+
+    def features(self, x: Array) -> Array:
+        return self._module().features(x)
+
+    def head(self, features: Array) -> Array:
+        return self._module().head(features)
+
+
+@struct.dataclass
+class FunctionClassifier:
+    """Wraps plain functions of ``(params, x)`` into the classifier protocol.
+
+    Example (a user's own JAX function, in one line)::
+
+        clf = FunctionClassifier(lambda p, x: x.reshape(len(x), -1) @ p["w"] + p["b"], params)
+
+    The functions are static (hashed by identity): create them once, not per call, or every
+    call recompiles. ``features_fn(params, x) -> [B, D]`` and ``head_fn(params, f) -> [B, C]``
+    are only needed by methods that use features.
+    """
+
+    logits_fn: Callable[[PyTree, Array], Array] = struct.field(pytree_node=False)
+    params: PyTree
+    features_fn: Callable[[PyTree, Array], Array] | None = struct.field(
+        pytree_node=False, default=None
+    )
+    head_fn: Callable[[PyTree, Array], Array] | None = struct.field(pytree_node=False, default=None)
+    input_shape: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+
+    def logits(self, x: Array) -> Array:
+        return self.logits_fn(self.params, x)
+
+    def features(self, x: Array) -> Array:
+        if self.features_fn is None:
+            raise TypeError("this FunctionClassifier was built without features_fn")
+        return self.features_fn(self.params, x)
+
+    def head(self, features: Array) -> Array:
+        if self.head_fn is None:
+            raise TypeError("this FunctionClassifier was built without head_fn")
+        return self.head_fn(self.params, features)
+
+
+def as_pure(classifier: Any, *, need_features: bool = False) -> Any:
+    """Returns a jittable pytree form of ``classifier`` (see the module docstring).
+
+    Raises:
+      TypeError: if the object lacks the protocol methods the caller needs.
+    """
+    required = ("logits", "features", "head") if need_features else ("logits",)
+    missing = [name for name in required if not callable(getattr(classifier, name, None))]
+    if missing:
+        raise TypeError(
+            f"classifier {type(classifier).__name__} lacks {', '.join(missing)}: a classifier "
+            "must offer logits(x) -> [B, C]"
+            + (
+                "; this method also needs features(x) -> [B, D] and head(f)"
+                if need_features
+                else ""
+            )
+        )
+    if isinstance(classifier, NNXClassifier | FunctionClassifier):
+        return classifier
+    if isinstance(classifier, nnx.Module):
+        module = nnx.clone(classifier)
+        module.eval()  # batch norm uses running averages, spectral norm stops iterating
+        graphdef, state = nnx.split(module)
+        declared = getattr(getattr(classifier, "config", None), "input_shape", None)
+        return NNXClassifier(
+            graphdef=graphdef,
+            state=state,
+            input_shape=tuple(declared) if declared is not None else None,
+        )
+    # Any other pytree (an Equinox module, a registered dataclass) is already pure.
+    return classifier

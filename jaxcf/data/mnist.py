@@ -1,0 +1,356 @@
+"""MNIST and Fashion-MNIST as in-memory arrays, from IDX files or TensorFlow Datasets.
+
+Where the data comes from (DESIGN.md section 3):
+
+1. an explicit ``data_dir`` argument. It must hold the files, else :class:`FileNotFoundError`
+   naming what was looked for; nothing else is tried.
+2. otherwise the ``sources`` in order, by default ``("env", "shared", "tfds")``:
+
+   * ``"env"``: the directory in ``$JAXCF_DATA_DIR``. Unset or empty: skipped. Set, but the
+     directory does not hold this data set's files: skipped with a :class:`UserWarning`
+     (a setting that is silently ignored is worse than a noisy one).
+   * ``"shared"``: ``../shared/data`` beside the checkout, see :func:`default_data_dir`.
+   * ``"tfds"``: ``tfds.data_source(name, split=...)``, which needs no TensorFlow to read a
+     prepared data set and downloads it on machines with internet access.
+
+   A source that does not *have* the data is skipped and the next one tried. A source that
+   has the files but whose files are broken raises :class:`~jaxcf.data.DataError` at once:
+   silently replacing a corrupt copy by another one would hide the problem. When every
+   source is skipped, :class:`FileNotFoundError` lists each one and why it was skipped.
+
+A data directory holds the four IDX files either in a subfolder named after the data set
+(``<dir>/mnist/t10k-images-idx3-ubyte.gz``, ``<dir>/fashion_mnist/...``; tried first) or
+directly (``<dir>/t10k-images-idx3-ubyte.gz``), gzip-compressed (``.gz``, preferred when both
+exist) or not. Files found directly in a folder named after the *other* data set (e.g. asking
+for ``fashion_mnist`` in ``.../mnist``) are not used.
+
+Loads from files are cached in-process on the resolved paths (and their size and
+modification time), so repeated calls are cheap and return the same :class:`Dataset`, whose
+arrays are therefore read-only. Loads from TFDS are not cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+import jaxcf
+from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
+
+Split = Literal["train", "test"]
+DatasetName = Literal["mnist", "fashion_mnist"]
+Source = Literal["env", "shared", "tfds"]
+
+DATA_DIR_ENV = "JAXCF_DATA_DIR"
+"""Environment variable naming a data directory, tried after an explicit ``data_dir``."""
+DEFAULT_SOURCES: tuple[Source, ...] = ("env", "shared", "tfds")
+"""Sources tried, in order, when no ``data_dir`` is given."""
+
+MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
+FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "mnist": MNIST_CLASS_NAMES,
+    "fashion_mnist": FASHION_MNIST_CLASS_NAMES,
+}
+"""Class names by data set; label ``k`` is ``CLASS_NAMES[name][k]``."""
+SPLIT_SIZES: dict[str, int] = {"train": 60_000, "test": 10_000}
+"""Number of examples an IDX split must have (both data sets)."""
+
+IMAGE_SHAPE = (28, 28)
+_FILE_PREFIX = {"train": "train", "test": "t10k"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """One split of MNIST or Fashion-MNIST, in memory.
+
+    Attributes:
+      images: ``float32 [N, 28, 28, 1]``, pixel intensity in ``[0, 1]`` (raw byte / 255).
+        Read-only (cached and shared between calls); ``.copy()`` it to modify.
+      labels: ``int32 [N]``, class indices ``0..9``. Read-only.
+      name: ``"mnist"`` or ``"fashion_mnist"``.
+      split: ``"train"`` or ``"test"``.
+      source: the directory that held the IDX files, or ``"tfds"``.
+      class_names: the 10 class names, indexed by label.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    name: str
+    split: str
+    source: str
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"source={self.source!r})"
+        )
+
+
+class _SourceUnavailable(Exception):
+    """A source does not have the requested data; the message says why."""
+
+
+def load_mnist(
+    split: Split = "train",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    dataset: DatasetName = "mnist",
+    sources: Sequence[Source] | None = None,
+) -> Dataset:
+    """Loads one split of MNIST or Fashion-MNIST.
+
+    Args:
+      split: ``"train"`` (60,000 examples) or ``"test"`` (10,000).
+      data_dir: a directory holding the IDX files (directly or in ``<data_dir>/<dataset>/``).
+        When given, only this directory is used.
+      dataset: ``"mnist"`` or ``"fashion_mnist"``.
+      sources: the sources to try, in order, when ``data_dir`` is not given; any of
+        ``"env"``, ``"shared"``, ``"tfds"``. Default :data:`DEFAULT_SOURCES`. For example
+        ``sources=("tfds",)`` forces TensorFlow Datasets.
+
+    Returns:
+      A :class:`Dataset` with ``float32 [N, 28, 28, 1]`` images in ``[0, 1]`` and ``int32 [N]``
+      labels.
+
+    Raises:
+      ValueError: an unknown split, data set or source, or both ``data_dir`` and ``sources``.
+      FileNotFoundError: ``data_dir`` lacks the files, or no source has the data (the message
+        lists each source tried and why it failed).
+      DataError: files were found but are corrupt or do not hold the expected data.
+    """
+    _check_choice("split", split, SPLIT_SIZES)
+    _check_choice("dataset", dataset, CLASS_NAMES)
+    if data_dir is not None:
+        if sources is not None:
+            raise ValueError("pass either data_dir or sources, not both")
+        images_path, labels_path = find_idx_files(data_dir, dataset, split)
+        return _load_idx_pair(images_path, labels_path, dataset, split)
+
+    sources = DEFAULT_SOURCES if sources is None else sources
+    if isinstance(sources, str) or not sources:
+        raise ValueError(
+            f"sources must be a non-empty sequence of {DEFAULT_SOURCES}, got {sources!r}"
+        )
+    for source in sources:
+        _check_choice("source", source, DEFAULT_SOURCES)
+
+    reasons: list[str] = []
+    last_exc: Exception | None = None
+    for source in sources:
+        try:
+            return _SOURCE_LOADERS[source](dataset, split)
+        except _SourceUnavailable as exc:
+            reasons.append(f"  - {source}: {exc}")
+            last_exc = exc
+    raise FileNotFoundError(
+        f"could not load {dataset} {split} from any source; tried, in order:\n"
+        + "\n".join(reasons)
+        + f"\nPass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding the IDX files."
+    ) from last_exc
+
+
+def default_data_dir() -> Path:
+    """Returns ``../shared/data`` beside the checkout: ``<repo>/../shared/data``.
+
+    The repository root is the folder above the ``jaxcf`` package. The path may not exist
+    (e.g. for an installed, non-editable package).
+    """
+    repo_root = Path(jaxcf.__file__).resolve().parents[1]
+    return repo_root.parent / "shared" / "data"
+
+
+def idx_file_stems(split: Split) -> tuple[str, str]:
+    """Returns the IDX file names, without ``.gz``, of a split: ``(images, labels)``."""
+    _check_choice("split", split, SPLIT_SIZES)
+    prefix = _FILE_PREFIX[split]
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def find_idx_files(
+    data_dir: str | os.PathLike[str], dataset: DatasetName, split: Split
+) -> tuple[Path, Path]:
+    """Finds a split's image and label files in ``data_dir/<dataset>/`` or ``data_dir/``.
+
+    Returns:
+      ``(images_path, labels_path)``, both existing, in the same folder.
+
+    Raises:
+      FileNotFoundError: ``data_dir`` is not a directory, only one of the two files is
+        there, or neither folder holds them; the message names the folders and files.
+    """
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    stems = idx_file_stems(split)
+    folders = [root / dataset]
+    other_named = root.name in CLASS_NAMES and root.name != dataset
+    if not other_named:
+        folders.append(root)
+    for folder in folders:
+        images, labels = (_first_existing(folder, stem) for stem in stems)
+        if images and labels:
+            return images, labels
+        if images or labels:
+            found, missing = (images, stems[1]) if images else (labels, stems[0])
+            raise FileNotFoundError(f"{folder}: found {found.name} but not {missing}[.gz]")
+    looked_in = " and ".join(str(folder) for folder in folders)
+    note = f" ({root} itself is not used: it is named for {root.name!r})" if other_named else ""
+    raise FileNotFoundError(
+        f"no {dataset} {split} files in {root}: looked for {stems[0]}[.gz] and "
+        f"{stems[1]}[.gz] in {looked_in}{note}"
+    )
+
+
+def clear_cache() -> None:
+    """Forgets the arrays cached by :func:`load_mnist` (they are freed once unreferenced)."""
+    _load_idx_pair_cached.cache_clear()
+
+
+def _check_choice(what: str, value: Any, choices: Any) -> None:
+    """Raises ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {tuple(choices)}")
+
+
+def _first_existing(folder: Path, stem: str) -> Path | None:
+    """Returns ``folder/stem.gz`` or ``folder/stem``, whichever exists first, else ``None``."""
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _load_from_env(dataset: DatasetName, split: Split) -> Dataset:
+    """Loads from ``$JAXCF_DATA_DIR``; unset, or set without the files: unavailable."""
+    value = os.environ.get(DATA_DIR_ENV, "")
+    if not value:
+        raise _SourceUnavailable(f"${DATA_DIR_ENV} is not set")
+    try:
+        images_path, labels_path = find_idx_files(value, dataset, split)
+    except FileNotFoundError as exc:
+        warnings.warn(
+            f"${DATA_DIR_ENV}={value} does not hold {dataset} {split}, trying the next "
+            f"source: {exc}",
+            UserWarning,
+            stacklevel=3,
+        )
+        raise _SourceUnavailable(f"${DATA_DIR_ENV}={value}: {exc}") from exc
+    return _load_idx_pair(images_path, labels_path, dataset, split)
+
+
+def _load_from_shared(dataset: DatasetName, split: Split) -> Dataset:
+    """Loads from :func:`default_data_dir`; missing directory or files: unavailable."""
+    try:
+        images_path, labels_path = find_idx_files(default_data_dir(), dataset, split)
+    except FileNotFoundError as exc:
+        raise _SourceUnavailable(f"../shared/data beside the checkout: {exc}") from exc
+    return _load_idx_pair(images_path, labels_path, dataset, split)
+
+
+def _load_from_tfds(dataset: DatasetName, split: Split) -> Dataset:
+    """Loads through ``tfds.data_source``; any failure to get the examples: unavailable.
+
+    TFDS's own images are ``uint8 [28, 28, 1]`` and labels ``int64`` scalars; they are
+    checked and converted exactly like the IDX arrays. The number of examples is not
+    checked against :data:`SPLIT_SIZES` (TFDS verifies its own data; mocks make fewer).
+    """
+    try:
+        import tensorflow_datasets as tfds  # Imported here: slow, and only needed here.
+
+        source = tfds.data_source(dataset, split=split)
+        # One by one: `__getitems__` is not supported by `tfds.testing.mock_data`.
+        examples = [source[i] for i in range(len(source))]
+    except Exception as exc:  # Any failure here means "TFDS cannot provide it".
+        raise _SourceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    where = f"tfds:{dataset}/{split}"
+    if not examples:
+        raise DataError(f"{where}: the split is empty")
+    images = np.stack([np.asarray(example["image"]) for example in examples])
+    labels = np.asarray([example["label"] for example in examples])
+    if images.dtype != np.uint8 or images.shape[1:] != (*IMAGE_SHAPE, 1):
+        raise DataError(
+            f"{where}: images are {images.dtype} {images.shape[1:]}, expected uint8 (28, 28, 1)"
+        )
+    _check_labels(labels, where)
+    return _make_dataset(images[..., 0], labels, dataset, split, source="tfds")
+
+
+_SOURCE_LOADERS = {"env": _load_from_env, "shared": _load_from_shared, "tfds": _load_from_tfds}
+
+
+def _load_idx_pair(
+    images_path: Path, labels_path: Path, dataset: DatasetName, split: Split
+) -> Dataset:
+    """Loads (or fetches from the cache) a split from its two IDX files."""
+    images_path, labels_path = images_path.resolve(), labels_path.resolve()
+    stats = (images_path.stat(), labels_path.stat())
+    stamp = tuple((stat.st_size, stat.st_mtime_ns) for stat in stats)
+    return _load_idx_pair_cached(str(images_path), str(labels_path), stamp, dataset, split)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_idx_pair_cached(
+    images_path: str, labels_path: str, stamp: tuple[Any, ...], dataset: str, split: str
+) -> Dataset:
+    """Reads and checks the two files; ``stamp`` (sizes, mtimes) is only part of the key."""
+    del stamp
+    count = SPLIT_SIZES[split]
+    images = read_idx_images(images_path, expected_count=count, expected_shape=IMAGE_SHAPE)
+    labels = read_idx_labels(labels_path, expected_count=count)
+    _check_labels(labels, labels_path)
+    source = str(Path(images_path).parent)
+    return _make_dataset(images, labels, dataset, split, source=source)
+
+
+def _check_labels(labels: np.ndarray, where: str) -> None:
+    """Raises :class:`DataError` unless ``labels`` are integers in ``0..9``."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: labels are {labels.dtype}, expected integers")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        bad = labels[(labels < 0) | (labels > 9)][0]
+        raise DataError(f"{where}: label {bad} out of range 0..9")
+
+
+def _make_dataset(
+    images: np.ndarray, labels: np.ndarray, dataset: str, split: str, *, source: str
+) -> Dataset:
+    """Converts ``uint8 [N, 28, 28]`` images and integer ``[N]`` labels into a :class:`Dataset`."""
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{source}: {images.shape[0]} images but {labels.shape[0]} labels in {dataset} {split}"
+        )
+    floats = (images.astype(np.float32) / np.float32(255.0))[..., None]
+    ints = labels.astype(np.int32)
+    floats.flags.writeable = False
+    ints.flags.writeable = False
+    return Dataset(
+        images=floats,
+        labels=ints,
+        name=dataset,
+        split=split,
+        source=source,
+        class_names=CLASS_NAMES[dataset],
+    )

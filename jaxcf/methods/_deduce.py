@@ -1,0 +1,157 @@
+"""DeDUCE: density-guided pixel search on a spectrally normalised classifier (Höltgen et al.).
+
+Per query and iteration, with ``z = features(x)`` and target ``t``:
+
+1. loss ``-log p_t(z) / |log p_t(z)| + w * CE(f(x), t) / CE(f(x), t)`` with both normalisers
+   treated as constants (so each term contributes a unit-scale gradient);
+2. zero the gradient of pixels already changed ``max_changes`` times;
+3. choose the ``pixels`` pixels with the largest |gradient|;
+4. add ``momentum`` times the previous accumulated gradient (momentum only sets the step's sign,
+   not the choice), and keep the sum as the new accumulated gradient;
+5. ``x -= step * sign(g)`` on the chosen pixels, clip to [0, 1].
+
+A query stops when its target softmax reaches ``threshold``. Every query of a batch carries its
+own target; the batch runs as one ``lax.while_loop`` (see :mod:`jaxcf.methods.search`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxcf.classifier import as_pure
+from jaxcf.methods import checks
+from jaxcf.methods.pixels import safe_abs, select_pixels, target_log_softmax
+from jaxcf.methods.search import CFResult, solve
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DeDUCEConfig:
+    """DeDUCE hyper-parameters; defaults are the published ones.
+
+    Attributes:
+      step: size of the sign step on a chosen pixel (pixel units, images in [0, 1]).
+      max_changes: how often one pixel may be changed.
+      momentum: weight of the previous accumulated gradient in the step's sign.
+      ce_weight: weight of the (normalised) cross-entropy term; the density term has weight 1.
+      pixels: pixels changed per iteration.
+      threshold: target softmax at which a query stops.
+      max_iter: updates per query at most.
+    """
+
+    step: float = 0.2
+    max_changes: int = 5
+    momentum: float = 0.6
+    ce_weight: float = 1.0
+    pixels: int = 1
+    threshold: float = 0.5
+    max_iter: int = 700
+
+
+class DeDUCEState(struct.PyTreeNode):
+    x: Array  # [B, H, W, C] current iterate
+    changes: Array  # [B, H*W*C] int32, times each pixel was changed
+    momentum: Array  # [B, H*W*C] float32, accumulated gradient
+
+
+class DeDUCESearch(struct.PyTreeNode):
+    """DeDUCE as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
+
+    classifier: Any
+    density: Any
+    config: DeDUCEConfig = struct.field(pytree_node=False)
+
+    @property
+    def max_iter(self) -> int:
+        return self.config.max_iter
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        """Validates queries, targets and the density against the classifier (no compilation)."""
+        x, target = checks.check_queries(x, target)
+        num_classes = checks.classifier_io(self.classifier, tuple(x.shape[1:]))
+        checks.check_targets(target, num_classes)
+        d = checks.feature_dim(self.classifier, tuple(x.shape[1:]))
+        checks.check_density(self.density, num_classes, d)
+        return x, target
+
+    def init(self, x: Array, target: Array) -> DeDUCEState:
+        flat = (x.shape[0], x[0].size)
+        return DeDUCEState(x=x, changes=jnp.zeros(flat, jnp.int32), momentum=jnp.zeros(flat))
+
+    def loss(self, x: Array, target: Array) -> tuple[Array, Array]:
+        """Summed per-query DeDUCE losses and the target probabilities ``[B]``."""
+        z = self.classifier.features(x)
+        log_pt = target_log_softmax(self.classifier.head(z), target)
+        ce = -log_pt
+        log_dens = jnp.take_along_axis(self.density.log_prob(z), target[:, None], axis=-1)[:, 0]
+        sg = jax.lax.stop_gradient
+        per_query = -log_dens / safe_abs(sg(log_dens)) + self.config.ce_weight * ce / safe_abs(
+            sg(ce)
+        )
+        return jnp.sum(per_query), jnp.exp(log_pt)
+
+    def step(self, s: DeDUCEState, target: Array) -> tuple[Array, DeDUCEState]:
+        cfg = self.config
+        grad, prob = jax.grad(self.loss, has_aux=True)(s.x, target)
+        g = grad.reshape(s.changes.shape)
+        g = jnp.where(s.changes >= cfg.max_changes, 0.0, g)
+        chosen = select_pixels(jnp.abs(g), cfg.pixels)
+        g = g + cfg.momentum * s.momentum
+        flat = s.x.reshape(g.shape)
+        flat = jnp.where(chosen, jnp.clip(flat - cfg.step * jnp.sign(g), 0.0, 1.0), flat)
+        new = DeDUCEState(x=flat.reshape(s.x.shape), changes=s.changes + chosen, momentum=g)
+        return prob, new
+
+    def current(self, s: DeDUCEState) -> Array:
+        return s.x
+
+    def extras(self, s: DeDUCEState) -> dict[str, Array]:
+        return {"pixel_changes": jnp.sum(s.changes, axis=-1)}
+
+
+@jax.jit
+def _deduce(search: DeDUCESearch, x: Array, target: Array) -> CFResult:
+    return solve(search, x, target)
+
+
+def deduce_search(classifier: Any, density: Any, config: DeDUCEConfig) -> DeDUCESearch:
+    """The jittable DeDUCE search for a classifier and density (no input checks)."""
+    return DeDUCESearch(
+        classifier=as_pure(classifier, need_features=True), density=density, config=config
+    )
+
+
+def deduce(
+    classifier: Any,
+    density: Any,
+    x: Any,
+    target: Any,
+    config: DeDUCEConfig = DeDUCEConfig(),
+) -> CFResult:
+    """Counterfactuals for a batch of images by DeDUCE.
+
+    Args:
+      classifier: offers ``features(x) -> [B, D]`` and ``head(z) -> [B, C]`` (an NNX module,
+        a :class:`~jaxcf.classifier.FunctionClassifier`, or any pytree with these methods).
+      density: offers ``log_prob(z [B, D]) -> [B, C]``, e.g. :class:`jaxcf.density.GaussianDensity`.
+      x: ``[B, H, W, C]`` float images in [0, 1].
+      target: ``[B]`` int target classes (or one int for the whole batch).
+      config: hyper-parameters (static: a new config compiles a new program).
+
+    Returns:
+      A :class:`~jaxcf.methods.search.CFResult`; ``extras["pixel_changes"]`` counts pixel
+      updates per query.
+    """
+    search = deduce_search(classifier, density, config)
+    x, target = search.check(x, target)
+    return _deduce(search, x, target)

@@ -1,0 +1,120 @@
+"""Wachter et al.'s input-space counterfactual search, a dense baseline.
+
+Minimise ``CE(f(x'), t) + l1_weight * |x' - x|_1`` over ``x'`` in [0, 1] by gradient steps (Adam
+or plain gradient descent, per query) until the target softmax reaches ``threshold``. Every
+pixel may move, so expect large L0 next to DeDUCE and JSMA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from jaxcf.classifier import as_pure
+from jaxcf.methods import checks
+from jaxcf.methods.pixels import target_log_softmax
+from jaxcf.methods.search import CFResult, solve
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class WachterConfig:
+    """Attributes:
+    optimizer: ``"adam"`` or ``"sgd"`` (plain gradient steps).
+    learning_rate: step size (pixel units).
+    l1_weight: weight of the L1 distance to the query (summed over pixels).
+    threshold: target softmax at which a query stops.
+    max_iter: updates per query at most.
+    """
+
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = 0.01
+    l1_weight: float = 0.005
+    threshold: float = 0.5
+    max_iter: int = 500
+
+
+class WachterState(struct.PyTreeNode):
+    x: Array  # [B, ...] current iterate
+    x0: Array  # [B, ...] the query
+    opt_state: Any  # per-query optimiser state (leading batch axis)
+
+
+class WachterSearch(struct.PyTreeNode):
+    """Wachter's search as an :class:`~jaxcf.methods.search.IterativeSearch`."""
+
+    classifier: Any
+    config: WachterConfig = struct.field(pytree_node=False)
+
+    @property
+    def max_iter(self) -> int:
+        return self.config.max_iter
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def _tx(self) -> optax.GradientTransformation:
+        lr = self.config.learning_rate
+        return optax.adam(lr) if self.config.optimizer == "adam" else optax.sgd(lr)
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        """Validates queries and targets against the classifier (no compilation)."""
+        x, target = checks.check_queries(x, target)
+        num_classes = checks.classifier_io(self.classifier, tuple(x.shape[1:]))
+        checks.check_targets(target, num_classes)
+        return x, target
+
+    def init(self, x: Array, target: Array) -> WachterState:
+        # vmap gives each query its own optimiser state (Adam's step count included), so a
+        # query's trajectory does not depend on when it entered a batch.
+        return WachterState(x=x, x0=x, opt_state=jax.vmap(self._tx().init)(x))
+
+    def loss(self, x: Array, x0: Array, target: Array) -> tuple[Array, Array]:
+        log_pt = target_log_softmax(self.classifier.logits(x), target)
+        l1 = jnp.sum(jnp.abs(x - x0).reshape(x.shape[0], -1), axis=-1)
+        return jnp.sum(-log_pt + self.config.l1_weight * l1), jnp.exp(log_pt)
+
+    def step(self, s: WachterState, target: Array) -> tuple[Array, WachterState]:
+        grad, prob = jax.grad(self.loss, has_aux=True)(s.x, s.x0, target)
+        updates, opt_state = jax.vmap(self._tx().update)(grad, s.opt_state)
+        x = jnp.clip(s.x + updates, 0.0, 1.0)
+        return prob, WachterState(x=x, x0=s.x0, opt_state=opt_state)
+
+    def current(self, s: WachterState) -> Array:
+        return s.x
+
+    def extras(self, s: WachterState) -> dict[str, Array]:
+        return {}
+
+
+@jax.jit
+def _wachter(search: WachterSearch, x: Array, target: Array) -> CFResult:
+    return solve(search, x, target)
+
+
+def wachter_search(classifier: Any, config: WachterConfig) -> WachterSearch:
+    """The jittable Wachter search for a classifier (no input checks)."""
+    return WachterSearch(classifier=as_pure(classifier), config=config)
+
+
+def wachter(
+    classifier: Any, x: Any, target: Any, config: WachterConfig = WachterConfig()
+) -> CFResult:
+    """Counterfactuals for a batch of images by Wachter's L1-regularised gradient search.
+
+    Args:
+      classifier: offers ``logits(x) -> [B, C]``.
+      x: ``[B, H, W, C]`` float images in [0, 1].
+      target: ``[B]`` int target classes (or one int for the whole batch).
+      config: hyper-parameters (static).
+    """
+    search = wachter_search(classifier, config)
+    x, target = search.check(x, target)
+    return _wachter(search, x, target)

@@ -1,0 +1,222 @@
+"""Image classifiers (Flax NNX) that offer the classifier protocol of :mod:`jaxcf.classifier`.
+
+All take NHWC float images in [0, 1] and return logits ``[B, num_classes]``; ``features`` gives
+the penultimate activations ``[B, D]`` and ``head`` maps them to logits. Each model is described
+by a frozen, hashable config dataclass so that a checkpoint can record the architecture and
+:func:`build` can rebuild it.
+
+* :class:`MLP`: two hidden layers.
+* :class:`SmallCNN`: two conv blocks and a dense feature layer.
+* :class:`ResNet18`: the 28x28 ResNet-18 of DeDUCE/DDU (3x3 stride-1 stem, no max-pool, stages at
+  28/14/7/4, LeakyReLU, average-pool shortcuts padded with zero channels, 4x4 average pooling
+  to ``8 * base_width`` features, optional soft spectral norm on every convolution), with a
+  width multiplier: ``base_width=64`` is the paper's network, ``base_width=8`` a CPU-sized one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcf.models.spectral import SpectralConv
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    kind: Literal["mlp"] = "mlp"
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int = 10
+    hidden: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    kind: Literal["cnn"] = "cnn"
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int = 10
+    channels: tuple[int, int] = (32, 64)
+    hidden: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+    """ResNet-18 for 28x28 inputs. ``coeff=None`` gives the baseline without spectral norm."""
+
+    kind: Literal["resnet18"] = "resnet18"
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int = 10
+    base_width: int = 64
+    coeff: float | None = 4.0
+    blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
+
+
+ModelConfig = MLPConfig | CNNConfig | ResNetConfig
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: MLPConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        d = math.prod(config.input_shape)
+        self.fc1 = nnx.Linear(d, config.hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(config.hidden, config.hidden, rngs=rngs)
+        self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
+
+    def features(self, x: Array) -> Array:
+        x = x.reshape(x.shape[0], -1)
+        return nnx.relu(self.fc2(nnx.relu(self.fc1(x))))
+
+    def head(self, features: Array) -> Array:
+        return self.out(features)
+
+    def logits(self, x: Array) -> Array:
+        return self.head(self.features(x))
+
+    __call__ = logits
+
+
+class SmallCNN(nnx.Module):
+    def __init__(self, config: CNNConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c_in = config.input_shape[-1]
+        c1, c2 = config.channels
+        self.conv1 = nnx.Conv(c_in, c1, (3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, (3, 3), rngs=rngs)
+        side = config.input_shape[0] // 4
+        self.fc = nnx.Linear(side * side * c2, config.hidden, rngs=rngs)
+        self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
+
+    def features(self, x: Array) -> Array:
+        x = nnx.avg_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
+        x = nnx.avg_pool(nnx.relu(self.conv2(x)), (2, 2), (2, 2))
+        return nnx.relu(self.fc(x.reshape(x.shape[0], -1)))
+
+    def head(self, features: Array) -> Array:
+        return self.out(features)
+
+    def logits(self, x: Array) -> Array:
+        return self.head(self.features(x))
+
+    __call__ = logits
+
+
+def _avgpool_shortcut(x: Array, stride: int, out_channels: int) -> Array:
+    """DDU's parameter-free shortcut: subsample by average pooling, pad with zero channels.
+
+    An odd side (7) cannot be 2x2-pooled to 4, so it is subsampled with a 1x1 window instead.
+    """
+    if stride != 1:
+        if x.shape[1] % 2:
+            x = x[:, ::stride, ::stride, :]
+        else:
+            x = nnx.avg_pool(x, (stride, stride), (stride, stride))
+    pad = out_channels - x.shape[-1]
+    if pad:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad)))
+    return x
+
+
+class BasicBlock(nnx.Module):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        *,
+        input_size: int,
+        stride: int,
+        coeff: float | None,
+        rngs: nnx.Rngs,
+    ):
+        self.conv1 = SpectralConv(
+            in_planes, planes, input_size=input_size, strides=stride, coeff=coeff, rngs=rngs
+        )
+        self.bn1 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
+        self.conv2 = SpectralConv(
+            planes, planes, input_size=-(-input_size // stride), coeff=coeff, rngs=rngs
+        )
+        self.bn2 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
+        self.stride = stride
+        self.planes = planes
+
+    def __call__(self, x: Array) -> Array:
+        out = nnx.leaky_relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return nnx.leaky_relu(out + _avgpool_shortcut(x, self.stride, self.planes))
+
+
+class ResNet18(nnx.Module):
+    def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        size, _, c_in = config.input_shape
+        w = config.base_width
+        self.stem = SpectralConv(c_in, w, input_size=size, coeff=config.coeff, rngs=rngs)
+        self.bn = nnx.BatchNorm(w, momentum=0.9, rngs=rngs)
+        blocks = []
+        in_planes = w
+        for stage, n_blocks in enumerate(config.blocks):
+            planes = w * 2**stage
+            for b in range(n_blocks):
+                stride = 2 if (stage > 0 and b == 0) else 1
+                blocks.append(
+                    BasicBlock(
+                        in_planes,
+                        planes,
+                        input_size=size,
+                        stride=stride,
+                        coeff=config.coeff,
+                        rngs=rngs,
+                    )
+                )
+                in_planes = planes
+                size = -(-size // stride)
+        self.blocks = nnx.List(blocks)
+        self.out = nnx.Linear(in_planes, config.num_classes, rngs=rngs)
+
+    def features(self, x: Array) -> Array:
+        x = nnx.leaky_relu(self.bn(self.stem(x)))
+        for block in self.blocks:
+            x = block(x)
+        return jnp.mean(x, axis=(1, 2))  # 4x4 average pooling: [B, 8 * base_width]
+
+    def head(self, features: Array) -> Array:
+        return self.out(features)
+
+    def logits(self, x: Array) -> Array:
+        return self.head(self.features(x))
+
+    __call__ = logits
+
+
+_REGISTRY = {
+    "mlp": (MLPConfig, MLP),
+    "cnn": (CNNConfig, SmallCNN),
+    "resnet18": (ResNetConfig, ResNet18),
+}
+
+
+def build(config: ModelConfig, *, seed: int = 0) -> nnx.Module:
+    """Builds the model a config describes, with parameters initialised from ``seed``."""
+    _, cls = _REGISTRY[config.kind]
+    return cls(config, rngs=nnx.Rngs(seed))
+
+
+def config_to_dict(config: ModelConfig) -> dict:
+    """JSON-ready form of a model config (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of :func:`config_to_dict`."""
+    cfg_cls, _ = _REGISTRY[d["kind"]]
+    fields = {f.name for f in dataclasses.fields(cfg_cls)}
+    unknown = set(d) - fields
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)} for model kind {d['kind']!r}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cfg_cls(**kwargs)

@@ -1,0 +1,455 @@
+"""Tests for jaxcf.data: the IDX reader, the MNIST/Fashion-MNIST loader and its search order.
+
+Real-data tests read ../shared/data beside the checkout (or $JAXCF_DATA_DIR if set when the
+tests start) and are skipped where those files are absent. Everything else builds its files in
+``tmp_path`` and points the loader at them, so it runs anywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import jaxcf.data.mnist as mnist_module
+from jaxcf.data import (
+    DATA_DIR_ENV,
+    FASHION_MNIST_CLASS_NAMES,
+    MNIST_CLASS_NAMES,
+    DataError,
+    Dataset,
+    default_data_dir,
+    find_idx_files,
+    load_mnist,
+    read_idx_images,
+    read_idx_labels,
+)
+
+REAL_DATA_DIR = Path(os.environ.get(DATA_DIR_ENV) or default_data_dir())
+
+# From ../shared/data/{mnist,fashion_mnist}/README.md ("Parsed contents").
+README_FACTS = {
+    ("mnist", "train"): ([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949], 33.318),
+    ("mnist", "test"): ([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009], 33.791),
+    ("fashion_mnist", "train"): ([6000] * 10, 72.940),
+    ("fashion_mnist", "test"): ([1000] * 10, 73.147),
+}
+TEST_COUNT = 10_000
+TEST_STEMS = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@pytest.fixture(autouse=True)
+def _no_data_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with $JAXCF_DATA_DIR unset."""
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points the "shared" source (../shared/data beside the checkout) at an empty tmp dir."""
+    folder = tmp_path / "shared_data"
+    folder.mkdir()
+    monkeypatch.setattr(mnist_module, "default_data_dir", lambda: folder)
+    return folder
+
+
+def _has_real(dataset: str, split: str) -> bool:
+    try:
+        find_idx_files(REAL_DATA_DIR, dataset, split)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- file makers
+
+
+def _idx(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    """An IDX file's bytes: big-endian magic and dimension sizes, then the payload."""
+    return struct.pack(f">{1 + len(dims)}I", magic, *dims) + payload
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Writes ``data``, gzip-compressed when ``path`` ends in ``.gz``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data, compresslevel=1) if path.suffix == ".gz" else data)
+    return path
+
+
+def _write_test_split(
+    folder: Path,
+    *,
+    pixel: int = 7,
+    gz: bool = False,
+    count: int = TEST_COUNT,
+    labels: np.ndarray | None = None,
+) -> tuple[Path, Path]:
+    """Writes a well-formed "test" split: ``count`` images all of value ``pixel``."""
+    suffix = ".gz" if gz else ""
+    if labels is None:
+        labels = np.arange(count, dtype=np.uint8) % 10
+    images = _write(
+        folder / f"{TEST_STEMS[0]}{suffix}",
+        _idx(2051, (count, 28, 28), bytes([pixel]) * (count * 28 * 28)),
+    )
+    label_file = _write(folder / f"{TEST_STEMS[1]}{suffix}", _idx(2049, (count,), labels.tobytes()))
+    return images, label_file
+
+
+def _pixel(dataset: Dataset) -> float:
+    """The (constant) value of a fake split's images, as a raw byte."""
+    return float(dataset.images[0, 0, 0, 0] * 255)
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+@pytest.mark.parametrize(("dataset", "split"), list(README_FACTS))
+def test_real_data_matches_readme(dataset: str, split: str) -> None:
+    if not _has_real(dataset, split):
+        pytest.skip(f"no {dataset} {split} files in {REAL_DATA_DIR}")
+    counts, mean_byte = README_FACTS[dataset, split]
+    data = load_mnist(split, data_dir=REAL_DATA_DIR, dataset=dataset)
+    n = sum(counts)
+    assert data.images.shape == (n, 28, 28, 1)
+    assert data.images.dtype == np.float32
+    assert data.labels.shape == (n,)
+    assert data.labels.dtype == np.int32
+    assert data.images.min() == 0.0
+    assert data.images.max() == 1.0
+    assert np.bincount(data.labels, minlength=10).tolist() == counts
+    assert float(data.images.mean()) * 255 == pytest.approx(mean_byte, abs=1e-3)
+    assert (data.name, data.split, len(data)) == (dataset, split, n)
+    assert Path(data.source).name == dataset
+    expected_names = FASHION_MNIST_CLASS_NAMES if dataset == "fashion_mnist" else MNIST_CLASS_NAMES
+    assert data.class_names == expected_names
+    assert len(data.class_names) == 10
+
+
+def test_fashion_class_names_follow_readme() -> None:
+    assert FASHION_MNIST_CLASS_NAMES[0] == "T-shirt/top"
+    assert FASHION_MNIST_CLASS_NAMES[9] == "Ankle boot"
+    assert MNIST_CLASS_NAMES == tuple("0123456789")
+
+
+def test_default_resolution_reads_shared_data_beside_checkout() -> None:
+    shared = default_data_dir()
+    assert shared.parts[-2:] == ("shared", "data")
+    if not _has_real("mnist", "test") or REAL_DATA_DIR != shared:
+        pytest.skip(f"no MNIST files in {shared}")
+    data = load_mnist("test")
+    assert Path(data.source) == (shared / "mnist").resolve()
+
+
+def test_loads_are_cached_and_read_only(tmp_path: Path) -> None:
+    _write_test_split(tmp_path)
+    first = load_mnist("test", data_dir=tmp_path)
+    assert load_mnist("test", data_dir=tmp_path) is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.images[0, 0, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        first.labels[0] = 3
+    # A file that changes on disk is read again.
+    _write_test_split(tmp_path, pixel=9)
+    assert _pixel(load_mnist("test", data_dir=tmp_path)) == pytest.approx(9)
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("subfolder", [False, True], ids=["direct", "subfolder"])
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_layouts_and_compression(tmp_path: Path, subfolder: bool, gz: bool) -> None:
+    folder = tmp_path / "fashion_mnist" if subfolder else tmp_path
+    labels = (np.arange(TEST_COUNT) * 7 % 10).astype(np.uint8)
+    _write_test_split(folder, pixel=51, gz=gz, labels=labels)
+    data = load_mnist("test", data_dir=tmp_path, dataset="fashion_mnist")
+    assert Path(data.source) == folder.resolve()
+    assert data.images.shape == (TEST_COUNT, 28, 28, 1)
+    np.testing.assert_array_equal(data.images, np.float32(51 / 255))
+    np.testing.assert_array_equal(data.labels, labels.astype(np.int32))
+    assert data.class_names == FASHION_MNIST_CLASS_NAMES
+
+
+def test_folder_named_for_the_other_dataset_is_not_used(tmp_path: Path) -> None:
+    _write_test_split(tmp_path / "mnist")
+    with pytest.raises(FileNotFoundError, match="named for 'mnist'"):
+        load_mnist("test", data_dir=tmp_path / "mnist", dataset="fashion_mnist")
+
+
+def test_only_one_of_the_two_files_present(tmp_path: Path) -> None:
+    images, labels = _write_test_split(tmp_path)
+    labels.unlink()
+    with pytest.raises(FileNotFoundError, match=f"found {images.name} but not {TEST_STEMS[1]}"):
+        load_mnist("test", data_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- search order
+#
+# Semantics: an explicit data_dir is the only place looked at. Otherwise $JAXCF_DATA_DIR, then
+# ../shared/data, then TFDS; a source *without* the files is skipped (an env dir without them
+# also warns), a source *with broken* files raises DataError at once.
+
+
+def test_explicit_dir_beats_env_and_shared(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    _write_test_split(tmp_path / "env" / "mnist", pixel=1)
+    _write_test_split(tmp_path / "explicit", pixel=2)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    data = load_mnist("test", data_dir=tmp_path / "explicit")
+    assert data.source == str((tmp_path / "explicit").resolve())
+    assert _pixel(data) == pytest.approx(2)
+
+
+def test_env_beats_shared(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    _write_test_split(tmp_path / "env" / "mnist", pixel=1, gz=True)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    data = load_mnist("test")
+    assert data.source == str((tmp_path / "env" / "mnist").resolve())
+    assert _pixel(data) == pytest.approx(1)
+
+
+def test_shared_used_when_env_unset(shared_dir: Path) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    data = load_mnist("test")
+    assert data.source == str((shared_dir / "mnist").resolve())
+    assert _pixel(data) == pytest.approx(3)
+
+
+def test_env_without_files_falls_through_with_warning(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match=rf"\${DATA_DIR_ENV}=.*empty does not hold mnist test"):
+        data = load_mnist("test")
+    assert _pixel(data) == pytest.approx(3)
+
+
+def test_broken_env_files_raise_instead_of_falling_through(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    _write_test_split(tmp_path / "env", count=TEST_COUNT - 1)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    with pytest.raises(
+        DataError, match=f"{TEST_STEMS[0]}: header says 9999 images, expected 10000"
+    ):
+        load_mnist("test")
+
+
+def test_explicit_dir_without_files_does_not_fall_through(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_test_split(shared_dir / "mnist")
+    _write_test_split(tmp_path / "env")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"looked for {TEST_STEMS[0]}") as info:
+        load_mnist("test", data_dir=tmp_path / "empty")
+    assert TEST_STEMS[1] in str(info.value)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        load_mnist("test", data_dir=tmp_path / "missing")
+
+
+def test_all_sources_failing_lists_each_reason(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*args, **kwargs):
+        raise RuntimeError("no internet here")
+
+    monkeypatch.setattr(tfds, "data_source", offline)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError) as info:
+        load_mnist("test", dataset="fashion_mnist")
+    message = str(info.value)
+    assert "could not load fashion_mnist test from any source" in message
+    assert re.search(r"- env: \$JAXCF_DATA_DIR=.*empty: no fashion_mnist test files", message)
+    assert re.search(
+        r"- shared: .*no fashion_mnist test files in .*shared_data: looked for", message
+    )
+    assert "- tfds: RuntimeError: no internet here" in message
+
+
+def test_sources_argument_selects_and_orders(shared_dir: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        load_mnist("test", sources=("shared", "env"))
+    message = str(info.value)
+    assert message.index("- shared:") < message.index("- env: $JAXCF_DATA_DIR is not set")
+    assert "tfds" not in message
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"split": "validation"},
+        {"dataset": "kmnist"},
+        {"sources": "tfds"},
+        {"sources": ()},
+        {"sources": ("web",)},
+        {"sources": ("tfds",), "data_dir": "."},
+    ],
+)
+def test_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        load_mnist(**kwargs)
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def test_tfds_source_with_mock_data() -> None:
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        data = load_mnist("train", sources=("tfds",))
+        raw = tfds.data_source("mnist", split="train")
+        raw_images = np.stack([raw[i]["image"] for i in range(len(raw))])
+        raw_labels = np.array([raw[i]["label"] for i in range(len(raw))])
+    assert raw_images.dtype == np.uint8
+    assert raw_images.shape == (6, 28, 28, 1)
+    assert data.source == "tfds"
+    assert (data.name, data.split, len(data)) == ("mnist", "train", 6)
+    assert data.images.dtype == np.float32
+    assert data.images.shape == (6, 28, 28, 1)
+    assert data.labels.dtype == np.int32
+    np.testing.assert_array_equal(data.images, raw_images.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(data.labels, raw_labels)
+    assert 0.0 <= data.images.min() <= data.images.max() <= 1.0
+    assert data.class_names == MNIST_CLASS_NAMES
+
+
+def test_falls_through_to_tfds(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with (
+        tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE),
+        pytest.warns(UserWarning),
+    ):
+        data = load_mnist("test", dataset="fashion_mnist")
+    assert data.source == "tfds"
+    assert data.images.shape == (3, 28, 28, 1)
+    assert data.class_names == FASHION_MNIST_CLASS_NAMES
+
+
+# ----------------------------------------------------------------------------- IDX reader
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path: Path, suffix: str) -> None:
+    pixels = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    images = _write(tmp_path / f"im{suffix}", _idx(2051, (3, 28, 28), pixels.tobytes()))
+    labels = _write(tmp_path / f"lb{suffix}", _idx(2049, (3,), bytes([4, 0, 9])))
+    out = read_idx_images(images, expected_count=3)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, pixels)
+    np.testing.assert_array_equal(read_idx_labels(labels, expected_count=3), [4, 0, 9])
+    other = _write(tmp_path / "small", _idx(2051, (2, 5, 4), bytes(40)))
+    assert read_idx_images(other, expected_shape=None).shape == (2, 5, 4)
+
+
+def _images_error(path: Path, data: bytes, **kwargs) -> str:
+    _write(path, data)
+    with pytest.raises(DataError) as info:
+        read_idx_images(path, **kwargs)
+    assert str(info.value).startswith(f"{path}: ")
+    return str(info.value)
+
+
+def test_bad_magic(tmp_path: Path) -> None:
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    message = _images_error(path, _idx(2049, (10,), bytes(10)))
+    assert message.startswith(
+        f"{path}: bad magic number 2049, expected 2051 (an IDX image file); this is an IDX label"
+    )
+    labels = _write(tmp_path / "labels", _idx(1234, (28, 28, 28), bytes(8)))
+    with pytest.raises(
+        DataError, match="labels: bad magic number 1234, expected 2049 .an IDX label"
+    ):
+        read_idx_labels(labels)
+
+
+def test_truncated_payload(tmp_path: Path) -> None:
+    message = _images_error(tmp_path / "im.gz", _idx(2051, (10_000, 28, 28), bytes(123)))
+    assert message.endswith(
+        "truncated: header says 10000 images of 28x28 = 7840000 bytes, found 123"
+    )
+    labels = _write(tmp_path / "lb", _idx(2049, (10,), bytes(9)))
+    with pytest.raises(
+        DataError, match=r"lb: truncated: header says 10 labels = 10 bytes, found 9"
+    ):
+        read_idx_labels(labels)
+
+
+def test_extra_bytes(tmp_path: Path) -> None:
+    message = _images_error(tmp_path / "im", _idx(2051, (1, 28, 28), bytes(784 + 5)))
+    assert "5 extra bytes: header says 1 images of 28x28 = 784 bytes, found 789" in message
+
+
+def test_truncated_header(tmp_path: Path) -> None:
+    assert "truncated header" in _images_error(tmp_path / "im", struct.pack(">II", 2051, 1))
+    assert "found 0 bytes" in _images_error(tmp_path / "empty", b"")
+
+
+def test_wrong_count_and_image_size(tmp_path: Path) -> None:
+    data = _idx(2051, (5, 28, 28), bytes(5 * 784))
+    message = _images_error(tmp_path / "im", data, expected_count=10_000)
+    assert message.endswith("header says 5 images, expected 10000")
+    big = _idx(2051, (1, 32, 32), bytes(1024))
+    message = _images_error(tmp_path / "big", big)
+    assert message.endswith("header says images of 32x32 pixels, expected 28x28")
+    labels = _write(tmp_path / "lb", _idx(2049, (3,), bytes(3)))
+    with pytest.raises(DataError, match="lb: header says 3 labels, expected 4"):
+        read_idx_labels(labels, expected_count=4)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "not_gzip"])
+def test_corrupt_gzip(tmp_path: Path, damage: str) -> None:
+    payload = np.random.default_rng(0).integers(0, 256, 784 * 20, dtype=np.uint8).tobytes()
+    good = gzip.compress(_idx(2051, (20, 28, 28), payload))
+    if damage == "truncate":
+        bad = good[: len(good) // 2]
+    elif damage == "flip":
+        middle = len(good) // 2
+        bad = (
+            good[:middle]
+            + bytes(b ^ 0xFF for b in good[middle : middle + 16])
+            + good[middle + 16 :]
+        )
+    else:
+        bad = _idx(2051, (20, 28, 28), payload)  # Uncompressed bytes under a .gz name.
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bad)
+    expected = "not a gzip stream" if damage == "not_gzip" else "corrupt gzip stream"
+    with pytest.raises(DataError, match=re.escape(f"{path}: {expected}")):
+        read_idx_images(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte.gz"):
+        read_idx_labels(tmp_path / "t10k-labels-idx1-ubyte.gz")
+
+
+def test_label_out_of_range_in_split(tmp_path: Path) -> None:
+    labels = np.zeros(TEST_COUNT, dtype=np.uint8)
+    labels[17] = 10
+    _write_test_split(tmp_path, labels=labels)
+    with pytest.raises(DataError, match=f"{TEST_STEMS[1]}: label 10 out of range 0..9"):
+        load_mnist("test", data_dir=tmp_path)
+
+
+def test_data_error_is_value_error() -> None:
+    assert issubclass(DataError, ValueError)
