@@ -71,6 +71,17 @@ class GaussianDensity:
             "jitter": np.asarray(self.jitter, np.float64),
         }
 
+    @staticmethod
+    def abstract_arrays(num_classes: int, feature_dim: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes and dtypes of :meth:`to_arrays` output, for loading from a checkpoint."""
+        c, d = num_classes, feature_dim
+        return {
+            "whiten": jax.ShapeDtypeStruct((c, d, d), np.float32),
+            "mean": jax.ShapeDtypeStruct((c, d), np.float32),
+            "log_norm": jax.ShapeDtypeStruct((c,), np.float32),
+            "jitter": jax.ShapeDtypeStruct((), np.float64),
+        }
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, Any]) -> GaussianDensity:
         return cls(

@@ -90,12 +90,13 @@ class _Slots(NamedTuple):
     prob: Array  # [B] float32, target probability at the last check
 
 
-def _fresh(search: IterativeSearch, x: Array, target: Array) -> _Slots:
+def _fresh(search: IterativeSearch, x: Array, target: Array, valid: Array | None = None) -> _Slots:
+    """Initial slots; ``valid=False`` marks padding, which starts (and stays) finished."""
     b = x.shape[0]
     return _Slots(
         state=search.init(x, target),
         it=jnp.zeros(b, jnp.int32),
-        finished=jnp.zeros(b, bool),
+        finished=jnp.zeros(b, bool) if valid is None else ~valid,
         success=jnp.zeros(b, bool),
         prob=jnp.zeros(b, jnp.float32),
     )
@@ -127,16 +128,19 @@ def _result(search: IterativeSearch, s: _Slots) -> CFResult:
     )
 
 
-def solve(search: IterativeSearch, x: Array, target: Array) -> CFResult:
+def solve(
+    search: IterativeSearch, x: Array, target: Array, *, valid: Array | None = None
+) -> CFResult:
     """Runs ``search`` on the batch ``x [B, ...]`` with per-query targets ``[B]``.
 
-    Pure and jittable; sharding follows the inputs' sharding.
+    Pure and jittable; sharding follows the inputs' sharding. ``valid [B]`` (optional) marks
+    padding queries (``False``), which are never computed on and come back unsuccessful.
     """
     live = jnp.ones(x.shape[0], bool)
     s = jax.lax.while_loop(
         lambda s: jnp.any(~s.finished),
         lambda s: _advance(search, s, target, live),
-        _fresh(search, x, target),
+        _fresh(search, x, target, valid),
     )
     return _result(search, s)
 
@@ -149,7 +153,13 @@ class _Pool(NamedTuple):
 
 
 def solve_pool(
-    search: IterativeSearch, x: Array, target: Array, *, slots: int, segment: int = 4
+    search: IterativeSearch,
+    x: Array,
+    target: Array,
+    *,
+    slots: int,
+    segment: int = 4,
+    valid: Array | None = None,
 ) -> CFResult:
     """Runs ``search`` on ``N`` queries through ``slots`` refillable batch slots.
 
@@ -163,18 +173,20 @@ def solve_pool(
       slots: number of queries computed at once (static). Clipped to ``N``.
       segment: iterations between refills (static); 1 wastes the least compute, larger values
         amortise the refill's gather/scatter.
+      valid: ``[N]`` bool, ``False`` for padding queries (finished as soon as loaded).
     """
     n = x.shape[0]
     slots = min(slots, n)
+    valid = jnp.ones(n, bool) if valid is None else valid
 
     def load(qid):
         q = jnp.minimum(qid, n - 1)
-        return x[q], target[q]
+        return x[q], target[q], valid[q]
 
     one = jax.eval_shape(lambda: _result(search, _fresh(search, x[:1], target[:1])))
     empty = jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), one)
     pool = _Pool(
-        slots=_fresh(search, x[:slots], target[:slots]),
+        slots=_fresh(search, x[:slots], target[:slots], valid[:slots]),
         qid=jnp.arange(slots, dtype=jnp.int32),
         next_q=jnp.asarray(slots, jnp.int32),
         out=empty,
@@ -193,8 +205,8 @@ def solve_pool(
         # Load the next queries into the finished slots, in index order.
         rank = jnp.cumsum(done) - 1
         new_qid = jnp.where(done, jnp.minimum(pool.next_q + rank, n), pool.qid).astype(jnp.int32)
-        xq, tq = load(new_qid)
-        s = tree_where(done, _fresh(search, xq, tq), s)
+        xq, tq, vq = load(new_qid)
+        s = tree_where(done, _fresh(search, xq, tq, vq), s)
         next_q = jnp.minimum(pool.next_q + jnp.sum(done, dtype=jnp.int32), n)
         return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out)
 

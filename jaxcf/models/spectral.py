@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcf.models.conv import conv2d
+
 Array = jax.Array
 
 
@@ -70,14 +72,7 @@ class SpectralConv(nnx.Module):
             )
 
     def _conv(self, x: Array, kernel: Array) -> Array:
-        p = self.padding
-        return jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=(self.strides, self.strides),
-            padding=((p, p), (p, p)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        return conv2d(x, kernel, self.strides, self.padding)
 
     def sigma(self) -> Array:
         """The current estimate ``<v, A u>`` of the operator norm (differentiable in W)."""
