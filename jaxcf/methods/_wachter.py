@@ -78,7 +78,10 @@ class WachterSearch(struct.PyTreeNode):
 
     def loss(self, x: Array, x0: Array, target: Array) -> tuple[Array, Array]:
         log_pt = target_log_softmax(self.classifier.logits(x), target)
-        l1 = jnp.sum(jnp.abs(x - x0).reshape(x.shape[0], -1), axis=-1)
+        # |x - x0| written so that its gradient is sign(x - x0), 0 at x = x0 (jnp.abs has
+        # gradient 1 there, which would push every untouched pixel down).
+        d = x - x0
+        l1 = jnp.sum((jax.lax.stop_gradient(jnp.sign(d)) * d).reshape(x.shape[0], -1), axis=-1)
         return jnp.sum(-log_pt + self.config.l1_weight * l1), jnp.exp(log_pt)
 
     def step(self, s: WachterState, target: Array) -> tuple[Array, WachterState]:

@@ -1,0 +1,49 @@
+"""Shared fixtures: a small classifier trained on real MNIST, and its feature density.
+
+Like equinox's test setup, promotion is strict so silent dtype/rank broadcasting bugs fail.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A SmallCNN trained for one epoch on 6,000 real MNIST images, with its density.
+
+    Returns ``(model, density, metadata)``; the model is in eval mode.
+    """
+    from jaxcf.models import CNNConfig
+    from jaxcf.training import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(
+        model=CNNConfig(channels=(8, 16), hidden=32),
+        optimizer="adam",
+        learning_rate=3e-3,
+        lr_boundaries=(),
+        epochs=1,
+        batch_size=64,
+        train_examples=6000,
+    )
+    return train_and_evaluate(config, tmp_path_factory.mktemp("cnn"))
+
+
+@pytest.fixture(scope="session")
+def mnist_test():
+    from jaxcf.data import load_mnist
+
+    return load_mnist("test")
+
+
+@pytest.fixture(scope="session")
+def queries(trained, mnist_test):
+    """12 real test images with a mix of targets: some reachable, some not in few steps."""
+    x = mnist_test.images[:12]
+    rng = np.random.default_rng(0)
+    target = (mnist_test.labels[:12] + rng.integers(1, 10, size=12)) % 10
+    return np.asarray(x), target.astype(np.int32)
