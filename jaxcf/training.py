@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 from jaxcf import checkpoint
 from jaxcf.data import load_mnist
 from jaxcf.density import GaussianDensity, fit_gaussians
-from jaxcf.models import ModelConfig, ResNetConfig, build, config_from_dict, config_to_dict
+from jaxcf.models import (
+    ModelConfig,
+    ResNetConfig,
+    build,
+    config_from_dict,
+    config_to_dict,
+    refine_spectral_norms,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +167,7 @@ def train_and_evaluate(
         history.append({"epoch": epoch + 1, "step": step, "loss": loss_sum, "test_accuracy": acc})
         tqdm.write(f"epoch {epoch + 1}: loss {loss_sum:.4f}, test accuracy {acc:.4f}")
     train_seconds = time.time() - start
+    refine_spectral_norms(model)  # make the eval-mode bound ||W|| <= c tight
 
     density = fit_gaussians(
         extract_features(model, images), labels, num_classes=config.model.num_classes

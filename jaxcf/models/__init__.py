@@ -12,7 +12,7 @@ from jaxcf.models.classifiers import (
     config_from_dict,
     config_to_dict,
 )
-from jaxcf.models.spectral import SpectralConv, operator_norm
+from jaxcf.models.spectral import SpectralConv, operator_norm, refine_spectral_norms
 
 __all__ = [
     "MLP",
@@ -27,4 +27,5 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "operator_norm",
+    "refine_spectral_norms",
 ]

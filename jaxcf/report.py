@@ -1,0 +1,424 @@
+"""Figures and tables for counterfactual runs, and atomic file writers.
+
+* :func:`counterfactual_grid`: originals, counterfactuals and signed differences per method.
+* :func:`l0_plot`: distribution of L0 per method beside the published means.
+* :func:`format_table` / :func:`markdown_table`: the per-method summary table.
+* :func:`write_json_atomic` / :func:`write_text_atomic` / :func:`save_figure_atomic`: every file
+  is written to a temporary sibling and moved into place with ``os.replace``, so a reader never
+  sees a half-written file.
+
+Figures are drawn on a bare :class:`matplotlib.figure.Figure` with an Agg canvas, so importing this
+module changes neither the global matplotlib backend nor pyplot's state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from jaxcf.metrics import PUBLISHED, published_for, to_jsonable
+
+__all__ = [
+    "counterfactual_grid",
+    "format_table",
+    "l0_plot",
+    "markdown_table",
+    "save_figure_atomic",
+    "to_jsonable",
+    "write_json_atomic",
+    "write_text_atomic",
+]
+
+PathLike = str | os.PathLike
+
+_DASH = "\u2014"  # shown where a number is not known
+_PM = "\u00b1"
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writers
+
+
+def _write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates the file 0600; keep an existing file's mode, else make it world-readable.
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    """Writes ``text`` (UTF-8) to ``path`` atomically; creates missing parent directories."""
+    data = text.encode("utf-8")
+    return _write_atomic(path, lambda f: f.write(data))
+
+
+def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Writes ``obj`` as strict JSON (numpy values converted, NaN/inf as null) atomically."""
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + "\n"
+    return write_text_atomic(path, text)
+
+
+def save_figure_atomic(fig: Figure, path: PathLike, *, dpi: int = 100) -> Path:
+    """Saves ``fig`` as a PNG at ``path`` atomically."""
+    FigureCanvasAgg(fig)  # a figure built elsewhere may lack a canvas
+    return _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+# --------------------------------------------------------------------------------------------
+# Counterfactual grid
+
+
+def _images(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    if a.ndim != 4 or a.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} must be NHWC with 1 or 3 channels, got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {shape} like x")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def _per_query(a: Any, b: int, name: str) -> np.ndarray | None:
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if a.ndim == 0:
+        a = np.full((b,), a.item())
+    if a.shape != (b,):
+        raise ValueError(f"{name} must be a scalar or have shape ({b},), got {a.shape}")
+    return a
+
+
+def _split_result(value: Any) -> tuple[Any, dict[str, Any]]:
+    """An ``x_cf`` array, or a CFResult / dict with ``x_cf`` (and maybe success, target_prob)."""
+    if isinstance(value, Mapping):
+        return value["x_cf"], {k: value[k] for k in ("success", "target_prob") if k in value}
+    if hasattr(value, "x_cf"):
+        return value.x_cf, {
+            k: getattr(value, k) for k in ("success", "target_prob") if hasattr(value, k)
+        }
+    return value, {}
+
+
+def _show(ax, img: np.ndarray) -> None:
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(img, 0.0, 1.0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def counterfactual_grid(
+    path: PathLike,
+    x: Any,
+    results: Mapping[str, Any],
+    target: Any,
+    *,
+    pred: Any = None,
+    n: int = 8,
+    title: str | None = None,
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Draws originals, counterfactuals and differences, one row per query, and saves a PNG.
+
+    Columns: the original (titled with its predicted class when ``pred`` is given and its
+    target), then for each method its counterfactual and the difference ``x_cf - x`` (averaged
+    over channels) in a diverging colormap, red = increased, blue = decreased, limits +-1, with a
+    shared colorbar. Counterfactual cells are titled with success and target probability when
+    known.
+
+    Args:
+      path: the PNG to write (atomically).
+      x: ``[B, H, W, C]`` queries in [0, 1], ``C`` 1 or 3.
+      results: method name -> ``[B, H, W, C]`` counterfactuals, or a CFResult / dict with
+        ``x_cf`` (whose ``success`` and ``target_prob`` are then shown).
+      target: ``[B]`` int targets (or one int).
+      pred: optional ``[B]`` classifier predictions on ``x``.
+      n: number of queries shown (the first ``n``).
+      title: optional figure title.
+      extras: optional method name -> ``{"success": [B], "target_prob": [B]}``, overriding what
+        ``results`` provides.
+      dpi: resolution of the PNG.
+
+    Returns:
+      The figure (already saved).
+    """
+    x = _images(x, "x")
+    b = x.shape[0]
+    if not results:
+        raise ValueError("results is empty: give at least one method")
+    target = _per_query(target, b, "target")
+    pred = _per_query(pred, b, "pred")
+    methods = list(results)
+    cfs, info = {}, {}
+    for m in methods:
+        x_cf, found = _split_result(results[m])
+        cfs[m] = _images(x_cf, f"results[{m!r}]", x.shape)
+        found.update((extras or {}).get(m, {}))
+        info[m] = {k: _per_query(v, b, f"{m} {k}") for k, v in found.items()}
+    rows = max(1, min(int(n), b))
+    cols = 1 + 2 * len(methods)
+
+    fig = Figure(figsize=(1.25 * cols + 0.9, 1.4 * rows + (0.5 if title else 0.2)), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    diff_im = None
+    for r in range(rows):
+        label = f"target {int(target[r])}"
+        if pred is not None:
+            label = f"pred {int(pred[r])} \u2192 {int(target[r])}"
+        _show(axes[r, 0], x[r])
+        axes[r, 0].set_title(("original\n" if r == 0 else "") + label, fontsize=7)
+        for j, m in enumerate(methods):
+            ax_cf, ax_d = axes[r, 1 + 2 * j], axes[r, 2 + 2 * j]
+            _show(ax_cf, cfs[m][r])
+            bits = []
+            if info[m].get("success") is not None:
+                bits.append("\u2713" if bool(info[m]["success"][r]) else "\u2717 failed")
+            if info[m].get("target_prob") is not None:
+                bits.append(f"p={float(info[m]['target_prob'][r]):.2f}")
+            ax_cf.set_title((f"{m}\n" if r == 0 else "") + " ".join(bits), fontsize=7)
+            diff = (cfs[m][r] - x[r]).mean(axis=-1)
+            diff_im = ax_d.imshow(diff, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+            ax_d.set_xticks([])
+            ax_d.set_yticks([])
+            if r == 0:
+                ax_d.set_title(f"\u0394 {m}", fontsize=7)
+    cbar = fig.colorbar(diff_im, ax=axes[:, 2::2].ravel().tolist(), shrink=0.6, aspect=30)
+    cbar.set_label("x_cf \u2212 x (red: increased, blue: decreased)", fontsize=7)
+    cbar.ax.tick_params(labelsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# L0 plot
+
+
+def _published_l0(published: Mapping[str, Any] | None, method: str) -> float | None:
+    if not published:
+        return None
+    value = published_for(method, published)
+    if isinstance(value, Mapping):
+        value = value.get("l0")
+    return None if value is None else float(value)
+
+
+def l0_plot(
+    path: PathLike,
+    l0_by_method: Mapping[str, Any],
+    published: Mapping[str, Any] | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Box plot of L0 (changed pixels) per method, with our mean and the published mean marked.
+
+    Args:
+      path: the PNG to write (atomically).
+      l0_by_method: method name -> ``[N]`` L0 of its successful queries.
+      published: optional method name -> published mean L0 (a number, or a dict with ``"l0"``
+        such as :data:`jaxcf.metrics.PUBLISHED`); names match ignoring case and punctuation.
+      title: optional axes title.
+      dpi: resolution of the PNG.
+
+    The y axis is logarithmic (symmetric-log if some L0 is 0) when the values or published means
+    span more than a factor of 20.
+
+    Returns:
+      The figure (already saved).
+    """
+    if not l0_by_method:
+        raise ValueError("l0_by_method is empty")
+    methods = list(l0_by_method)
+    data = []
+    for m in methods:
+        v = np.asarray(l0_by_method[m], np.float64).ravel()
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"L0 of {m!r} contains NaN or inf")
+        data.append(v)
+    pub = [_published_l0(published, m) for m in methods]
+
+    fig = Figure(figsize=(max(4.0, 1.3 * len(methods) + 1.5), 4.0), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.set_layout_engine("constrained")
+    ax = fig.subplots()
+    pos = np.arange(1, len(methods) + 1)
+    filled = [i for i, v in enumerate(data) if v.size]
+    if filled:
+        ax.boxplot(
+            [data[i] for i in filled],
+            positions=pos[filled],
+            widths=0.5,
+            showfliers=True,
+            flierprops={"markersize": 2, "alpha": 0.4},
+        )
+        ax.scatter(
+            pos[filled],
+            [data[i].mean() for i in filled],
+            marker="o",
+            color="tab:blue",
+            zorder=3,
+            label="mean (ours)",
+        )
+    known = [(p, v) for p, v in zip(pos, pub, strict=True) if v is not None]
+    if known:
+        ax.scatter(
+            [p for p, _ in known],
+            [v for _, v in known],
+            marker="D",
+            color="tab:red",
+            zorder=4,
+            label="mean (published)",
+        )
+    for i, v in enumerate(data):
+        if not v.size:
+            ax.text(pos[i], 0.5, "no successes", ha="center", transform=ax.get_xaxis_transform())
+
+    everything = np.concatenate([*data, np.asarray([v for _, v in known], np.float64)])
+    positive = everything[everything > 0]
+    if positive.size and positive.max() / positive.min() > 20:
+        if np.any(everything <= 0):
+            ax.set_yscale("symlog", linthresh=1.0)
+        else:
+            ax.set_yscale("log")
+    ax.set_xticks(pos, [str(m) for m in methods])
+    ax.set_xlim(0.4, len(methods) + 0.6)
+    ax.set_xlabel("method")
+    ax.set_ylabel("L0 (pixels changed, successful queries)")
+    ax.set_title(title or "Sparsity of counterfactuals", fontsize=10)
+    if filled or known:
+        ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+_HEADER = (
+    "method",
+    "n",
+    "L0",
+    "L1",
+    "failure %",
+    "iterations",
+    "realism NLL",
+    "paper L0",
+    "paper L1",
+    "paper failure %",
+)
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _cell(summary: Mapping[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+    mean = _num(summary.get(key))
+    if mean is None:
+        return _DASH
+    text = format(mean * scale, fmt)
+    std = _num(summary.get(f"{key}_std_over_sets"))
+    if std is not None:
+        text += f" {_PM} {format(std * scale, fmt)}"
+    return text
+
+
+def _pub_cell(pub: Mapping[str, Any] | None, key: str, fmt: str, scale: float = 1.0) -> str:
+    value = _num(pub.get(key)) if pub else None
+    return _DASH if value is None else format(value * scale, fmt)
+
+
+def _rows(summaries: Mapping[str, Mapping[str, Any]], published: Mapping[str, Any] | None):
+    rows = []
+    for method, s in summaries.items():
+        pub = published_for(method, published) if published else None
+        n = s.get("n")
+        rows.append(
+            (
+                str(method),
+                _DASH if n is None else str(int(n)),
+                _cell(s, "l0", ".2f"),
+                _cell(s, "l1", ".2f"),
+                _cell(s, "failure_rate", ".2f", 100.0),
+                _cell(s, "n_iter", ".1f"),
+                _cell(s, "nll", ".1f"),
+                _pub_cell(pub, "l0", "g"),
+                _pub_cell(pub, "l1", "g"),
+                _pub_cell(pub, "failure_rate", ".2f", 100.0),
+            )
+        )
+    return rows
+
+
+def format_table(
+    summaries: Mapping[str, Mapping[str, Any]],
+    published: Mapping[str, Any] | None = PUBLISHED,
+) -> str:
+    """A fixed-width text table of per-method summaries beside the published numbers.
+
+    Args:
+      summaries: method name -> output of :func:`jaxcf.metrics.summarize`.
+      published: method name -> dict with ``l0``, ``l1``, ``failure_rate`` (default: the DeDUCE
+        paper's MNIST numbers); None leaves the paper columns empty.
+
+    Distances, iterations and NLL are means over successful queries; ``a ± s`` shows the standard
+    deviation over sets when the summary has one; a dash marks an unknown value.
+    """
+    rows = [_HEADER, *_rows(summaries, published)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+
+    def line(r):
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(rows[0]), rule, *(line(r) for r in rows[1:])]) + "\n"
+
+
+def markdown_table(
+    summaries: Mapping[str, Mapping[str, Any]],
+    published: Mapping[str, Any] | None = PUBLISHED,
+) -> str:
+    """The table of :func:`format_table` in GitHub-flavoured markdown."""
+    rows = _rows(summaries, published)
+    out = ["| " + " | ".join(_HEADER) + " |", "| :--- |" + " ---: |" * (len(_HEADER) - 1)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
