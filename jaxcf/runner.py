@@ -22,8 +22,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +89,8 @@ def fingerprint(search: IterativeSearch, x: np.ndarray, target: np.ndarray, extr
     """Hash of everything that determines a run's results (search params and config, inputs)."""
     h = hashlib.sha256()
     leaves, treedef = jax.tree.flatten(search)
-    h.update(str(treedef).encode())
+    # Static parts may hold functions, whose repr carries a per-process address.
+    h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef)).encode())
     for leaf in leaves:
         h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     h.update(np.ascontiguousarray(x).tobytes())
@@ -142,6 +145,7 @@ def run(
     mesh: Mesh | None = None,
     desc: str = "explaining",
     progress: bool = True,
+    on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Explains every query of ``x [N, ...]`` towards ``target [N]``; resumable.
 
@@ -155,6 +159,8 @@ def run(
       mesh: 1-D device mesh with axis ``"data"``; default all devices.
       desc: progress-bar label.
       progress: show the progress bar.
+      on_chunk: called as ``on_chunk(index, info)`` after each chunk is safely on disk (for
+        logging; ``info`` holds the chunk's wall time and query count).
 
     Returns:
       The contents of ``results.npz``: ``queries``, ``targets``, ``counterfactuals``,
@@ -190,6 +196,7 @@ def run(
 
     fn = make_chunk_fn(search, mesh, config, chunk)
     data = NamedSharding(mesh, P("data"))
+    search = jax.device_put(search, NamedSharding(mesh, P()))  # parameters replicated
     todo = [c for c in range(n_chunks) if not (chunk_dir / f"chunk_{c:05d}.npz").exists()]
     bar = tqdm(total=n, desc=desc, unit="query", disable=not progress)
     bar.update(min(n, (n_chunks - len(todo)) * chunk))
@@ -215,6 +222,8 @@ def run(
         _atomic_json(manifest_path, manifest)
         bar.update(hi - lo)
         bar.set_postfix(success=f"{float(np.mean(np.asarray(result.success)[: hi - lo])):.3f}")
+        if on_chunk is not None:
+            on_chunk(c, manifest["chunks"][str(c)])
     bar.close()
 
     parts = [dict(np.load(chunk_dir / f"chunk_{c:05d}.npz")) for c in range(n_chunks)]

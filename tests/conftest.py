@@ -13,11 +13,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A SmallCNN trained for one epoch on 6,000 real MNIST images, with its density.
-
-    Returns ``(model, density, metadata)``; the model is in eval mode.
-    """
+def trained_dir(tmp_path_factory):
+    """Work dir holding ``checkpoint/``: a SmallCNN trained for one epoch on 6,000 real MNIST
+    images, with its feature density."""
     from jaxcf.models import CNNConfig
     from jaxcf.training import TrainConfig, train_and_evaluate
 
@@ -30,7 +28,17 @@ def trained(tmp_path_factory):
         batch_size=64,
         train_examples=6000,
     )
-    return train_and_evaluate(config, tmp_path_factory.mktemp("cnn"))
+    workdir = tmp_path_factory.mktemp("cnn")
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def trained(trained_dir):
+    """``(model, density, metadata)`` loaded from :func:`trained_dir`; the model in eval mode."""
+    from jaxcf.training import load_classifier
+
+    return load_classifier(trained_dir / "checkpoint")
 
 
 @pytest.fixture(scope="session")
