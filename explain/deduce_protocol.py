@@ -1,0 +1,232 @@
+"""The DeDUCE evaluation protocol on MNIST, for DeDUCE, JSMA and Wachter.
+
+Sets of ``set_size`` test images (drawn by a seeded permutation of the test set), each image
+paired with all 9 other targets, explained by every method through :func:`jaxcf.runner.run`
+(resumable). Writes into ``workdir``:
+
+* ``<method>/results.npz``: queries, targets, counterfactuals, success, iterations, ...
+* ``metrics.json``: per-method summary (L0, L1, L2, failure rate, iterations, density NLL,
+  validity, standard deviations over sets), wall times, model and config;
+* ``grid.png`` (original / counterfactual / difference per method) and ``l0.png``;
+* ``report.md``: the table beside the published numbers, and the figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcf import metrics, report, runner
+from jaxcf.data import load_mnist
+from jaxcf.methods import (
+    DeDUCEConfig,
+    JSMAConfig,
+    WachterConfig,
+    deduce_search,
+    jsma_search,
+    wachter_search,
+)
+from jaxcf.training import TrainConfig, load_classifier, train_and_evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainConfig:
+    """Attributes:
+    checkpoint: a trained classifier (with density); ``None`` uses ``<workdir>/model`` and
+      trains it with ``train`` first if it does not exist yet.
+    train: how to train the classifier when there is no checkpoint.
+    n_sets: number of sets of test images (the paper: 5).
+    set_size: test images per set (the paper: 100).
+    seed: seed of the test-set permutation the sets are drawn from.
+    methods: which methods to run, in order.
+    deduce, jsma, wachter: the methods' configs.
+    runner: chunking and slot refill.
+    grid_queries: queries shown in ``grid.png``.
+    """
+
+    checkpoint: str | None = None
+    train: TrainConfig = TrainConfig()
+    n_sets: int = 5
+    set_size: int = 100
+    seed: int = 0
+    methods: tuple[str, ...] = ("deduce", "jsma", "wachter")
+    deduce: DeDUCEConfig = DeDUCEConfig()
+    jsma: JSMAConfig = JSMAConfig()
+    wachter: WachterConfig = WachterConfig()
+    runner: runner.RunnerConfig = runner.RunnerConfig()
+    grid_queries: int = 6
+
+
+def protocol_pairs(
+    labels: np.ndarray, n_sets: int, set_size: int, seed: int, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query indices, targets and set ids of the protocol: every other class for each image.
+
+    Returns three ``[n_sets * set_size * (num_classes - 1)]`` int arrays.
+    """
+    need = n_sets * set_size
+    if need > len(labels):
+        raise ValueError(f"{n_sets} sets of {set_size} need {need} test images, have {len(labels)}")
+    images = np.random.default_rng(seed).permutation(len(labels))[:need]
+    index, target, sets = [], [], []
+    for k, i in enumerate(images):
+        others = [c for c in range(num_classes) if c != labels[i]]
+        index += [i] * len(others)
+        target += others
+        sets += [k // set_size] * len(others)
+    return np.asarray(index), np.asarray(target, np.int32), np.asarray(sets)
+
+
+def get_classifier(config: ExplainConfig, workdir: Path):
+    """Loads the configured checkpoint, training one into ``workdir/model`` if needed."""
+    path = Path(config.checkpoint) if config.checkpoint else workdir / "model" / "checkpoint"
+    if not path.exists():
+        if config.checkpoint:
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        print(f"no classifier at {path}: training one ({config.train.model})", flush=True)
+        train_and_evaluate(config.train, path.parent)
+    model, density, meta = load_classifier(path)
+    if density is None:
+        raise ValueError(f"checkpoint {path} has no feature density; DeDUCE needs one")
+    print(
+        f"classifier: {meta['model']['kind']} from {path} "
+        f"(test accuracy {meta['test_accuracy']:.4f})",
+        flush=True,
+    )
+    return model, density, meta, path
+
+
+def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
+    """Runs the protocol; returns the metrics written to ``metrics.json``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model, density, meta, ckpt = get_classifier(config, workdir)
+    test = load_mnist("test", dataset=meta["dataset"])
+    index, target, sets = protocol_pairs(test.labels, config.n_sets, config.set_size, config.seed)
+    x = test.images[index]
+    searches = {
+        "deduce": lambda: deduce_search(model, density, config.deduce),
+        "jsma": lambda: jsma_search(model, config.jsma),
+        "wachter": lambda: wachter_search(model, config.wachter),
+    }
+    summaries, per_query, timing, outputs = {}, {}, {}, {}
+    for name in config.methods:
+        search = searches[name]()
+        xs, ts = search.check(x, target)
+        start = time.perf_counter()
+        out = runner.run(
+            search, np.asarray(xs), np.asarray(ts), workdir / name, config=config.runner, desc=name
+        )
+        wall = time.perf_counter() - start
+        chunks = json.loads((workdir / name / runner.MANIFEST_FILE).read_text())["chunks"]
+        timing[name] = {
+            "wall_seconds_this_call": wall,
+            "chunk_seconds": [chunks[k]["seconds"] for k in sorted(chunks, key=int)],
+            "seconds_per_counterfactual": sum(c["seconds"] for c in chunks.values()) / len(x),
+        }
+        pq = metrics.per_query_metrics(
+            {
+                "x_cf": out["counterfactuals"],
+                "success": out["success"],
+                "n_iter": out["iterations"],
+                "target_prob": out["target_prob"],
+            },
+            x,
+            target,
+            classifier=model,
+            density=density,
+        )
+        per_query[name] = pq
+        outputs[name] = out["counterfactuals"]
+        summaries[name] = metrics.summarize(pq, sets=sets)
+
+    both = np.logical_and.reduce([per_query[m]["success"] for m in config.methods])
+    common = (
+        {
+            m: {
+                "l0": float(per_query[m]["l0"][both].mean()),
+                "l1": float(per_query[m]["l1"][both].mean()),
+            }
+            for m in config.methods
+        }
+        if both.any()
+        else {}
+    )
+    table = report.format_table(summaries)
+    result = {
+        "pairs": len(x),
+        "n_sets": config.n_sets,
+        "set_size": config.set_size,
+        "summaries": summaries,
+        "on_pairs_all_methods_solved": {"n": int(both.sum()), **common},
+        "timing": timing,
+        "classifier": {
+            "checkpoint": str(ckpt),
+            **{k: meta[k] for k in ("model", "dataset", "test_accuracy")},
+        },
+        "config": metrics.to_jsonable(dataclasses.asdict(config)),
+    }
+    report.write_json_atomic(workdir / "metrics.json", metrics.to_jsonable(result))
+
+    show = _grid_queries(per_query, config.grid_queries)
+    report.counterfactual_grid(
+        workdir / "grid.png",
+        x[show],
+        {
+            m: {
+                "x_cf": outputs[m][show],
+                "success": per_query[m]["success"][show],
+                "target_prob": per_query[m]["target_prob"][show],
+            }
+            for m in config.methods
+        },
+        target[show],
+        pred=np.asarray(metrics.predict(model, x[show])),
+        n=len(show),
+        title="DeDUCE protocol on MNIST: counterfactual and difference (red: brighter)",
+    )
+    report.l0_plot(
+        workdir / "l0.png",
+        {m: per_query[m]["l0"][per_query[m]["success"]] for m in config.methods},
+        published=metrics.PUBLISHED,
+        title=f"L0 of found counterfactuals ({len(x)} pairs)",
+    )
+    report.write_text_atomic(workdir / "report.md", _markdown(result, summaries))
+    print("\n" + table, flush=True)
+    if common:
+        print(
+            f"on the {int(both.sum())} pairs every method solved: "
+            + ", ".join(f"{m} L0 {v['l0']:.2f} L1 {v['l1']:.2f}" for m, v in common.items()),
+            flush=True,
+        )
+    print(f"wrote {workdir}/metrics.json, grid.png, l0.png, report.md", flush=True)
+    return result
+
+
+def _grid_queries(per_query: dict, n: int) -> np.ndarray:
+    """A spread of queries for the figure: every 9th pair walks through targets and images."""
+    total = len(next(iter(per_query.values()))["success"])
+    return np.linspace(0, total - 1, num=min(n, total)).astype(int) // 1
+
+
+def _markdown(result: dict, summaries: dict) -> str:
+    timing = "\n".join(
+        f"| {m} | {t['seconds_per_counterfactual'] * 1e3:.2f} ms |"
+        for m, t in result["timing"].items()
+    )
+    clf = result["classifier"]
+    return (
+        f"# DeDUCE protocol: {result['pairs']} pairs "
+        f"({result['n_sets']} sets x {result['set_size']} images x 9 targets)\n\n"
+        f"Classifier: {clf['model']['kind']} ({clf['model']}), test accuracy "
+        f"{clf['test_accuracy']:.4f}.\n\n"
+        + report.markdown_table(summaries)
+        + "\n| method | time per counterfactual (incl. compilation) |\n| :--- | ---: |\n"
+        + timing
+        + "\n\n![counterfactuals](grid.png)\n\n![L0](l0.png)\n"
+    )

@@ -1,0 +1,40 @@
+"""Trains a classifier (and its feature density) described by a config file.
+
+    python -m train.main --config train/configs/resnet_cpu.py --workdir workdir/resnet_cpu
+
+The config file defines ``get_config() -> TrainConfig``; the checkpoint (Orbax + metadata.json,
+density included) is written to ``<workdir>/checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from jaxcf.training import train_and_evaluate
+
+
+def load_config(path: str):
+    spec = importlib.util.spec_from_file_location("train_config", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no config file at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="config file with get_config()")
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    args = parser.parse_args(argv)
+    _, _, metadata = train_and_evaluate(
+        load_config(args.config), args.workdir, overwrite=args.overwrite
+    )
+    print(f"test accuracy {metadata['test_accuracy']:.4f}; saved {args.workdir / 'checkpoint'}")
+
+
+if __name__ == "__main__":
+    main()
