@@ -115,7 +115,7 @@ def save(
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
     if jax.process_count() > 1:
         raise NotImplementedError("jaxcf.checkpoint.save supports a single JAX process only")
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # Orbax refuses relative paths
     if (directory.exists() or directory.is_symlink()) and not overwrite:
         raise FileExistsError(
             f"checkpoint directory {directory} already exists; pass overwrite=True to replace it"
@@ -155,7 +155,7 @@ def load(directory: str | os.PathLike[str], model: nnx.Module) -> dict[str, Any]
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # Orbax refuses relative paths
     meta = read_metadata(directory)
     graph_state = nnx.state(model, _STATE_FILTER)
     pure = nnx.to_pure_dict(graph_state)
@@ -183,7 +183,7 @@ def load_extras(directory: str | os.PathLike[str], name: str, abstract_or_like: 
       ValueError: no extra called ``name`` was saved.
       CheckpointMismatchError: the stored structure differs from ``abstract_or_like``.
     """
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # Orbax refuses relative paths
     meta = read_metadata(directory)
     stored = meta.get("extras", {})
     if name not in stored:
@@ -205,7 +205,7 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
       FileNotFoundError: ``directory`` or its ``metadata.json`` is missing.
     """
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # Orbax refuses relative paths
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     path = directory / METADATA_FILE

@@ -210,3 +210,14 @@ def test_interrupted_overwrite_keeps_previous(tmp_path, monkeypatch):
     fresh = TinyNet(8, seed=3)
     checkpoint.load(tmp_path / "ck", fresh)
     _assert_tree_equal(_values(fresh), _values(old))
+
+
+def test_relative_paths_work(tmp_path, monkeypatch):
+    """Orbax itself refuses relative paths; the wrapper must not."""
+    monkeypatch.chdir(tmp_path)
+    model = _trained_net()
+    checkpoint.save("rel/ckpt", model, metadata={"model": "tiny"})
+    fresh = TinyNet(8, seed=1)
+    checkpoint.load("rel/ckpt", fresh)
+    _assert_tree_equal(_values(model), _values(fresh))
+    assert checkpoint.read_metadata("rel/ckpt")["model"] == "tiny"

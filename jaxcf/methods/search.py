@@ -150,6 +150,7 @@ class _Pool(NamedTuple):
     qid: Array  # [S] int32, query held by each slot; n (one past the end) for an empty slot
     next_q: Array  # scalar int32, first query not yet loaded
     out: CFResult  # [N, ...] results, filled as queries finish
+    steps: Array  # scalar int32, batch iterations computed so far
 
 
 def solve_pool(
@@ -160,7 +161,8 @@ def solve_pool(
     slots: int,
     segment: int = 4,
     valid: Array | None = None,
-) -> CFResult:
+    with_stats: bool = False,
+) -> CFResult | tuple[CFResult, dict[str, Array]]:
     """Runs ``search`` on ``N`` queries through ``slots`` refillable batch slots.
 
     Every ``segment`` iterations the finished slots hand their results to the output and load
@@ -174,6 +176,8 @@ def solve_pool(
       segment: iterations between refills (static); 1 wastes the least compute, larger values
         amortise the refill's gather/scatter.
       valid: ``[N]`` bool, ``False`` for padding queries (finished as soon as loaded).
+      with_stats: also return ``{"slot_iterations": ...}``, the number of query-iterations the
+        device computed (slots x batch iterations), to measure the compute spent on idle slots.
     """
     n = x.shape[0]
     slots = min(slots, n)
@@ -190,6 +194,7 @@ def solve_pool(
         qid=jnp.arange(slots, dtype=jnp.int32),
         next_q=jnp.asarray(slots, jnp.int32),
         out=empty,
+        steps=jnp.asarray(0, jnp.int32),
     )
 
     def segment_body(pool: _Pool) -> _Pool:
@@ -208,7 +213,9 @@ def solve_pool(
         xq, tq, vq = load(new_qid)
         s = tree_where(done, _fresh(search, xq, tq, vq), s)
         next_q = jnp.minimum(pool.next_q + jnp.sum(done, dtype=jnp.int32), n)
-        return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out)
+        return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out, steps=pool.steps + segment)
 
     pool = jax.lax.while_loop(lambda p: jnp.any(p.qid < n), segment_body, pool)
+    if with_stats:
+        return pool.out, {"slot_iterations": pool.steps * slots}
     return pool.out

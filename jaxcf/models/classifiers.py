@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcf.models.conv import Conv
 from jaxcf.models.spectral import SpectralConv
 
 Array = jax.Array
@@ -86,8 +87,8 @@ class SmallCNN(nnx.Module):
         self.config = config
         c_in = config.input_shape[-1]
         c1, c2 = config.channels
-        self.conv1 = nnx.Conv(c_in, c1, (3, 3), rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (3, 3), rngs=rngs)
+        self.conv1 = Conv(c_in, c1, 3, rngs=rngs)
+        self.conv2 = Conv(c1, c2, 3, rngs=rngs)
         side = config.input_shape[0] // 4
         self.fc = nnx.Linear(side * side * c2, config.hidden, rngs=rngs)
         self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)

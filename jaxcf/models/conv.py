@@ -17,14 +17,15 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 Array = jax.Array
-_DN = ("NHWC", "HWIO", "NHWC")
+CONV_DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def _conv(x: Array, kernel: Array, stride: int, pad: int) -> Array:
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=_DN
+        x, kernel, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=CONV_DIMS
     )
 
 
@@ -48,7 +49,7 @@ def _input_grad(g: Array, kernel: Array, in_hw: tuple[int, int], stride: int, pa
         dilated = (o - 1) * stride + 1
         padding.append((lo, n - dilated - lo + k - 1))
     return jax.lax.conv_general_dilated(
-        g, kt, (1, 1), padding, lhs_dilation=(stride, stride), dimension_numbers=_DN
+        g, kt, (1, 1), padding, lhs_dilation=(stride, stride), dimension_numbers=CONV_DIMS
     )
 
 
@@ -61,3 +62,18 @@ def _bwd(stride, pad, res, g):
 
 
 conv2d.defvjp(_fwd, _bwd)
+
+
+class Conv(nnx.Module):
+    """A square-kernel, "same"-padded NHWC convolution with bias, built on :func:`conv2d`."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *, rngs):
+        init = jax.nn.initializers.lecun_normal()
+        self.kernel = nnx.Param(
+            init(rngs.params(), (kernel_size, kernel_size, in_features, out_features))
+        )
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+        self.pad = kernel_size // 2
+
+    def __call__(self, x: Array) -> Array:
+        return conv2d(x, self.kernel[...], 1, self.pad) + self.bias[...]

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcf.models.conv import conv2d
+from jaxcf.models.conv import CONV_DIMS, conv2d
 
 Array = jax.Array
 
@@ -73,7 +73,12 @@ class SpectralConv(nnx.Module):
             )
 
     def _conv(self, x: Array, kernel: Array) -> Array:
-        return conv2d(x, kernel, self.strides, self.padding)
+        if self.use_running_average:  # eval mode: searches differentiate it inside loops
+            return conv2d(x, kernel, self.strides, self.padding)
+        p = self.padding  # training: plain autodiff fuses better outside loops
+        return jax.lax.conv_general_dilated(
+            x, kernel, (self.strides,) * 2, ((p, p), (p, p)), dimension_numbers=CONV_DIMS
+        )
 
     def sigma(self) -> Array:
         """The current estimate ``<v, A u>`` of the operator norm (differentiable in W)."""
