@@ -209,9 +209,10 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
 
 
 def _grid_queries(per_query: dict, n: int) -> np.ndarray:
-    """A spread of queries for the figure: every 9th pair walks through targets and images."""
-    total = len(next(iter(per_query.values()))["success"])
-    return np.linspace(0, total - 1, num=min(n, total)).astype(int) // 1
+    """Pairs for the figure: images spread over the list, each with a different target slot."""
+    images = len(next(iter(per_query.values()))["success"]) // 9
+    rows = np.linspace(0, images - 1, num=min(n, images)).astype(int)
+    return rows * 9 + (np.arange(len(rows)) * 4) % 9
 
 
 def _markdown(result: dict, summaries: dict) -> str:

@@ -354,7 +354,7 @@ def _cell(summary: Mapping[str, Any], key: str, fmt: str, scale: float = 1.0) ->
         return _DASH
     text = format(mean * scale, fmt)
     std = _num(summary.get(f"{key}_std_over_sets"))
-    if std is not None:
+    if std is not None and (summary.get("n_sets") or 0) > 1:  # one set has no spread
         text += f" {_PM} {format(std * scale, fmt)}"
     return text
 

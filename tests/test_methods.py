@@ -32,8 +32,8 @@ from jaxcf.methods import (
     wachter_search,
 )
 
-DEDUCE = DeDUCEConfig(max_iter=40)
-JSMA = JSMAConfig(max_iter=40)
+DEDUCE = DeDUCEConfig(max_iter=100)
+JSMA = JSMAConfig(max_iter=100)
 WACHTER = WachterConfig(max_iter=40, learning_rate=0.02)
 
 
@@ -153,7 +153,7 @@ def test_deduce_matches_reference_loop(trained, queries):
 def test_deduce_several_pixels_matches_reference(trained, queries):
     model, density, _ = trained
     x, t = queries
-    cfg = dataclasses.replace(DEDUCE, pixels=3, max_iter=15)
+    cfg = dataclasses.replace(DEDUCE, pixels=3, max_iter=40)
     result = deduce(model, density, x[:6], t[:6], cfg)
     _compare(result, [reference_deduce(model, density, x[i], int(t[i]), cfg) for i in range(6)])
 
@@ -198,7 +198,11 @@ def test_pool_equals_batch(trained, queries, method):
     pooled = jax.jit(solve_pool, static_argnames=("slots", "segment"))(
         search, x, t, slots=5, segment=3
     )
-    for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(pooled), strict=True):
+    # Identical decisions and counterfactuals; probabilities to rounding (batch of 12 vs 5).
+    for field in ("x_cf", "success", "n_iter"):
+        np.testing.assert_array_equal(getattr(batch, field), getattr(pooled, field), field)
+    np.testing.assert_allclose(batch.target_prob, pooled.target_prob, rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(batch.extras), jax.tree.leaves(pooled.extras), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -254,7 +258,7 @@ def test_no_recompilation(trained, queries):
     # Same shapes and config, other values and another model instance of the same architecture.
     other = nnx.clone(model)
     deduce(other, density, x[::-1].copy(), t[::-1].copy(), DEDUCE)
-    deduce(model, density, x, t, DeDUCEConfig(max_iter=40))  # equal config, new object
+    deduce(model, density, x, t, DeDUCEConfig(max_iter=100))  # equal config, new object
     jsma(other, x, (t + 1) % 10, JSMA)
     assert _deduce._deduce._cache_size() == n_deduce
     assert _jsma._jsma._cache_size() == n_jsma

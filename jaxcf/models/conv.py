@@ -76,4 +76,4 @@ class Conv(nnx.Module):
         self.pad = kernel_size // 2
 
     def __call__(self, x: Array) -> Array:
-        return conv2d(x, self.kernel[...], 1, self.pad) + self.bias[...]
+        return conv2d(x, self.kernel[...], 1, self.pad) + self.bias[...].reshape(1, 1, 1, -1)
