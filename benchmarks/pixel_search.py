@@ -4,9 +4,9 @@
 
 For the DeDUCE protocol's pairs (``--images`` test images x 9 other targets) and each method:
 
-* **jaxcf**: the whole pair list through refillable slots (:func:`jaxcf.methods.solve_pool`), one
-  XLA program; compile time (``lower().compile()``) is reported apart from steady-state time, and
-  every timing ends in ``block_until_ready``.
+* **jaxcf**: the whole pair list through refillable slots that taper as the list drains
+  (:func:`jaxcf.methods.solve_pool`), one XLA program; compile time (``lower().compile()``)
+  is reported apart from steady-state time, and every timing ends in ``block_until_ready``.
 * **jaxcf, no refill**: the same pairs in batches of ``slots`` with the plain batched while-loop
   (:func:`jaxcf.methods.solve`): every slot computes until its batch's slowest query finishes.
 * **baseline "per batch"**: how the published code produced its tables: a host-side Python loop
@@ -259,7 +259,7 @@ def _cpus() -> int:
 
 def _markdown_method(name, m):
     rows = [
-        ("jaxcf: slot refill, one program", m["jaxcf"]),
+        ("jaxcf: slot refill + taper, one program", m["jaxcf"]),
         ("jaxcf: batched while-loop, no refill", m["jaxcf_no_refill"]),
         ("baseline: host loop, batches of 100 sharing a target", m["baseline_per_batch"]),
         ("baseline: one query at a time, host loop", m["baseline_per_query"]),

@@ -49,11 +49,14 @@ class RunnerConfig:
     slots: refillable slots per device; ``None`` runs each device's share of a chunk as one
       batch until its slowest query finishes.
     segment: iterations between slot refills.
+    taper: smaller batch sizes the slots shrink to as a chunk drains (see
+      :func:`jaxcf.methods.solve_pool`); ``None`` for the default halvings, ``()`` for none.
     """
 
     chunk_size: int = 1024
     slots: int | None = 128
     segment: int = 4
+    taper: tuple[int, ...] | None = None
 
 
 def data_mesh(devices: list | None = None) -> Mesh:
@@ -73,7 +76,15 @@ def make_chunk_fn(search: IterativeSearch, mesh: Mesh, config: RunnerConfig, chu
     def local(search, x, target, valid):
         if slots is None or slots >= per_device:
             return solve(search, x, target, valid=valid)
-        return solve_pool(search, x, target, valid=valid, slots=slots, segment=config.segment)
+        return solve_pool(
+            search,
+            x,
+            target,
+            valid=valid,
+            slots=slots,
+            segment=config.segment,
+            taper=config.taper,
+        )
 
     sharded = jax.shard_map(
         local,

@@ -206,6 +206,23 @@ def test_pool_equals_batch(trained, queries, method):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.parametrize(("slots", "taper"), [(6, (3, 1)), (12, (5,)), (4, ())])
+def test_tapered_pool_equals_batch(trained, queries, slots, taper):
+    """Compacting the stragglers into smaller batches changes no query's result."""
+    model, density, _ = trained
+    search = deduce_search(model, density, DEDUCE)
+    x, t = search.check(*queries)
+    batch = jax.jit(solve)(search, x, t)
+    pooled, stats = jax.jit(
+        solve_pool, static_argnames=("slots", "segment", "taper", "with_stats")
+    )(search, x, t, slots=slots, segment=2, taper=taper, with_stats=True)
+    np.testing.assert_array_equal(batch.x_cf, pooled.x_cf)
+    np.testing.assert_array_equal(batch.n_iter, pooled.n_iter)
+    np.testing.assert_array_equal(batch.success, pooled.success)
+    # Every computed query-iteration is accounted for: at least the useful ones.
+    assert int(stats["slot_iterations"]) >= int(np.sum(batch.n_iter))
+
+
 def test_padding_queries_are_inert(trained, queries):
     model, density, _ = trained
     search = deduce_search(model, density, DEDUCE)

@@ -150,7 +150,7 @@ class _Pool(NamedTuple):
     qid: Array  # [S] int32, query held by each slot; n (one past the end) for an empty slot
     next_q: Array  # scalar int32, first query not yet loaded
     out: CFResult  # [N, ...] results, filled as queries finish
-    steps: Array  # scalar int32, batch iterations computed so far
+    steps: Array  # scalar int32, query-iterations computed so far (live or idle)
 
 
 def solve_pool(
@@ -160,13 +160,17 @@ def solve_pool(
     *,
     slots: int,
     segment: int = 4,
+    taper: tuple[int, ...] | None = None,
     valid: Array | None = None,
     with_stats: bool = False,
 ) -> CFResult | tuple[CFResult, dict[str, Array]]:
     """Runs ``search`` on ``N`` queries through ``slots`` refillable batch slots.
 
     Every ``segment`` iterations the finished slots hand their results to the output and load
-    the next waiting queries (in index order). Per-query results equal those of :func:`solve`.
+    the next waiting queries (in index order). Once no query is waiting, the slots drain; the
+    last stragglers would keep a mostly empty batch busy, so the batch *tapers*: when fewer
+    live queries remain than the next size in ``taper``, they are compacted into a batch of
+    that size. Per-query results equal those of :func:`solve`.
 
     Args:
       search: the method.
@@ -175,12 +179,20 @@ def solve_pool(
       slots: number of queries computed at once (static). Clipped to ``N``.
       segment: iterations between refills (static); 1 wastes the least compute, larger values
         amortise the refill's gather/scatter.
+      taper: decreasing smaller batch sizes for the drain (static); default: halvings from
+        ``slots // 2`` down to ``slots // 32`` (those of at least 1); ``()`` disables tapering.
       valid: ``[N]`` bool, ``False`` for padding queries (finished as soon as loaded).
       with_stats: also return ``{"slot_iterations": ...}``, the number of query-iterations the
-        device computed (slots x batch iterations), to measure the compute spent on idle slots.
+        device computed (batch size x iterations, summed over stages), to measure the compute
+        spent on idle slots.
     """
     n = x.shape[0]
     slots = min(slots, n)
+    if taper is None:  # halve down to slots / 32
+        taper = tuple(slots >> k for k in range(1, 6) if slots >> k >= 1)
+    sizes = (slots, *(t for t in taper if t < slots))
+    if list(sizes) != sorted(set(sizes), reverse=True):
+        raise ValueError(f"taper sizes must decrease below slots={slots}, got {taper}")
     valid = jnp.ones(n, bool) if valid is None else valid
 
     def load(qid):
@@ -213,9 +225,23 @@ def solve_pool(
         xq, tq, vq = load(new_qid)
         s = tree_where(done, _fresh(search, xq, tq, vq), s)
         next_q = jnp.minimum(pool.next_q + jnp.sum(done, dtype=jnp.int32), n)
-        return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out, steps=pool.steps + segment)
+        batch = new_qid.shape[0]
+        steps = pool.steps + segment * batch
+        return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out, steps=steps)
 
-    pool = jax.lax.while_loop(lambda p: jnp.any(p.qid < n), segment_body, pool)
+    for k, size in enumerate(sizes):
+        if k:  # compact the (fewer than `size`) live slots into a smaller batch
+            keep = jnp.argsort(pool.qid >= n, stable=True)[:size]
+            pool = pool._replace(
+                slots=jax.tree.map(lambda a, keep=keep: a[keep], pool.slots), qid=pool.qid[keep]
+            )
+        nxt = sizes[k + 1] if k + 1 < len(sizes) else 0
+
+        def cond(p: _Pool, nxt=nxt) -> Array:
+            n_live = jnp.sum(p.qid < n)
+            return (n_live > 0) & ((p.next_q < n) | (n_live >= nxt))
+
+        pool = jax.lax.while_loop(cond, segment_body, pool)
     if with_stats:
-        return pool.out, {"slot_iterations": pool.steps * slots}
+        return pool.out, {"slot_iterations": pool.steps}
     return pool.out
