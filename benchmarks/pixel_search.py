@@ -178,7 +178,8 @@ def main(argv=None):
     test = load_mnist("test")
     index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
     device = jax.devices()[0]
-    device_name = f"{device.platform}:{getattr(device, 'device_kind', '')}".rstrip(":")
+    kind = str(getattr(device, "device_kind", device.platform))
+    device_name = device.platform if kind == device.platform else f"{device.platform} {kind}"
     results = {
         "device": device_name,
         "device_count": jax.device_count(),
@@ -245,7 +246,7 @@ def main(argv=None):
         }
         print(_markdown_method(name, results["methods"][name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"pixel_search_{device_name.replace(':', '_').replace(' ', '_')}"
+    stem = args.out / f"pixel_search_{device_name.replace(' ', '_')}"
     report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
     report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
     print(f"wrote {stem}.json and .md")

@@ -27,6 +27,7 @@ def test_protocol_pairs_cover_every_other_class():
 def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, capsys):
     config = ExplainConfig(
         checkpoint=str(trained_dir / "checkpoint"),
+        baseline_checkpoint=str(trained_dir / "checkpoint"),  # exercises the two-model path
         n_sets=2,
         set_size=2,
         deduce=DeDUCEConfig(max_iter=60),
@@ -47,6 +48,7 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
         s = metrics["summaries"][name]
         assert s["n"] == 36 and s["n_sets"] == 2 and 0 <= s["failure_rate"] <= 1
         assert "l0_std_over_sets" in s and "nll" in s
+    assert metrics["baseline_classifier"]["methods"] == ["jsma", "wachter"]
     # Wachter moves many pixels, the pixel searches few.
     assert metrics["summaries"]["wachter"]["l0"] > metrics["summaries"]["deduce"]["l0"]
     for png in ("grid.png", "l0.png"):

@@ -1,5 +1,7 @@
-"""The DeDUCE paper's protocol: 5 sets of 100 test images x 9 targets = 4,500 pairs, with the
-paper's ResNet-18 (full width, soft spectral norm c = 4, 50 epochs of SGD). GPU-sized.
+"""The DeDUCE paper's protocol: 5 sets of 100 test images x 9 targets = 4,500 pairs. DeDUCE runs
+on the paper's ResNet-18 (full width, soft spectral norm c = 4, 50 epochs of SGD); JSMA and
+Wachter on the same ResNet without spectral normalisation, as the paper's baselines did.
+GPU-sized.
 
     python -m explain.main --config explain/configs/paper.py --workdir workdir/paper
 """
@@ -13,6 +15,7 @@ from jaxcf.training import TrainConfig
 def get_config() -> ExplainConfig:
     return ExplainConfig(
         train=TrainConfig(model=ResNetConfig(base_width=64, coeff=4.0)),
+        baseline_train=TrainConfig(model=ResNetConfig(base_width=64, coeff=None)),
         n_sets=5,
         set_size=100,
         runner=RunnerConfig(chunk_size=4500, slots=1024, segment=4),
