@@ -181,9 +181,11 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         "summaries": summaries,
         "on_pairs_all_methods_solved": {"n": int(both.sum()), **common},
         "timing": timing,
-        "classifier": {
-            "checkpoint": str(ckpt),
-            **{k: meta[k] for k in ("model", "dataset", "test_accuracy")},
+        "classifier": {"checkpoint": str(ckpt), **{k: meta[k] for k in _META}},
+        "baseline_classifier": {
+            "checkpoint": str(base_ckpt),
+            "methods": [m for m in config.methods if clf[m] is base_model and base_ckpt != ckpt],
+            **{k: base_meta[k] for k in _META},
         },
         "config": metrics.to_jsonable(dataclasses.asdict(config)),
     }
