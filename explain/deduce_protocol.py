@@ -184,7 +184,9 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         "classifier": {"checkpoint": str(ckpt), **{k: meta[k] for k in _META}},
         "baseline_classifier": {
             "checkpoint": str(base_ckpt),
-            "methods": [m for m in config.methods if clf[m] is base_model and base_ckpt != ckpt],
+            "methods": [
+                m for m in config.methods if base_model is not model and clf[m] is base_model
+            ],
             **{k: base_meta[k] for k in _META},
         },
         "config": metrics.to_jsonable(dataclasses.asdict(config)),
