@@ -9,19 +9,10 @@ reuses the trained classifier and every finished chunk of counterfactuals.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 from explain.deduce_protocol import run_protocol
-
-
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location("explain_config", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"no config file at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from jaxcf.config_file import load_config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,6 @@ from jaxcf.methods import (
     DeDUCEConfig,
     JSMAConfig,
     WachterConfig,
-    _deduce,
-    _jsma,
     deduce,
     deduce_search,
     jsma,
@@ -31,6 +29,7 @@ from jaxcf.methods import (
     wachter,
     wachter_search,
 )
+from jaxcf.methods.search import solve_jit
 
 DEDUCE = DeDUCEConfig(max_iter=100)
 JSMA = JSMAConfig(max_iter=100)
@@ -271,14 +270,13 @@ def test_no_recompilation(trained, queries):
     x, t = queries
     deduce(model, density, x, t, DEDUCE)
     jsma(model, x, t, JSMA)
-    n_deduce, n_jsma = _deduce._deduce._cache_size(), _jsma._jsma._cache_size()
+    compiled = solve_jit._cache_size()
     # Same shapes and config, other values and another model instance of the same architecture.
     other = nnx.clone(model)
     deduce(other, density, x[::-1].copy(), t[::-1].copy(), DEDUCE)
     deduce(model, density, x, t, DeDUCEConfig(max_iter=100))  # equal config, new object
     jsma(other, x, (t + 1) % 10, JSMA)
-    assert _deduce._deduce._cache_size() == n_deduce
-    assert _jsma._jsma._cache_size() == n_jsma
+    assert solve_jit._cache_size() == compiled
 
 
 def test_function_classifier_and_user_module(trained, queries):
@@ -336,14 +334,14 @@ def test_bad_inputs_raise_before_compiling(trained, queries, case):
     model, density, _ = trained
     x, t = queries
     name, xb, tb, err, match = _bad_cases(x, t)[case]
-    before = (_deduce._deduce._cache_size(), _jsma._jsma._cache_size())
+    before = solve_jit._cache_size()
     with pytest.raises(err, match=match):
         deduce(model, density, xb, tb, DEDUCE)
     with pytest.raises(err, match=match):
         jsma(model, xb, tb, JSMA)
     with pytest.raises(err, match=match):
         wachter(model, xb, tb, WACHTER)
-    assert (_deduce._deduce._cache_size(), _jsma._jsma._cache_size()) == before, name
+    assert solve_jit._cache_size() == before, name
 
 
 def test_density_with_wrong_number_of_classes(trained, queries):

@@ -9,19 +9,10 @@ density included) is written to ``<workdir>/checkpoint``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 
+from jaxcf.config_file import load_config
 from jaxcf.training import train_and_evaluate
-
-
-def load_config(path: str):
-    spec = importlib.util.spec_from_file_location("train_config", path)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"no config file at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def main(argv: list[str] | None = None) -> None:

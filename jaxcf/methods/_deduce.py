@@ -26,7 +26,7 @@ from flax import struct
 from jaxcf.classifier import as_pure
 from jaxcf.methods import checks
 from jaxcf.methods.pixels import safe_abs, select_pixels, target_log_softmax
-from jaxcf.methods.search import CFResult, solve
+from jaxcf.methods.search import CFResult, SearchBase, solve_jit
 
 Array = jax.Array
 
@@ -60,26 +60,17 @@ class DeDUCEState(struct.PyTreeNode):
     momentum: Array  # [B, H*W*C] float32, accumulated gradient
 
 
-class DeDUCESearch(struct.PyTreeNode):
+class DeDUCESearch(SearchBase):
     """DeDUCE as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
 
     classifier: Any
     density: Any
     config: DeDUCEConfig = struct.field(pytree_node=False)
 
-    @property
-    def max_iter(self) -> int:
-        return self.config.max_iter
-
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold
-
     def check(self, x: Any, target: Any) -> tuple[Array, Array]:
         """Validates queries, targets and the density against the classifier (no compilation)."""
-        x, target = checks.check_queries(x, target)
+        x, target = super().check(x, target)
         num_classes = checks.classifier_io(self.classifier, tuple(x.shape[1:]))
-        checks.check_targets(target, num_classes)
         d = checks.feature_dim(self.classifier, tuple(x.shape[1:]))
         checks.check_density(self.density, num_classes, d)
         return x, target
@@ -112,16 +103,8 @@ class DeDUCESearch(struct.PyTreeNode):
         new = DeDUCEState(x=flat.reshape(s.x.shape), changes=s.changes + chosen, momentum=g)
         return prob, new
 
-    def current(self, s: DeDUCEState) -> Array:
-        return s.x
-
     def extras(self, s: DeDUCEState) -> dict[str, Array]:
         return {"pixel_changes": jnp.sum(s.changes, axis=-1)}
-
-
-@jax.jit
-def _deduce(search: DeDUCESearch, x: Array, target: Array) -> CFResult:
-    return solve(search, x, target)
 
 
 def deduce_search(classifier: Any, density: Any, config: DeDUCEConfig) -> DeDUCESearch:
@@ -154,4 +137,4 @@ def deduce(
     """
     search = deduce_search(classifier, density, config)
     x, target = search.check(x, target)
-    return _deduce(search, x, target)
+    return solve_jit(search, x, target)

@@ -17,9 +17,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcf.classifier import as_pure
-from jaxcf.methods import checks
 from jaxcf.methods.pixels import select_pixels, target_log_softmax
-from jaxcf.methods.search import CFResult, solve
+from jaxcf.methods.search import CFResult, SearchBase, solve_jit
 
 Array = jax.Array
 
@@ -39,26 +38,11 @@ class JSMAState(struct.PyTreeNode):
     frozen: Array  # [B, H*W*C] bool
 
 
-class JSMASearch(struct.PyTreeNode):
+class JSMASearch(SearchBase):
     """JSMA as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
 
     classifier: Any
     config: JSMAConfig = struct.field(pytree_node=False)
-
-    @property
-    def max_iter(self) -> int:
-        return self.config.max_iter
-
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold
-
-    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
-        """Validates queries and targets against the classifier (no compilation)."""
-        x, target = checks.check_queries(x, target)
-        num_classes = checks.classifier_io(self.classifier, tuple(x.shape[1:]))
-        checks.check_targets(target, num_classes)
-        return x, target
 
     def init(self, x: Array, target: Array) -> JSMAState:
         return JSMAState(x=x, frozen=jnp.zeros((x.shape[0], x[0].size), bool))
@@ -77,17 +61,6 @@ class JSMASearch(struct.PyTreeNode):
         frozen = s.frozen | (chosen & ((flat == 0.0) | (flat == 1.0)))
         return prob, JSMAState(x=flat.reshape(s.x.shape), frozen=frozen)
 
-    def current(self, s: JSMAState) -> Array:
-        return s.x
-
-    def extras(self, s: JSMAState) -> dict[str, Array]:
-        return {}
-
-
-@jax.jit
-def _jsma(search: JSMASearch, x: Array, target: Array) -> CFResult:
-    return solve(search, x, target)
-
 
 def jsma_search(classifier: Any, config: JSMAConfig) -> JSMASearch:
     """The jittable JSMA search for a classifier (no input checks)."""
@@ -105,4 +78,4 @@ def jsma(classifier: Any, x: Any, target: Any, config: JSMAConfig = JSMAConfig()
     """
     search = jsma_search(classifier, config)
     x, target = search.check(x, target)
-    return _jsma(search, x, target)
+    return solve_jit(search, x, target)

@@ -16,9 +16,8 @@ import optax
 from flax import struct
 
 from jaxcf.classifier import as_pure
-from jaxcf.methods import checks
 from jaxcf.methods.pixels import target_log_softmax
-from jaxcf.methods.search import CFResult, solve
+from jaxcf.methods.search import CFResult, SearchBase, solve_jit
 
 Array = jax.Array
 
@@ -46,30 +45,15 @@ class WachterState(struct.PyTreeNode):
     opt_state: Any  # per-query optimiser state (leading batch axis)
 
 
-class WachterSearch(struct.PyTreeNode):
+class WachterSearch(SearchBase):
     """Wachter's search as an :class:`~jaxcf.methods.search.IterativeSearch`."""
 
     classifier: Any
     config: WachterConfig = struct.field(pytree_node=False)
 
-    @property
-    def max_iter(self) -> int:
-        return self.config.max_iter
-
-    @property
-    def threshold(self) -> float:
-        return self.config.threshold
-
     def _tx(self) -> optax.GradientTransformation:
         lr = self.config.learning_rate
         return optax.adam(lr) if self.config.optimizer == "adam" else optax.sgd(lr)
-
-    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
-        """Validates queries and targets against the classifier (no compilation)."""
-        x, target = checks.check_queries(x, target)
-        num_classes = checks.classifier_io(self.classifier, tuple(x.shape[1:]))
-        checks.check_targets(target, num_classes)
-        return x, target
 
     def init(self, x: Array, target: Array) -> WachterState:
         # vmap gives each query its own optimiser state (Adam's step count included), so a
@@ -90,17 +74,6 @@ class WachterSearch(struct.PyTreeNode):
         x = jnp.clip(s.x + updates, 0.0, 1.0)
         return prob, WachterState(x=x, x0=s.x0, opt_state=opt_state)
 
-    def current(self, s: WachterState) -> Array:
-        return s.x
-
-    def extras(self, s: WachterState) -> dict[str, Array]:
-        return {}
-
-
-@jax.jit
-def _wachter(search: WachterSearch, x: Array, target: Array) -> CFResult:
-    return solve(search, x, target)
-
 
 def wachter_search(classifier: Any, config: WachterConfig) -> WachterSearch:
     """The jittable Wachter search for a classifier (no input checks)."""
@@ -120,4 +93,4 @@ def wachter(
     """
     search = wachter_search(classifier, config)
     x, target = search.check(x, target)
-    return _wachter(search, x, target)
+    return solve_jit(search, x, target)

@@ -24,6 +24,9 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+from flax import struct
+
+from jaxcf.methods import checks
 
 Array = jax.Array
 PyTree = Any
@@ -71,6 +74,32 @@ class IterativeSearch(Protocol):
     def extras(self, state: PyTree) -> dict[str, Array]:
         """Method-specific per-query outputs."""
         ...
+
+
+class SearchBase(struct.PyTreeNode):
+    """Plumbing shared by the image searches: ``max_iter``/``threshold`` from ``self.config``,
+    the query check, and an iterate stored as ``state.x``. Subclasses declare ``classifier``,
+    ``config`` (static) and their own fields."""
+
+    @property
+    def max_iter(self) -> int:
+        return self.config.max_iter
+
+    @property
+    def threshold(self) -> float:
+        return self.config.threshold
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        """Validates queries and targets against the classifier (traces, never compiles)."""
+        x, target = checks.check_queries(x, target)
+        checks.check_targets(target, checks.classifier_io(self.classifier, tuple(x.shape[1:])))
+        return x, target
+
+    def current(self, state: PyTree) -> Array:
+        return state.x
+
+    def extras(self, state: PyTree) -> dict[str, Array]:
+        return {}
 
 
 def tree_where(mask: Array, a: PyTree, b: PyTree) -> PyTree:
@@ -143,6 +172,10 @@ def solve(
         _fresh(search, x, target, valid),
     )
     return _result(search, s)
+
+
+solve_jit = jax.jit(solve)
+""":func:`solve` compiled once per search type, config and shapes (shared by the methods)."""
 
 
 class _Pool(NamedTuple):
