@@ -48,7 +48,9 @@ _PM = "\u00b1"
 # Atomic writers
 
 
-def _write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Calls ``write(f)`` on a temporary file beside ``path``, fsyncs it, then renames it into
+    place, so readers never see a partial file; creates missing parent directories."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -71,7 +73,7 @@ def _write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
 def write_text_atomic(path: PathLike, text: str) -> Path:
     """Writes ``text`` (UTF-8) to ``path`` atomically; creates missing parent directories."""
     data = text.encode("utf-8")
-    return _write_atomic(path, lambda f: f.write(data))
+    return write_atomic(path, lambda f: f.write(data))
 
 
 def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
@@ -83,7 +85,7 @@ def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
 def save_figure_atomic(fig: Figure, path: PathLike, *, dpi: int = 100) -> Path:
     """Saves ``fig`` as a PNG at ``path`` atomically."""
     FigureCanvasAgg(fig)  # a figure built elsewhere may lack a canvas
-    return _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,22 +21,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxcf.methods.search import CFResult, IterativeSearch, solve, solve_pool
+from jaxcf.report import write_atomic, write_json_atomic
 
 RESULT_FILE = "results.npz"
 MANIFEST_FILE = "manifest.json"
@@ -110,30 +108,6 @@ def fingerprint(search: IterativeSearch, x: np.ndarray, target: np.ndarray, extr
     return h.hexdigest()
 
 
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _flatten_result(r: CFResult, rows: slice) -> dict[str, np.ndarray]:
     out = {
         "counterfactuals": np.asarray(r.x_cf)[rows],
@@ -203,7 +177,7 @@ def run(
                 "size); use a fresh out_dir or delete it"
             )
         manifest = old
-    _atomic_json(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest)
 
     fn = make_chunk_fn(search, mesh, config, chunk)
     data = NamedSharding(mesh, P("data"))
@@ -226,11 +200,10 @@ def run(
         )
         result = jax.block_until_ready(result)
         seconds = time.perf_counter() - t0
-        _atomic_savez(
-            chunk_dir / f"chunk_{c:05d}.npz", **_flatten_result(result, slice(0, hi - lo))
-        )
+        arrays = _flatten_result(result, slice(0, hi - lo))
+        write_atomic(chunk_dir / f"chunk_{c:05d}.npz", lambda f, a=arrays: np.savez(f, **a))
         manifest["chunks"][str(c)] = {"seconds": seconds, "queries": hi - lo}
-        _atomic_json(manifest_path, manifest)
+        write_json_atomic(manifest_path, manifest)
         bar.update(hi - lo)
         bar.set_postfix(success=f"{float(np.mean(np.asarray(result.success)[: hi - lo])):.3f}")
         if on_chunk is not None:
@@ -240,7 +213,7 @@ def run(
     parts = [dict(np.load(chunk_dir / f"chunk_{c:05d}.npz")) for c in range(n_chunks)]
     results = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     results = {"queries": x, "targets": target, **results}
-    _atomic_savez(out_dir / RESULT_FILE, **results)
+    write_atomic(out_dir / RESULT_FILE, lambda f: np.savez(f, **results))
     return results
 
 
@@ -248,15 +221,3 @@ def load_results(out_dir: str | Path) -> dict[str, np.ndarray]:
     """Reads ``results.npz`` written by :func:`run`."""
     with np.load(Path(out_dir) / RESULT_FILE) as f:
         return dict(f)
-
-
-def to_device_result(results: dict[str, np.ndarray]) -> CFResult:
-    """A :class:`CFResult` view of loaded results (for metrics)."""
-    extras = {k[6:]: jnp.asarray(v) for k, v in results.items() if k.startswith("extra_")}
-    return CFResult(
-        x_cf=results["counterfactuals"],
-        success=results["success"],
-        n_iter=results["iterations"],
-        target_prob=results["target_prob"],
-        extras=extras,
-    )
