@@ -41,9 +41,10 @@ class ExplainConfig:
       trains it with ``train`` first if it does not exist yet.
     train: how to train the classifier when there is no checkpoint.
     baseline_checkpoint, baseline_train: an optional second classifier for the baselines
-      (``baseline_methods``). The paper ran DeDUCE on the spectrally normalised ResNet and JSMA
-      on the same ResNet without spectral norm; ``None`` for both runs every method on the
-      main classifier. Trained into ``<workdir>/model_baseline`` when missing.
+      (``baseline_methods``). The paper ran DeDUCE on its spectrally normalised ResNet and
+      the baselines on a plain ResNet-18 (:class:`~jaxcf.models.StandardResNetConfig`);
+      ``None`` for both runs every method on the main classifier. Trained into
+      ``<workdir>/model_baseline`` when missing.
     baseline_methods: the methods that use the baseline classifier when there is one.
     n_sets: number of sets of test images (the paper: 5).
     set_size: test images per set (the paper: 100).

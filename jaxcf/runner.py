@@ -183,8 +183,11 @@ def run(
     data = NamedSharding(mesh, P("data"))
     search = jax.device_put(search, NamedSharding(mesh, P()))  # parameters replicated
     todo = [c for c in range(n_chunks) if not (chunk_dir / f"chunk_{c:05d}.npz").exists()]
-    bar = tqdm(total=n, desc=desc, unit="query", disable=not progress)
-    bar.update(min(n, (n_chunks - len(todo)) * chunk))
+    # Resumed chunks count as done from the start (``initial``) so the rate shows new work only.
+    done = min(n, (n_chunks - len(todo)) * chunk)
+    bar = tqdm(total=n, initial=done, desc=desc, unit="query", disable=not progress)
+    if done:
+        bar.set_postfix_str(f"resumed {n_chunks - len(todo)}/{n_chunks} chunks")
     for c in todo:
         lo, hi = c * chunk, min((c + 1) * chunk, n)
         pad = chunk - (hi - lo)

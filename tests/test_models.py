@@ -14,6 +14,7 @@ from jaxcf.models import (
     MLPConfig,
     ResNetConfig,
     SpectralConv,
+    StandardResNetConfig,
     build,
     config_from_dict,
     config_to_dict,
@@ -27,6 +28,7 @@ CONFIGS = [
     CNNConfig(channels=(4, 8), hidden=16),
     ResNetConfig(base_width=4, coeff=4.0),
     ResNetConfig(base_width=4, coeff=None),
+    StandardResNetConfig(base_width=4),
 ]
 
 
@@ -57,6 +59,21 @@ def test_resnet_matches_paper_layout():
     assert sides == [28, 28, 28, 14, 14, 7, 7, 4]  # the input side each block sees
 
 
+def test_standard_resnet_matches_paper_baseline_layout():
+    model = build(StandardResNetConfig())
+    x = jnp.zeros((2, 28, 28, 1))
+    assert model.features(x).shape == (2, 512)
+    n_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    # torchvision's ResNet-18 (11.69M) with a 1-channel stem and a 10-class head.
+    assert 11_150_000 < n_params < 11_200_000
+    h = nnx.max_pool(model.stem(x), (3, 3), (2, 2), ((1, 1), (1, 1)))
+    sides = []
+    for block in model.blocks:
+        sides.append(h.shape[1])
+        h = block(h)
+    assert sides == [7, 7, 7, 4, 4, 2, 2, 1]  # the input side each block sees
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
 def test_config_round_trip(config):
     assert config_from_dict(config_to_dict(config)) == config
@@ -64,18 +81,29 @@ def test_config_round_trip(config):
 
 
 @pytest.mark.parametrize(
-    ("stride", "side", "c_in", "c_out"), [(1, 28, 1, 4), (2, 28, 4, 8), (2, 7, 8, 8)]
+    ("size", "stride", "pad", "side", "c_in", "c_out"),
+    [
+        (3, 1, 1, 28, 1, 4),
+        (3, 2, 1, 28, 4, 8),
+        (3, 2, 1, 7, 8, 8),
+        (7, 2, 3, 28, 1, 8),  # the standard ResNet's stem
+        (1, 2, 0, 7, 8, 16),  # its projection shortcut
+    ],
 )
-def test_conv2d_custom_vjp_equals_lax(stride, side, c_in, c_out):
+def test_conv2d_custom_vjp_equals_lax(size, stride, pad, side, c_in, c_out):
     x = jax.random.normal(jax.random.key(0), (2, side, side, c_in))
-    k = jax.random.normal(jax.random.key(1), (3, 3, c_in, c_out))
+    k = jax.random.normal(jax.random.key(1), (size, size, c_in, c_out))
 
     def ref(x, k):
         return jax.lax.conv_general_dilated(
-            x, k, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x,
+            k,
+            (stride, stride),
+            ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
 
-    y, vjp = jax.vjp(lambda a, b: conv2d(a, b, stride, 1), x, k)
+    y, vjp = jax.vjp(lambda a, b: conv2d(a, b, stride, pad), x, k)
     y_ref, vjp_ref = jax.vjp(ref, x, k)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     g = jax.random.normal(jax.random.key(2), y.shape)

@@ -1,13 +1,14 @@
 """The DeDUCE paper's protocol: 5 sets of 100 test images x 9 targets = 4,500 pairs. DeDUCE runs
 on the paper's ResNet-18 (full width, soft spectral norm c = 4, 50 epochs of SGD); JSMA and
-Wachter on the same ResNet without spectral normalisation, as the paper's baselines did.
+Wachter on the plain ResNet-18 the paper's baselines used (its published code trains that
+"c0" model from a torchvision-style ResNet: 7x7 stride-2 stem, max-pool, projection shortcuts).
 GPU-sized.
 
     python -m explain.main --config explain/configs/paper.py --workdir workdir/paper
 """
 
 from explain.deduce_protocol import ExplainConfig
-from jaxcf.models import ResNetConfig
+from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
@@ -15,7 +16,7 @@ from jaxcf.training import TrainConfig
 def get_config() -> ExplainConfig:
     return ExplainConfig(
         train=TrainConfig(model=ResNetConfig(base_width=64, coeff=4.0)),
-        baseline_train=TrainConfig(model=ResNetConfig(base_width=64, coeff=None)),
+        baseline_train=TrainConfig(model=StandardResNetConfig(base_width=64)),
         n_sets=5,
         set_size=100,
         runner=RunnerConfig(chunk_size=4500, slots=1024, segment=4),

@@ -11,6 +11,10 @@ by a frozen, hashable config dataclass so that a checkpoint can record the archi
   28/14/7/4, LeakyReLU, average-pool shortcuts padded with zero channels, 4x4 average pooling
   to ``8 * base_width`` features, optional soft spectral norm on every convolution), with a
   width multiplier: ``base_width=64`` is the paper's network, ``base_width=8`` a CPU-sized one.
+* :class:`StandardResNet18`: the plain ResNet-18 the DeDUCE paper's baselines (JSMA, REVISE) ran
+  on: ImageNet-style 7x7 stride-2 stem and 3x3 stride-2 max-pool (28 -> 14 -> 7), stages at
+  7/4/2/1, ReLU, 1x1 convolution + batch-norm projection shortcuts, no spectral norm; same
+  width multiplier.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class CNNConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
-    """ResNet-18 for 28x28 inputs. ``coeff=None`` gives the baseline without spectral norm."""
+    """DDU's ResNet-18 for 28x28 inputs; ``coeff=None`` switches spectral norm off."""
 
     kind: Literal["resnet18"] = "resnet18"
     input_shape: tuple[int, int, int] = (28, 28, 1)
@@ -58,7 +62,18 @@ class ResNetConfig:
     blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
 
 
-ModelConfig = MLPConfig | CNNConfig | ResNetConfig
+@dataclasses.dataclass(frozen=True)
+class StandardResNetConfig:
+    """The plain ResNet-18 of the DeDUCE paper's baselines (see :class:`StandardResNet18`)."""
+
+    kind: Literal["resnet18_standard"] = "resnet18_standard"
+    input_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int = 10
+    base_width: int = 64
+    blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
+
+
+ModelConfig = MLPConfig | CNNConfig | ResNetConfig | StandardResNetConfig
 
 
 class MLP(nnx.Module):
@@ -194,10 +209,83 @@ class ResNet18(nnx.Module):
     __call__ = logits
 
 
+# He initialisation over fan-out, as torchvision's ResNets (normal, not truncated).
+_HE_FAN_OUT = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class StandardBlock(nnx.Module):
+    """ResNet basic block with ReLU and a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, in_planes: int, planes: int, *, stride: int, rngs: nnx.Rngs):
+        def conv(c_in, c_out, size, stride):
+            return Conv(
+                c_in,
+                c_out,
+                size,
+                stride=stride,
+                use_bias=False,
+                kernel_init=_HE_FAN_OUT,
+                rngs=rngs,
+            )
+
+        self.conv1 = conv(in_planes, planes, 3, stride)
+        self.bn1 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
+        self.conv2 = conv(planes, planes, 3, 1)
+        self.bn2 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
+        if stride != 1 or in_planes != planes:
+            self.proj = conv(in_planes, planes, 1, stride)
+            self.proj_bn = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
+        else:
+            self.proj = self.proj_bn = None
+
+    def __call__(self, x: Array) -> Array:
+        out = nnx.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
+        return nnx.relu(out + shortcut)
+
+
+class StandardResNet18(nnx.Module):
+    def __init__(self, config: StandardResNetConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c_in = config.input_shape[-1]
+        w = config.base_width
+        self.stem = Conv(
+            c_in, w, 7, stride=2, pad=3, use_bias=False, kernel_init=_HE_FAN_OUT, rngs=rngs
+        )
+        self.bn = nnx.BatchNorm(w, momentum=0.9, rngs=rngs)
+        blocks = []
+        in_planes = w
+        for stage, n_blocks in enumerate(config.blocks):
+            planes = w * 2**stage
+            for b in range(n_blocks):
+                stride = 2 if (stage > 0 and b == 0) else 1
+                blocks.append(StandardBlock(in_planes, planes, stride=stride, rngs=rngs))
+                in_planes = planes
+        self.blocks = nnx.List(blocks)
+        self.out = nnx.Linear(in_planes, config.num_classes, rngs=rngs)
+
+    def features(self, x: Array) -> Array:
+        x = nnx.relu(self.bn(self.stem(x)))
+        x = nnx.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+        for block in self.blocks:
+            x = block(x)
+        return jnp.mean(x, axis=(1, 2))  # 1x1 for 28x28 inputs: [B, 8 * base_width]
+
+    def head(self, features: Array) -> Array:
+        return self.out(features)
+
+    def logits(self, x: Array) -> Array:
+        return self.head(self.features(x))
+
+    __call__ = logits
+
+
 _REGISTRY = {
     "mlp": (MLPConfig, MLP),
     "cnn": (CNNConfig, SmallCNN),
     "resnet18": (ResNetConfig, ResNet18),
+    "resnet18_standard": (StandardResNetConfig, StandardResNet18),
 }
 
 

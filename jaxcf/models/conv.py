@@ -65,15 +65,34 @@ conv2d.defvjp(_fwd, _bwd)
 
 
 class Conv(nnx.Module):
-    """A square-kernel, "same"-padded NHWC convolution with bias, built on :func:`conv2d`."""
+    """A square-kernel NHWC convolution built on :func:`conv2d`.
 
-    def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *, rngs):
-        init = jax.nn.initializers.lecun_normal()
+    ``pad`` defaults to ``kernel_size // 2`` ("same" at stride 1). ``kernel_init`` defaults to
+    LeCun normal; ``use_bias=False`` for convolutions followed by batch norm.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        pad: int | None = None,
+        use_bias: bool = True,
+        kernel_init=None,
+        rngs,
+    ):
+        init = kernel_init or jax.nn.initializers.lecun_normal()
         self.kernel = nnx.Param(
             init(rngs.params(), (kernel_size, kernel_size, in_features, out_features))
         )
-        self.bias = nnx.Param(jnp.zeros((out_features,)))
-        self.pad = kernel_size // 2
+        self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+        self.stride = stride
+        self.pad = kernel_size // 2 if pad is None else pad
 
     def __call__(self, x: Array) -> Array:
-        return conv2d(x, self.kernel[...], 1, self.pad) + self.bias[...].reshape(1, 1, 1, -1)
+        y = conv2d(x, self.kernel[...], self.stride, self.pad)
+        if self.bias is not None:
+            y = y + self.bias[...].reshape(1, 1, 1, -1)
+        return y

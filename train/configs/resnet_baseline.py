@@ -1,13 +1,13 @@
-"""Baseline ResNet-18 without spectral normalisation (as the DeDUCE paper's baselines), CPU-sized.
+"""The DeDUCE paper's baseline classifier at full width: the plain ResNet-18 its JSMA and
+REVISE baselines explained (7x7 stride-2 stem, max-pool, ReLU, projection shortcuts, no
+spectral norm), 50 epochs of SGD as in the paper. GPU-sized; see resnet_standard_cpu.py.
 
 python -m train.main --config train/configs/resnet_baseline.py --workdir workdir/resnet_base
 """
 
-from jaxcf.models import ResNetConfig
+from jaxcf.models import StandardResNetConfig
 from jaxcf.training import TrainConfig
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
-        model=ResNetConfig(base_width=8, coeff=None), epochs=5, lr_boundaries=(3.75,)
-    )
+    return TrainConfig(model=StandardResNetConfig(base_width=64))
