@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from explain.deduce_protocol import ExplainConfig, protocol_pairs, run_protocol
+from jaxcf.config_file import load_config
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, WachterConfig
+from jaxcf.models import config_from_dict, config_to_dict
 from jaxcf.runner import RunnerConfig, load_results
+from jaxcf.training import TrainConfig
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -56,3 +60,26 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert "DeDUCE" in printed or "deduce" in printed
     assert "21.16" in printed  # the published DeDUCE L0 beside ours
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+_CONFIG_FILES = sorted(
+    str(p.relative_to(_ROOT))
+    for d in ("train", "explain")
+    for p in (_ROOT / d / "configs").glob("*.py")
+    if p.name != "__init__.py"
+)
+
+
+@pytest.mark.parametrize("path", _CONFIG_FILES)
+def test_config_files_load(path):
+    """Every shipped config file builds its config, and each named model architecture exists."""
+    config = load_config(_ROOT / path)
+    if path.startswith("explain"):
+        assert isinstance(config, ExplainConfig)
+        trains = [t for t in (config.train, config.baseline_train) if t is not None]
+    else:
+        assert isinstance(config, TrainConfig)
+        trains = [config]
+    for train in trains:
+        assert config_from_dict(config_to_dict(train.model)) == train.model

@@ -236,7 +236,7 @@ def test_published_numbers():
     pub = metrics.PUBLISHED
     assert pub["deduce"] == {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99}
     assert pub["jsma"]["failure_rate"] == pytest.approx(0.0309)
-    assert pub["cfproto"]["failure_rate"] is None and pub["cfproto"]["l0"] == 155.4
+    assert pub["cfproto"]["failure_rate"] == 0.0009 and pub["cfproto"]["l0"] == 155.4
     assert pub["revise"]["l0"] == 752 and pub["revise"]["failure_rate"] == pytest.approx(0.268)
     assert "wachter" not in pub
     assert metrics.published_for("DeDUCE") is pub["deduce"]
