@@ -74,7 +74,7 @@ def reference_deduce(classifier, density, x, t, cfg: DeDUCEConfig):
             return x, False, n, p
         ce, g_ce = ce_grad(jnp.asarray(x), t)
         ld, g_ld = dens_grad(jnp.asarray(x), t)
-        g = -np.asarray(g_ld).ravel() / max(abs(float(ld)), 1e-12)
+        g = -cfg.density_weight * np.asarray(g_ld).ravel() / max(abs(float(ld)), 1e-12)
         g = g + cfg.ce_weight * np.asarray(g_ce).ravel() / max(abs(float(ce)), 1e-12)
         g[changes >= cfg.max_changes] = 0.0
         chosen = np.argsort(-np.abs(g), kind="stable")[: cfg.pixels]
@@ -149,10 +149,15 @@ def test_deduce_matches_reference_loop(trained, queries):
     _compare(result, refs)
 
 
-def test_deduce_several_pixels_matches_reference(trained, queries):
+@pytest.mark.parametrize(
+    "changes",
+    [{"pixels": 3}, {"density_weight": 0.0}, {"density_weight": 0.5, "ce_weight": 2.0}],
+    ids=["pixels3", "no-density", "weights"],
+)
+def test_deduce_variants_match_reference(trained, queries, changes):
     model, density, _ = trained
     x, t = queries
-    cfg = dataclasses.replace(DEDUCE, pixels=3, max_iter=40)
+    cfg = dataclasses.replace(DEDUCE, max_iter=40, **changes)
     result = deduce(model, density, x[:6], t[:6], cfg)
     _compare(result, [reference_deduce(model, density, x[i], int(t[i]), cfg) for i in range(6)])
 

@@ -2,8 +2,9 @@
 
 Per query and iteration, with ``z = features(x)`` and target ``t``:
 
-1. loss ``-log p_t(z) / |log p_t(z)| + w * CE(f(x), t) / CE(f(x), t)`` with both normalisers
-   treated as constants (so each term contributes a unit-scale gradient);
+1. loss ``-v * log p_t(z) / |log p_t(z)| + w * CE(f(x), t) / CE(f(x), t)`` with both
+   normalisers treated as constants (so each term contributes a unit-scale gradient); the
+   published weights are ``v = w = 1``;
 2. zero the gradient of pixels already changed ``max_changes`` times;
 3. choose the ``pixels`` pixels with the largest |gradient|;
 4. add ``momentum`` times the previous accumulated gradient (momentum only sets the step's sign,
@@ -39,7 +40,9 @@ class DeDUCEConfig:
       step: size of the sign step on a chosen pixel (pixel units, images in [0, 1]).
       max_changes: how often one pixel may be changed.
       momentum: weight of the previous accumulated gradient in the step's sign.
-      ce_weight: weight of the (normalised) cross-entropy term; the density term has weight 1.
+      ce_weight: weight of the (normalised) cross-entropy term.
+      density_weight: weight of the (normalised) density term; 0 leaves a cross-entropy search
+        with DeDUCE's change cap and momentum (an ablation, no density needed in the loss).
       pixels: pixels changed per iteration.
       threshold: target softmax at which a query stops.
       max_iter: updates per query at most.
@@ -49,6 +52,7 @@ class DeDUCEConfig:
     max_changes: int = 5
     momentum: float = 0.6
     ce_weight: float = 1.0
+    density_weight: float = 1.0
     pixels: int = 1
     threshold: float = 0.5
     max_iter: int = 700
@@ -86,9 +90,9 @@ class DeDUCESearch(SearchBase):
         ce = -log_pt
         log_dens = jnp.take_along_axis(self.density.log_prob(z), target[:, None], axis=-1)[:, 0]
         sg = jax.lax.stop_gradient
-        per_query = -log_dens / safe_abs(sg(log_dens)) + self.config.ce_weight * ce / safe_abs(
-            sg(ce)
-        )
+        cfg = self.config
+        per_query = -cfg.density_weight * log_dens / safe_abs(sg(log_dens))
+        per_query = per_query + cfg.ce_weight * ce / safe_abs(sg(ce))
         return jnp.sum(per_query), jnp.exp(log_pt)
 
     def step(self, s: DeDUCEState, target: Array) -> tuple[Array, DeDUCEState]:
