@@ -10,6 +10,8 @@ density (DeDUCE needs it) saved beside the weights.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -133,6 +135,10 @@ def train_and_evaluate(
 ) -> tuple[nnx.Module, GaussianDensity, dict]:
     """Trains a classifier, fits its feature density and saves both to ``workdir/checkpoint``.
 
+    After every epoch but the last, the model and optimizer state are saved to
+    ``workdir/progress``; a run killed part-way and restarted with the same config continues
+    after the last finished epoch (same batches, same result) and deletes it when done.
+
     Returns the trained model (eval mode), the density and the saved metadata.
     """
     workdir = Path(workdir)
@@ -146,11 +152,16 @@ def train_and_evaluate(
     model = build(config.model, seed=config.seed)
     optimizer = nnx.Optimizer(model, make_optimizer(config, steps_per_epoch), wrt=nnx.Param)
     rng = np.random.default_rng(config.seed)
-    history = []
-    step = 0
+    first_epoch, step, history, seconds_before = 0, 0, [], 0.0
+    progress = _load_progress(workdir / PROGRESS_DIR, config, model, optimizer)
+    if progress is not None:
+        first_epoch, step, history, seconds_before = progress
+        tqdm.write(f"resuming training after epoch {first_epoch} from {workdir / PROGRESS_DIR}")
+    for _ in range(first_epoch):
+        rng.permutation(n)  # replay the shuffles of the finished epochs: same order as unbroken
     start = time.time()
     n_epochs = int(np.ceil(config.epochs))
-    for epoch in range(n_epochs):
+    for epoch in range(first_epoch, n_epochs):
         model.train()
         order = rng.permutation(n)
         steps = min(steps_per_epoch, total_steps - step)
@@ -166,7 +177,10 @@ def train_and_evaluate(
         acc = accuracy(model, test.images, test.labels)
         history.append({"epoch": epoch + 1, "step": step, "loss": loss_sum, "test_accuracy": acc})
         tqdm.write(f"epoch {epoch + 1}: loss {loss_sum:.4f}, test accuracy {acc:.4f}")
-    train_seconds = time.time() - start
+        if epoch + 1 < n_epochs:
+            elapsed = seconds_before + time.time() - start
+            _save_progress(workdir / PROGRESS_DIR, config, model, optimizer, history, elapsed)
+    train_seconds = seconds_before + time.time() - start
     refine_spectral_norms(model)  # make the eval-mode bound ||W|| <= c tight
 
     density = fit_gaussians(
@@ -189,8 +203,52 @@ def train_and_evaluate(
         extras={"density": density.to_arrays()},
         overwrite=overwrite,
     )
+    shutil.rmtree(workdir / PROGRESS_DIR, ignore_errors=True)
     model.eval()
     return model, density, checkpoint.read_metadata(workdir / "checkpoint")
+
+
+# Training state after the last finished epoch, so that a killed run resumes there.
+PROGRESS_DIR = "progress"
+
+
+def _config_json(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _save_progress(path: Path, config, model, optimizer, history: list, seconds: float) -> None:
+    """Model, optimizer state and history after an epoch, replacing the previous ones."""
+    checkpoint.save(
+        path,
+        model,
+        metadata={
+            "model": config_to_dict(config.model),
+            "train_config": _config_json(config),
+            "history": history,
+            "train_seconds": seconds,
+        },
+        extras={"optimizer": nnx.to_pure_dict(nnx.state(optimizer))},
+        overwrite=True,
+    )
+
+
+def _load_progress(path: Path, config, model, optimizer) -> tuple[int, int, list, float] | None:
+    """Restores a run interrupted after an epoch; ``(epochs done, step, history, seconds)``."""
+    if not path.exists():
+        return None
+    meta = checkpoint.read_metadata(path)
+    if meta.get("train_config") != _config_json(config):
+        raise ValueError(
+            f"{path} holds an interrupted training run of another configuration; "
+            "delete it or train into another workdir"
+        )
+    checkpoint.load(path, model)
+    state = nnx.state(optimizer)
+    like = nnx.to_pure_dict(state)
+    nnx.replace_by_pure_dict(state, checkpoint.load_extras(path, "optimizer", like))
+    nnx.update(optimizer, state)
+    history = meta["history"]
+    return len(history), history[-1]["step"], history, meta["train_seconds"]
 
 
 def load_classifier(directory: str | Path) -> tuple[nnx.Module, GaussianDensity | None, dict]:
