@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -63,7 +64,8 @@ def test_runner_matches_public_function(trained, mnist_test, tmp_path):
     target = ((mnist_test.labels[:N] + 1 + np.arange(N) % 9) % 10).astype(np.int32)
     direct = deduce(model, density, x, target, config)
     search = deduce_search(model, density, config)
-    out = runner.run(
+    run_again = functools.partial(
+        runner.run,
         search,
         x,
         target,
@@ -71,21 +73,14 @@ def test_runner_matches_public_function(trained, mnist_test, tmp_path):
         config=runner.RunnerConfig(chunk_size=6, slots=4),
         progress=False,
     )
+    out = run_again()
     np.testing.assert_array_equal(out["counterfactuals"], np.asarray(direct.x_cf))
     np.testing.assert_array_equal(out["iterations"], np.asarray(direct.n_iter))
     np.testing.assert_array_equal(out["queries"], x)
     np.testing.assert_array_equal(out["targets"], target)
     assert not list(Path(tmp_path).rglob("*.tmp")), "no temporary files left behind"
     # Same arguments again: everything is on disk, nothing is recomputed.
-    again = runner.run(
-        search,
-        x,
-        target,
-        tmp_path,
-        config=runner.RunnerConfig(chunk_size=6, slots=4),
-        progress=False,
-    )
-    _assert_same(out, again)
+    _assert_same(out, run_again())
     # Different arguments into the same directory are refused, not mixed.
     with pytest.raises(ValueError, match="different arguments"):
         runner.run(search, x, (target + 1) % 10, tmp_path, progress=False)

@@ -76,7 +76,31 @@ class StandardResNetConfig:
 ModelConfig = MLPConfig | CNNConfig | ResNetConfig | StandardResNetConfig
 
 
-class MLP(nnx.Module):
+class _Classifier(nnx.Module):
+    """The classifier protocol on top of a subclass's ``features`` and linear ``self.out``."""
+
+    def head(self, features: Array) -> Array:
+        return self.out(features)
+
+    def logits(self, x: Array) -> Array:
+        return self.head(self.features(x))
+
+    def __call__(self, x: Array) -> Array:
+        return self.logits(x)
+
+
+def _stages(blocks: tuple[int, ...], width: int):
+    """ResNet stage plan: ``(in_planes, planes, stride)`` per block; widths double per stage
+    and the first block of every stage but the first halves the side."""
+    in_planes = width
+    for stage, n_blocks in enumerate(blocks):
+        planes = width * 2**stage
+        for b in range(n_blocks):
+            yield in_planes, planes, 2 if (stage > 0 and b == 0) else 1
+            in_planes = planes
+
+
+class MLP(_Classifier):
     def __init__(self, config: MLPConfig, *, rngs: nnx.Rngs):
         self.config = config
         d = math.prod(config.input_shape)
@@ -88,16 +112,8 @@ class MLP(nnx.Module):
         x = x.reshape(x.shape[0], -1)
         return nnx.relu(self.fc2(nnx.relu(self.fc1(x))))
 
-    def head(self, features: Array) -> Array:
-        return self.out(features)
 
-    def logits(self, x: Array) -> Array:
-        return self.head(self.features(x))
-
-    __call__ = logits
-
-
-class SmallCNN(nnx.Module):
+class SmallCNN(_Classifier):
     def __init__(self, config: CNNConfig, *, rngs: nnx.Rngs):
         self.config = config
         c_in = config.input_shape[-1]
@@ -112,14 +128,6 @@ class SmallCNN(nnx.Module):
         x = nnx.avg_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
         x = nnx.avg_pool(nnx.relu(self.conv2(x)), (2, 2), (2, 2))
         return nnx.relu(self.fc(x.reshape(x.shape[0], -1)))
-
-    def head(self, features: Array) -> Array:
-        return self.out(features)
-
-    def logits(self, x: Array) -> Array:
-        return self.head(self.features(x))
-
-    __call__ = logits
 
 
 def _avgpool_shortcut(x: Array, stride: int, out_channels: int) -> Array:
@@ -166,7 +174,7 @@ class BasicBlock(nnx.Module):
         return nnx.leaky_relu(out + _avgpool_shortcut(x, self.stride, self.planes))
 
 
-class ResNet18(nnx.Module):
+class ResNet18(_Classifier):
     def __init__(self, config: ResNetConfig, *, rngs: nnx.Rngs):
         self.config = config
         size, _, c_in = config.input_shape
@@ -174,25 +182,15 @@ class ResNet18(nnx.Module):
         self.stem = SpectralConv(c_in, w, input_size=size, coeff=config.coeff, rngs=rngs)
         self.bn = nnx.BatchNorm(w, momentum=0.9, rngs=rngs)
         blocks = []
-        in_planes = w
-        for stage, n_blocks in enumerate(config.blocks):
-            planes = w * 2**stage
-            for b in range(n_blocks):
-                stride = 2 if (stage > 0 and b == 0) else 1
-                blocks.append(
-                    BasicBlock(
-                        in_planes,
-                        planes,
-                        input_size=size,
-                        stride=stride,
-                        coeff=config.coeff,
-                        rngs=rngs,
-                    )
+        for in_planes, planes, stride in _stages(config.blocks, w):
+            blocks.append(
+                BasicBlock(
+                    in_planes, planes, input_size=size, stride=stride, coeff=config.coeff, rngs=rngs
                 )
-                in_planes = planes
-                size = -(-size // stride)
+            )
+            size = -(-size // stride)
         self.blocks = nnx.List(blocks)
-        self.out = nnx.Linear(in_planes, config.num_classes, rngs=rngs)
+        self.out = nnx.Linear(planes, config.num_classes, rngs=rngs)
 
     def features(self, x: Array) -> Array:
         x = nnx.leaky_relu(self.bn(self.stem(x)))
@@ -200,40 +198,35 @@ class ResNet18(nnx.Module):
             x = block(x)
         return jnp.mean(x, axis=(1, 2))  # 4x4 average pooling: [B, 8 * base_width]
 
-    def head(self, features: Array) -> Array:
-        return self.out(features)
-
-    def logits(self, x: Array) -> Array:
-        return self.head(self.features(x))
-
-    __call__ = logits
-
 
 # He initialisation over fan-out, as torchvision's ResNets (normal, not truncated).
 _HE_FAN_OUT = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _he_conv(c_in: int, c_out: int, size: int, stride: int, rngs: nnx.Rngs, pad=None) -> Conv:
+    """Bias-free convolution (batch norm follows) with torchvision's initialisation."""
+    return Conv(
+        c_in,
+        c_out,
+        size,
+        stride=stride,
+        pad=pad,
+        use_bias=False,
+        kernel_init=_HE_FAN_OUT,
+        rngs=rngs,
+    )
 
 
 class StandardBlock(nnx.Module):
     """ResNet basic block with ReLU and a 1x1 projection shortcut when the shape changes."""
 
     def __init__(self, in_planes: int, planes: int, *, stride: int, rngs: nnx.Rngs):
-        def conv(c_in, c_out, size, stride):
-            return Conv(
-                c_in,
-                c_out,
-                size,
-                stride=stride,
-                use_bias=False,
-                kernel_init=_HE_FAN_OUT,
-                rngs=rngs,
-            )
-
-        self.conv1 = conv(in_planes, planes, 3, stride)
+        self.conv1 = _he_conv(in_planes, planes, 3, stride, rngs)
         self.bn1 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
-        self.conv2 = conv(planes, planes, 3, 1)
+        self.conv2 = _he_conv(planes, planes, 3, 1, rngs)
         self.bn2 = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
         if stride != 1 or in_planes != planes:
-            self.proj = conv(in_planes, planes, 1, stride)
+            self.proj = _he_conv(in_planes, planes, 1, stride, rngs)
             self.proj_bn = nnx.BatchNorm(planes, momentum=0.9, rngs=rngs)
         else:
             self.proj = self.proj_bn = None
@@ -245,25 +238,17 @@ class StandardBlock(nnx.Module):
         return nnx.relu(out + shortcut)
 
 
-class StandardResNet18(nnx.Module):
+class StandardResNet18(_Classifier):
     def __init__(self, config: StandardResNetConfig, *, rngs: nnx.Rngs):
         self.config = config
         c_in = config.input_shape[-1]
         w = config.base_width
-        self.stem = Conv(
-            c_in, w, 7, stride=2, pad=3, use_bias=False, kernel_init=_HE_FAN_OUT, rngs=rngs
-        )
+        self.stem = _he_conv(c_in, w, 7, 2, rngs, pad=3)
         self.bn = nnx.BatchNorm(w, momentum=0.9, rngs=rngs)
-        blocks = []
-        in_planes = w
-        for stage, n_blocks in enumerate(config.blocks):
-            planes = w * 2**stage
-            for b in range(n_blocks):
-                stride = 2 if (stage > 0 and b == 0) else 1
-                blocks.append(StandardBlock(in_planes, planes, stride=stride, rngs=rngs))
-                in_planes = planes
-        self.blocks = nnx.List(blocks)
-        self.out = nnx.Linear(in_planes, config.num_classes, rngs=rngs)
+        self.blocks = nnx.List(
+            [StandardBlock(i, p, stride=st, rngs=rngs) for i, p, st in _stages(config.blocks, w)]
+        )
+        self.out = nnx.Linear(w * 2 ** (len(config.blocks) - 1), config.num_classes, rngs=rngs)
 
     def features(self, x: Array) -> Array:
         x = nnx.relu(self.bn(self.stem(x)))
@@ -271,14 +256,6 @@ class StandardResNet18(nnx.Module):
         for block in self.blocks:
             x = block(x)
         return jnp.mean(x, axis=(1, 2))  # 1x1 for 28x28 inputs: [B, 8 * base_width]
-
-    def head(self, features: Array) -> Array:
-        return self.out(features)
-
-    def logits(self, x: Array) -> Array:
-        return self.head(self.features(x))
-
-    __call__ = logits
 
 
 _REGISTRY = {
