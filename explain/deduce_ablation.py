@@ -5,10 +5,11 @@
 
 Runs DeDUCE, DeDUCE without the cross-entropy term (density only), without momentum, with a
 heavier cross-entropy term, without the density term (cross-entropy with DeDUCE's change cap
-and momentum), and JSMA, all on the same classifier and the first ``--sets`` sets
-of the protocol, then prints failure rates and the L0 / L1 / iterations means over the pairs
-every variant solved (a markdown table, also written to ``<workdir>/ablation.md``). Each
-variant's results are resumable runner directories under ``<workdir>``.
+and momentum), and JSMA (or only the ``--variants`` named), all on the same classifier and the
+first ``--sets`` sets of the protocol, then prints failure rates and the L0 / L1 / iterations
+means over the pairs every variant solved (a markdown table, also written to
+``<workdir>/ablation.md``). Each variant's results are a resumable runner directory
+``<workdir>/<variant>``.
 """
 
 from __future__ import annotations
@@ -24,26 +25,32 @@ from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search
 from jaxcf.training import load_classifier
 
-
-def variants(model, density) -> dict:
-    """The searches compared: name -> jittable search on ``model``."""
-    return {
-        "deduce": deduce_search(model, density, DeDUCEConfig()),
-        "density only (ce_weight 0)": deduce_search(model, density, DeDUCEConfig(ce_weight=0.0)),
-        "no momentum": deduce_search(model, density, DeDUCEConfig(momentum=0.0)),
-        "ce_weight 3": deduce_search(model, density, DeDUCEConfig(ce_weight=3.0)),
-        "cross-entropy only (density_weight 0)": deduce_search(
-            model, density, DeDUCEConfig(density_weight=0.0)
-        ),
-        "jsma": jsma_search(model, JSMAConfig()),
-    }
+# name -> (key for --variants and the results directory, how to build the search).
+VARIANTS = {
+    "deduce": ("deduce", lambda m, d: deduce_search(m, d, DeDUCEConfig())),
+    "density only (ce_weight 0)": (
+        "density_only",
+        lambda m, d: deduce_search(m, d, DeDUCEConfig(ce_weight=0.0)),
+    ),
+    "no momentum": ("no_momentum", lambda m, d: deduce_search(m, d, DeDUCEConfig(momentum=0.0))),
+    "ce_weight 3": ("ce_weight_3", lambda m, d: deduce_search(m, d, DeDUCEConfig(ce_weight=3.0))),
+    "cross-entropy only (density_weight 0)": (
+        "ce_only",
+        lambda m, d: deduce_search(m, d, DeDUCEConfig(density_weight=0.0)),
+    ),
+    "jsma": ("jsma", lambda m, d: jsma_search(m, JSMAConfig())),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
+    keys = [key for key, _ in VARIANTS.values()]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--sets", type=int, default=1, help="sets of 100 test images")
+    parser.add_argument(
+        "--variants", nargs="+", choices=keys, default=keys, help="which variants to run"
+    )
     args = parser.parse_args(argv)
 
     model, density, meta = load_classifier(args.checkpoint)
@@ -52,10 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     x = test.images[index]
     config = runner.RunnerConfig(chunk_size=900, slots=128)
     outs = {}
-    for k, (name, search) in enumerate(variants(model, density).items()):
-        outs[name] = runner.run(
-            search, x, target, args.workdir / f"variant_{k}", config=config, desc=name
-        )
+    for name, (key, make) in VARIANTS.items():
+        if key in args.variants:
+            search = make(model, density)
+            outs[name] = runner.run(search, x, target, args.workdir / key, config=config, desc=name)
     solved = np.logical_and.reduce([o["success"] for o in outs.values()])
     rows = [
         f"| {name} | {100 * (1 - o['success'].mean()):.2f} "

@@ -163,17 +163,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         summaries[name] = metrics.summarize(pq, sets=sets)
 
     both = np.logical_and.reduce([per_query[m]["success"] for m in config.methods])
-    common = (
-        {
-            m: {
-                "l0": float(per_query[m]["l0"][both].mean()),
-                "l1": float(per_query[m]["l1"][both].mean()),
-            }
-            for m in config.methods
-        }
-        if both.any()
-        else {}
-    )
+    common = _on_common_pairs(per_query, config.methods, both, sets) if both.any() else {}
     table = report.format_table(summaries)
     result = {
         "pairs": len(x),
@@ -222,7 +212,9 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     if common:
         print(
             f"on the {int(both.sum())} pairs every method solved: "
-            + ", ".join(f"{m} L0 {v['l0']:.2f} L1 {v['l1']:.2f}" for m, v in common.items()),
+            + ", ".join(
+                f"{m} L0 {common[m]['l0']:.2f} L1 {common[m]['l1']:.2f}" for m in config.methods
+            ),
             flush=True,
         )
     print(f"wrote {workdir}/metrics.json, grid.png, l0.png, report.md", flush=True)
@@ -232,11 +224,77 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
 _META = ("model", "dataset", "test_accuracy")
 
 
+def _on_common_pairs(per_query: dict, methods, both: np.ndarray, sets: np.ndarray) -> dict:
+    """L0/L1 on the pairs every method solved (how the paper averaged them): per method, per
+    set, and the first method paired against each other one."""
+    shared = {m: {**per_query[m], "success": both} for m in methods}
+    first = methods[0]
+    out: dict[str, Any] = {
+        m: {k: float(per_query[m][k][both].mean()) for k in ("l0", "l1")} for m in methods
+    }
+    out["per_set"] = [
+        {
+            "set": int(s),
+            "n": int((both & (sets == s)).sum()),
+            **{
+                f"{m}_{k}": float(per_query[m][k][both & (sets == s)].mean())
+                for m in methods
+                for k in ("l0", "l1")
+            },
+        }
+        for s in np.unique(sets)
+        if (both & (sets == s)).any()
+    ]
+    out["paired"] = {
+        f"{first}_minus_{m}": metrics.paired_comparison(shared[first], shared[m])
+        for m in methods[1:]
+    }
+    return out
+
+
 def _grid_queries(per_query: dict, n: int) -> np.ndarray:
     """Pairs for the figure: images spread over the list, each with a different target slot."""
     images = len(next(iter(per_query.values()))["success"]) // 9
     rows = np.linspace(0, images - 1, num=min(n, images)).astype(int)
     return rows * 9 + (np.arange(len(rows)) * 4) % 9
+
+
+def _common_markdown(common: dict) -> str:
+    """The per-set L0/L1 table on the pairs every method solved, and the paired differences."""
+    if "per_set" not in common:
+        return ""
+    methods = [k for k in common if isinstance(common[k], dict) and "l0" in common[k]]
+    cols = [(m, k) for k in ("l0", "l1") for m in methods]
+    head = "| set | pairs | " + " | ".join(f"{m} {k.upper()}" for m, k in cols) + " |\n"
+    head += "| ---: | ---: |" + " ---: |" * len(cols) + "\n"
+    rows = [
+        f"| {r['set'] + 1} | {r['n']} | "
+        + " | ".join(f"{r[f'{m}_{k}']:.2f}" for m, k in cols)
+        + " |"
+        for r in common["per_set"]
+    ]
+    rows.append(
+        f"| all | {common['n']} | " + " | ".join(f"{common[m][k]:.2f}" for m, k in cols) + " |"
+    )
+    paired = [
+        f"* {name.replace('_minus_', ' - ')}: "
+        + "; ".join(
+            f"{k.upper()} {p[k]['diff']:+.2f} ± {p[k]['stderr'] or 0:.2f} "
+            f"(lower on {100 * p[k]['a_lower']:.0f}% of pairs, higher on "
+            f"{100 * p[k]['b_lower']:.0f}%)"
+            for k in ("l0", "l1")
+        )
+        for name, p in common["paired"].items()
+    ]
+    return (
+        f"\nOn the {common['n']} pairs every method solved (how the paper averaged L0 and L1):"
+        "\n\n"
+        + head
+        + "\n".join(rows)
+        + "\n\nPaired differences (mean ± standard error):\n\n"
+        + "\n".join(paired)
+        + "\n"
+    )
 
 
 def _markdown(result: dict, summaries: dict) -> str:
@@ -259,6 +317,7 @@ def _markdown(result: dict, summaries: dict) -> str:
         "under this classifier's target-class Gaussian.\n\n"
         + baseline
         + report.markdown_table(summaries)
+        + _common_markdown(result["on_pairs_all_methods_solved"])
         + "\n| method | time per counterfactual (incl. compilation) |\n| :--- | ---: |\n"
         + timing
         + "\n\n![counterfactuals](grid.png)\n\n![L0](l0.png)\n"

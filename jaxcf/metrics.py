@@ -389,6 +389,59 @@ def summarize(per_query: Mapping[str, Any], sets: Any = None) -> dict[str, Any]:
     return to_jsonable(out)
 
 
+def paired_comparison(
+    a: Mapping[str, Any], b: Mapping[str, Any], keys: tuple[str, ...] = ("l0", "l1"), sets=None
+) -> dict[str, Any]:
+    """Compares two methods on the queries *both* solved, pair by pair.
+
+    The DeDUCE paper reports L0/L1 on the pairs every method solved; the paired difference
+    (one value per query) is what says whether one method is sparser than the other, since the
+    spread between queries is much larger than the gap between methods.
+
+    Args:
+      a, b: per-query metrics of two methods on the same queries (``success`` and ``keys``).
+      keys: metrics to compare.
+      sets: optional ``[B]`` set id per query.
+
+    Returns:
+      dict with ``n`` (queries both solved) and, per key ``k``: ``k`` = {``a``, ``b``: means on
+      the shared queries; ``diff``: mean of a - b; ``stderr``: its standard error (ddof=1);
+      ``a_lower``/``b_lower``: fractions of shared queries where a (b) is strictly lower}; with
+      ``sets`` also ``per_set``: [{``set``, ``n``, ``k_a``, ``k_b``...}] for each set id.
+    """
+    for name, pq in (("a", a), ("b", b)):
+        missing = [k for k in ("success", *keys) if k not in pq]
+        if missing:
+            raise KeyError(f"{name} lacks per-query metrics {missing}")
+    both = np.asarray(a["success"], bool) & np.asarray(b["success"], bool)
+    out: dict[str, Any] = {"n": int(both.sum())}
+    for k in keys:
+        va = np.asarray(a[k], np.float64)[both]
+        vb = np.asarray(b[k], np.float64)[both]
+        d = va - vb
+        out[k] = {
+            "a": _mean(va),
+            "b": _mean(vb),
+            "diff": _mean(d),
+            "stderr": float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else None,
+            "a_lower": _mean(d < 0),
+            "b_lower": _mean(d > 0),
+        }
+    if sets is not None:
+        sets = np.asarray(sets)
+        if sets.shape != both.shape:
+            raise ValueError(f"sets must have shape {both.shape}, got {sets.shape}")
+        out["per_set"] = []
+        for s in np.unique(sets):
+            m = both & (sets == s)
+            row = {"set": int(s), "n": int(m.sum())}
+            for k in keys:
+                row[f"{k}_a"] = _mean(np.asarray(a[k], np.float64)[m])
+                row[f"{k}_b"] = _mean(np.asarray(b[k], np.float64)[m])
+            out["per_set"].append(row)
+    return to_jsonable(out)
+
+
 def to_jsonable(obj: Any) -> Any:
     """Converts numpy/jax scalars and arrays, tuples and non-finite floats (to None) into plain
     JSON-serialisable Python objects, recursively."""

@@ -55,6 +55,17 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     assert metrics["baseline_classifier"]["methods"] == ["jsma", "wachter"]
     # Wachter moves many pixels, the pixel searches few.
     assert metrics["summaries"]["wachter"]["l0"] > metrics["summaries"]["deduce"]["l0"]
+    # L0/L1 on the pairs every method solved: the overall means agree with the per-query files.
+    common = metrics["on_pairs_all_methods_solved"]
+    solved = np.logical_and.reduce(
+        [load_results(tmp_path / m)["success"] for m in result["summaries"]]
+    )
+    assert common["n"] == solved.sum() > 0
+    assert sum(r["n"] for r in common["per_set"]) == common["n"]
+    paired = common["paired"]["deduce_minus_jsma"]
+    assert paired["n"] == common["n"]
+    assert paired["l0"]["diff"] == pytest.approx(common["deduce"]["l0"] - common["jsma"]["l0"])
+    assert "deduce - jsma: L0" in (tmp_path / "report.md").read_text()
     for png in ("grid.png", "l0.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out

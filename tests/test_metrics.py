@@ -232,6 +232,28 @@ def test_summarize_single_set_no_sets_and_no_successes():
         metrics.summarize(pq, sets=np.zeros(3, int))
 
 
+def test_paired_comparison_on_shared_successes():
+    # By hand: query 2 is unsolved by b and query 3 by a, so only queries 0, 1 and 4 count.
+    a = {"l0": np.array([10, 20, 99, 0, 30]), "success": np.array([1, 1, 1, 0, 1], bool)}
+    b = {"l0": np.array([12, 20, 0, 5, 26]), "success": np.array([1, 1, 0, 1, 1], bool)}
+    c = metrics.paired_comparison(a, b, keys=("l0",), sets=np.array([0, 0, 0, 1, 1]))
+    json.dumps(c, allow_nan=False)
+    assert c["n"] == 3
+    diff = np.array([-2.0, 0.0, 4.0])
+    assert c["l0"]["a"] == 20.0 and c["l0"]["b"] == pytest.approx(58 / 3)
+    assert c["l0"]["diff"] == pytest.approx(diff.mean())
+    assert c["l0"]["stderr"] == pytest.approx(np.std(diff, ddof=1) / np.sqrt(3))
+    assert c["l0"]["a_lower"] == pytest.approx(1 / 3) and c["l0"]["b_lower"] == pytest.approx(1 / 3)
+    assert c["per_set"] == [
+        {"set": 0, "n": 2, "l0_a": 15.0, "l0_b": 16.0},
+        {"set": 1, "n": 1, "l0_a": 30.0, "l0_b": 26.0},
+    ]
+    with pytest.raises(KeyError, match="l1"):
+        metrics.paired_comparison(a, b)
+    with pytest.raises(ValueError, match="sets"):
+        metrics.paired_comparison(a, b, keys=("l0",), sets=np.zeros(4, int))
+
+
 def test_published_numbers():
     pub = metrics.PUBLISHED
     assert pub["deduce"] == {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99}
