@@ -6,7 +6,7 @@ width-32 plain ResNet-18; both are trained for 5 epochs (learning rate cut x0.1 
 
     python -m explain.main --config explain/configs/cpu_w32.py --workdir workdir/cpu_w32
 
-On 2 CPU cores: about 30 + 7 minutes of training (once), then about 45 minutes of search.
+On 2 CPU cores: about 33 + 9 minutes of training (once), then 28 + 13 + 3 minutes of search.
 Results are recorded in explain/results/cpu_w32.md.
 """
 
