@@ -232,19 +232,8 @@ def _on_common_pairs(per_query: dict, methods, both: np.ndarray, sets: np.ndarra
     out: dict[str, Any] = {
         m: {k: float(per_query[m][k][both].mean()) for k in ("l0", "l1")} for m in methods
     }
-    out["per_set"] = [
-        {
-            "set": int(s),
-            "n": int((both & (sets == s)).sum()),
-            **{
-                f"{m}_{k}": float(per_query[m][k][both & (sets == s)].mean())
-                for m in methods
-                for k in ("l0", "l1")
-            },
-        }
-        for s in np.unique(sets)
-        if (both & (sets == s)).any()
-    ]
+    columns = {f"{m}_{k}": per_query[m][k] for m in methods for k in ("l0", "l1")}
+    out["per_set"] = [r for r in metrics.set_means(columns, both, sets) if r["n"]]
     out["paired"] = {
         f"{first}_minus_{m}": metrics.paired_comparison(shared[first], shared[m])
         for m in methods[1:]

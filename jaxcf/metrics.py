@@ -389,6 +389,27 @@ def summarize(per_query: Mapping[str, Any], sets: Any = None) -> dict[str, Any]:
     return to_jsonable(out)
 
 
+def set_means(values: Mapping[str, Any], mask: Any, sets: Any) -> list[dict[str, Any]]:
+    """Means per set over the masked queries.
+
+    Args:
+      values: name -> ``[B]`` per-query values.
+      mask: ``[B]`` bool, the queries that count.
+      sets: ``[B]`` set id per query.
+
+    Returns:
+      one dict per set id (ascending): ``set``, ``n`` (masked queries in it) and each name's mean
+      over them (None when there are none).
+    """
+    mask, sets = np.asarray(mask, bool), np.asarray(sets)
+    rows = []
+    for s in np.unique(sets):
+        m = mask & (sets == s)
+        means = {k: _mean(np.asarray(v, np.float64)[m]) for k, v in values.items()}
+        rows.append({"set": int(s), "n": int(m.sum()), **means})
+    return rows
+
+
 def paired_comparison(
     a: Mapping[str, Any], b: Mapping[str, Any], keys: tuple[str, ...] = ("l0", "l1"), sets=None
 ) -> dict[str, Any]:
@@ -431,14 +452,9 @@ def paired_comparison(
         sets = np.asarray(sets)
         if sets.shape != both.shape:
             raise ValueError(f"sets must have shape {both.shape}, got {sets.shape}")
-        out["per_set"] = []
-        for s in np.unique(sets):
-            m = both & (sets == s)
-            row = {"set": int(s), "n": int(m.sum())}
-            for k in keys:
-                row[f"{k}_a"] = _mean(np.asarray(a[k], np.float64)[m])
-                row[f"{k}_b"] = _mean(np.asarray(b[k], np.float64)[m])
-            out["per_set"].append(row)
+        rows_a = set_means({f"{k}_a": a[k] for k in keys}, both, sets)
+        rows_b = set_means({f"{k}_b": b[k] for k in keys}, both, sets)
+        out["per_set"] = [{**ra, **rb} for ra, rb in zip(rows_a, rows_b, strict=True)]
     return to_jsonable(out)
 
 
