@@ -7,17 +7,19 @@ shape ``[B, *input_shape]``:
 * ``features(x) -> [B, D]`` (penultimate activations; only methods that need them, e.g. DeDUCE)
 * ``head(features) -> [B, C]`` (so that ``head(features(x)) == logits(x)``)
 
-Inside jitted code the classifier must be a pytree whose arrays are leaves, so that frozen
-parameters are passed as arguments rather than baked into the program as constants, and so that
-two calls with the same architecture and shapes reuse one compiled program. :func:`as_pure`
-turns what a user has into such a pytree:
+Inside jitted code the classifier must be a pytree whose arrays are leaves (see
+:mod:`jaxcf.pure`). :func:`as_pure` turns what a user has into such a pytree:
 
-* a Flax NNX module (ours or a user's own) becomes an :class:`NNXClassifier`: the graph
-  definition is static, the state (params, batch stats, spectral-norm vectors) is data, and the
-  module is put in eval mode;
+* a Flax NNX module (ours or a user's own) becomes a :class:`~jaxcf.pure.PureModule` in eval
+  mode, forwarding every method;
 * a user's plain JAX function wraps in one line as
   ``FunctionClassifier(lambda params, x: ..., params)``;
+* a plain Python object with array attributes becomes a :class:`~jaxcf.pure.PureObject`;
 * any other pytree offering the protocol (an Equinox module, say) is used as it is.
+
+A classifier may also declare ``input_shape`` (per query) and ``domain``, the box ``(lo, hi)``
+its inputs live in (our image models: ``(0.0, 1.0)``). Methods take the box they clip to from
+there unless their config names one; without either, inputs are unbounded.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import jax
-from flax import nnx, struct
+from flax import struct
+
+from jaxcf.pure import PureModule, as_pytree
 
 Array = jax.Array
 PyTree = Any
@@ -39,29 +43,8 @@ class Classifier(Protocol):
     def logits(self, x: Array) -> Array: ...
 
 
-@struct.dataclass
-class NNXClassifier:
-    """A frozen NNX module split into a static graph definition and a pytree of state.
-
-    Calling a method merges the two inside the trace; the merged module is a throw-away copy,
-    so nothing the method does can mutate the user's model.
-    """
-
-    graphdef: nnx.GraphDef = struct.field(pytree_node=False)
-    state: nnx.State
-    input_shape: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
-
-    def _module(self) -> nnx.Module:
-        return nnx.merge(self.graphdef, self.state)
-
-    def logits(self, x: Array) -> Array:
-        return self._module().logits(x)
-
-    def features(self, x: Array) -> Array:
-        return self._module().features(x)
-
-    def head(self, features: Array) -> Array:
-        return self._module().head(features)
+NNXClassifier = PureModule
+"""The pure form of an NNX classifier (an alias of :class:`jaxcf.pure.PureModule`)."""
 
 
 @struct.dataclass
@@ -74,7 +57,8 @@ class FunctionClassifier:
 
     The functions are static (hashed by identity): create them once, not per call, or every
     call recompiles. ``features_fn(params, x) -> [B, D]`` and ``head_fn(params, f) -> [B, C]``
-    are only needed by methods that use features.
+    are only needed by methods that use features. ``input_shape`` and ``domain`` are optional
+    declarations (see the module docstring).
     """
 
     logits_fn: Callable[[PyTree, Array], Array] = struct.field(pytree_node=False)
@@ -84,6 +68,7 @@ class FunctionClassifier:
     )
     head_fn: Callable[[PyTree, Array], Array] | None = struct.field(pytree_node=False, default=None)
     input_shape: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+    domain: tuple[float, float] | None = struct.field(pytree_node=False, default=None)
 
     def logits(self, x: Array) -> Array:
         return self.logits_fn(self.params, x)
@@ -117,17 +102,4 @@ def as_pure(classifier: Any, *, need_features: bool = False) -> Any:
                 else ""
             )
         )
-    if isinstance(classifier, NNXClassifier | FunctionClassifier):
-        return classifier
-    if isinstance(classifier, nnx.Module):
-        module = nnx.clone(classifier)
-        module.eval()  # batch norm uses running averages, spectral norm stops iterating
-        graphdef, state = nnx.split(module)
-        declared = getattr(getattr(classifier, "config", None), "input_shape", None)
-        return NNXClassifier(
-            graphdef=graphdef,
-            state=state,
-            input_shape=tuple(declared) if declared is not None else None,
-        )
-    # Any other pytree (an Equinox module, a registered dataclass) is already pure.
-    return classifier
+    return as_pytree(classifier)

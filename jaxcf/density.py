@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from jaxcf.pure import as_pytree
+
 Array = jax.Array
 
 _JITTERS = (0.0, float(np.finfo(np.float64).eps), *(10.0**e for e in range(-308, 1)))
@@ -30,6 +32,23 @@ class Density(Protocol):
     """What DeDUCE needs of a density: per-class log densities of a feature batch."""
 
     def log_prob(self, features: Array) -> Array: ...
+
+
+def as_density(density: Any) -> Any:
+    """A jittable form of any object offering ``log_prob(features [B, D]) -> [B, C]``.
+
+    Pytrees of arrays (:class:`GaussianDensity`, a user's registered dataclass) are used as they
+    are; a plain Python object holding arrays as attributes is wrapped so that its arrays become
+    leaves (:class:`jaxcf.pure.PureObject`), and an NNX module is split like a classifier.
+
+    Raises:
+      TypeError: the object has no callable ``log_prob``.
+    """
+    if not callable(getattr(density, "log_prob", None)):
+        raise TypeError(
+            f"density {type(density).__name__} lacks log_prob(features [B, D]) -> [B, C]"
+        )
+    return as_pytree(density)
 
 
 @struct.dataclass

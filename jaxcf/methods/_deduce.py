@@ -9,10 +9,12 @@ Per query and iteration, with ``z = features(x)`` and target ``t``:
 3. choose the ``pixels`` pixels with the largest |gradient|;
 4. add ``momentum`` times the previous accumulated gradient (momentum only sets the step's sign,
    not the choice), and keep the sum as the new accumulated gradient;
-5. ``x -= step * sign(g)`` on the chosen pixels, clip to [0, 1].
+5. ``x -= step * sign(g)`` on the chosen pixels, clip to the domain (the classifier's, [0, 1] for
+   our image models, or ``config.domain``).
 
 A query stops when its target softmax reaches ``threshold``. Every query of a batch carries its
-own target; the batch runs as one ``lax.while_loop`` (see :mod:`jaxcf.methods.search`).
+own class target (DeDUCE's density is per class, so soft and regression targets are refused);
+the batch runs as one ``lax.while_loop`` (see :mod:`jaxcf.methods.search`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxcf import validation
 from jaxcf.classifier import as_pure
+from jaxcf.density import as_density
+from jaxcf.explainer import CFResult
 from jaxcf.methods import checks
-from jaxcf.methods.pixels import safe_abs, select_pixels, target_log_softmax
-from jaxcf.methods.search import CFResult, SearchBase, solve_jit
+from jaxcf.methods.pixels import PixelSearch, safe_abs, select_pixels
+from jaxcf.methods.search import solve_jit
+from jaxcf.targets import target_loss
 
 Array = jax.Array
 
@@ -46,6 +52,10 @@ class DeDUCEConfig:
       pixels: pixels changed per iteration.
       threshold: target softmax at which a query stops.
       max_iter: updates per query at most.
+      domain: box ``(lo, hi)`` the pixels are clipped to; ``None`` takes the classifier's.
+
+    Raises:
+      ValueError: at construction, for values the search cannot run with.
     """
 
     step: float = 0.2
@@ -56,6 +66,16 @@ class DeDUCEConfig:
     pixels: int = 1
     threshold: float = 0.5
     max_iter: int = 700
+    domain: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        validation.positive(self, "step")
+        validation.at_least(self, 1, "max_changes", "pixels", "max_iter")
+        validation.non_negative(self, "momentum", "ce_weight", "density_weight")
+        validation.probability(self, "threshold")
+        validation.box(self, "domain")
+        if self.ce_weight == 0 and self.density_weight == 0:
+            raise ValueError("DeDUCEConfig: ce_weight and density_weight cannot both be 0")
 
 
 class DeDUCEState(struct.PyTreeNode):
@@ -64,12 +84,13 @@ class DeDUCEState(struct.PyTreeNode):
     momentum: Array  # [B, H*W*C] float32, accumulated gradient
 
 
-class DeDUCESearch(SearchBase):
+class DeDUCESearch(PixelSearch):
     """DeDUCE as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
 
     classifier: Any
     density: Any
     config: DeDUCEConfig = struct.field(pytree_node=False)
+    target_kinds = ("class",)
 
     def check(self, x: Any, target: Any) -> tuple[Array, Array]:
         """Validates queries, targets and the density against the classifier (no compilation)."""
@@ -79,33 +100,33 @@ class DeDUCESearch(SearchBase):
         checks.check_density(self.density, num_classes, d)
         return x, target
 
-    def init(self, x: Array, target: Array) -> DeDUCEState:
+    def init(self, x: Array, target: Array, key: Array) -> DeDUCEState:
         flat = (x.shape[0], x[0].size)
         return DeDUCEState(x=x, changes=jnp.zeros(flat, jnp.int32), momentum=jnp.zeros(flat))
 
     def loss(self, x: Array, target: Array) -> tuple[Array, Array]:
-        """Summed per-query DeDUCE losses and the target probabilities ``[B]``."""
+        """Summed per-query DeDUCE losses, and the logits."""
         z = self.classifier.features(x)
-        log_pt = target_log_softmax(self.classifier.head(z), target)
-        ce = -log_pt
+        logits = self.classifier.head(z)
+        ce = target_loss(logits, target)
         log_dens = jnp.take_along_axis(self.density.log_prob(z), target[:, None], axis=-1)[:, 0]
         sg = jax.lax.stop_gradient
         cfg = self.config
         per_query = -cfg.density_weight * log_dens / safe_abs(sg(log_dens))
         per_query = per_query + cfg.ce_weight * ce / safe_abs(sg(ce))
-        return jnp.sum(per_query), jnp.exp(log_pt)
+        return jnp.sum(per_query), logits
 
-    def step(self, s: DeDUCEState, target: Array) -> tuple[Array, DeDUCEState]:
+    def step(self, s: DeDUCEState, target: Array) -> tuple[Array, Array, DeDUCEState]:
         cfg = self.config
-        grad, prob = jax.grad(self.loss, has_aux=True)(s.x, target)
+        grad, logits = jax.grad(self.loss, has_aux=True)(s.x, target)
         g = grad.reshape(s.changes.shape)
         g = jnp.where(s.changes >= cfg.max_changes, 0.0, g)
         chosen = select_pixels(jnp.abs(g), cfg.pixels)
         g = g + cfg.momentum * s.momentum
         flat = s.x.reshape(g.shape)
-        flat = jnp.where(chosen, jnp.clip(flat - cfg.step * jnp.sign(g), 0.0, 1.0), flat)
+        flat = jnp.where(chosen, self.clip(flat - cfg.step * jnp.sign(g)), flat)
         new = DeDUCEState(x=flat.reshape(s.x.shape), changes=s.changes + chosen, momentum=g)
-        return prob, new
+        return *self.score(logits, target), new
 
     def extras(self, s: DeDUCEState) -> dict[str, Array]:
         return {"pixel_changes": jnp.sum(s.changes, axis=-1)}
@@ -114,7 +135,9 @@ class DeDUCESearch(SearchBase):
 def deduce_search(classifier: Any, density: Any, config: DeDUCEConfig) -> DeDUCESearch:
     """The jittable DeDUCE search for a classifier and density (no input checks)."""
     return DeDUCESearch(
-        classifier=as_pure(classifier, need_features=True), density=density, config=config
+        classifier=as_pure(classifier, need_features=True),
+        density=as_density(density),
+        config=config,
     )
 
 
@@ -131,13 +154,14 @@ def deduce(
       classifier: offers ``features(x) -> [B, D]`` and ``head(z) -> [B, C]`` (an NNX module,
         a :class:`~jaxcf.classifier.FunctionClassifier`, or any pytree with these methods).
       density: offers ``log_prob(z [B, D]) -> [B, C]``, e.g. :class:`jaxcf.density.GaussianDensity`.
-      x: ``[B, H, W, C]`` float images in [0, 1].
+        A plain object with array attributes works too (see :func:`jaxcf.density.as_density`).
+      x: ``[B, H, W, C]`` float images in the classifier's domain ([0, 1] for our models).
       target: ``[B]`` int target classes (or one int for the whole batch).
       config: hyper-parameters (static: a new config compiles a new program).
 
     Returns:
-      A :class:`~jaxcf.methods.search.CFResult`; ``extras["pixel_changes"]`` counts pixel
-      updates per query.
+      A :class:`~jaxcf.explainer.CFResult` (``score``: target probability);
+      ``extras["pixel_changes"]`` counts pixel updates per query.
     """
     search = deduce_search(classifier, density, config)
     x, target = search.check(x, target)

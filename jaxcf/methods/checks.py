@@ -1,4 +1,7 @@
-"""Input checks at the public boundary of every method: clear errors before any compilation."""
+"""Input checks at the public boundary of every explainer: clear errors before any compilation.
+
+Everything here runs on the host or traces with ``jax.eval_shape``; nothing compiles.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcf import targets as targets_lib
+
 Array = jax.Array
+Box = tuple[float, float]
 
 
 def _shape_str(shape) -> str:
@@ -16,11 +22,11 @@ def _shape_str(shape) -> str:
 
 
 def classifier_io(classifier: Any, input_shape: tuple[int, ...]) -> int:
-    """Traces (does not compile) ``classifier.logits`` on one input; returns the class count.
+    """Traces (does not compile) ``classifier.logits`` on one input; returns the output width.
 
     Raises:
-      ValueError: if the classifier cannot take inputs of this shape or its output is not
-        ``[1, C]``.
+      ValueError: if the classifier declares another ``input_shape``, cannot take inputs of this
+        shape, or its output is not ``[1, C]``.
     """
     declared = getattr(classifier, "input_shape", None)
     if declared is not None and tuple(declared) != tuple(input_shape):
@@ -40,35 +46,39 @@ def classifier_io(classifier: Any, input_shape: tuple[int, ...]) -> int:
     return int(out.shape[1])
 
 
-def check_queries(
-    x: Any,
-    target: Any,
-    *,
-    rank: int = 4,
-    domain: tuple[float, float] | None = (0.0, 1.0),
-) -> tuple[Array, Array]:
-    """Validates a batch of queries and per-query targets; returns them as jax arrays.
+def domain_of(classifier: Any, override: Box | None = None) -> Box | None:
+    """The box queries and counterfactuals live in: ``override`` (a method config's ``domain``)
+    if given, else the classifier's declared ``domain`` (our image models: ``(0.0, 1.0)``),
+    else ``None`` (unbounded)."""
+    if override is not None:
+        return tuple(override)
+    declared = getattr(classifier, "domain", None)
+    return None if declared is None else (float(declared[0]), float(declared[1]))
+
+
+def check_queries(x: Any, *, domain: Box | None = None, min_rank: int = 2) -> Array:
+    """Validates a batch of queries; returns it as a float32 JAX array.
 
     Args:
-      x: ``[B, H, W, C]`` (for ``rank=4``) float queries.
-      target: ``[B]`` integer target classes, or a scalar applied to the whole batch.
-      rank: the rank ``x`` must have.
-      domain: closed interval the values of ``x`` must lie in, or ``None``.
-
-    Returns:
-      ``x`` as float32 and ``target`` as int32 ``[B]``.
+      x: ``[B, ...]`` numeric queries: images ``[B, H, W, C]``, time series ``[B, T, C]`` or
+        tabular rows ``[B, F]``.
+      domain: closed box ``(lo, hi)`` the values of ``x`` must lie in, or ``None``.
+      min_rank: least rank ``x`` must have (2: a batch axis and at least one feature axis).
 
     Raises:
-      ValueError: empty batch, wrong rank, NaN/inf, values outside ``domain``, length mismatch.
-      TypeError: non-numeric ``x`` or non-integer targets.
+      ValueError: empty batch, too low a rank, NaN/inf, values outside ``domain``.
+      TypeError: non-numeric ``x``.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         x = np.asarray(x)
-    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+    if x.dtype == bool or not (
+        jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+    ):
         raise TypeError(f"x must be a numeric array, got dtype {x.dtype}")
-    if x.ndim != rank:
+    if x.ndim < min_rank:
         raise ValueError(
-            f"x must have rank {rank} ([B, H, W, C] images), got shape {_shape_str(x.shape)}"
+            f"x must have rank >= {min_rank} (a batch axis first, e.g. [B, H, W, C] images, "
+            f"[B, T, C] series or [B, F] rows), got shape {_shape_str(x.shape)}"
         )
     if x.shape[0] == 0:
         raise ValueError("empty batch: x has no queries")
@@ -80,25 +90,23 @@ def check_queries(
         raise ValueError(
             f"x values must lie in [{domain[0]}, {domain[1]}], found range [{lo:.4g}, {hi:.4g}]"
         )
-    target = np.asarray(jax.device_get(target)) if not isinstance(target, jax.Array) else target
-    if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    if target.ndim == 0:
-        target = jnp.full((x.shape[0],), target, jnp.int32)
-    if target.ndim != 1 or target.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"target must be [B] with B = {x.shape[0]} (one per query), got shape "
-            f"{_shape_str(target.shape)}"
-        )
-    return x, jnp.asarray(target, jnp.int32)
+    return x
 
 
-def check_targets(target: Array, num_classes: int) -> None:
-    """Raises ValueError unless every target lies in ``[0, num_classes)``."""
-    lo, hi = jax.device_get((jnp.min(target), jnp.max(target)))
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"target {int(bad)} is outside [0, {num_classes}) for this classifier")
+def check_inputs(
+    classifier: Any,
+    x: Any,
+    target: Any,
+    *,
+    domain: Box | None,
+    kinds: tuple[targets_lib.Kind, ...],
+) -> tuple[Array, Array]:
+    """Queries and targets checked against each other and the classifier's input and output
+    shapes (the common part of every explainer's ``check``)."""
+    x = check_queries(x, domain=domain)
+    num_outputs = classifier_io(classifier, tuple(x.shape[1:]))
+    target = targets_lib.check_target(target, x.shape[0], num_outputs, kinds)
+    return x, target
 
 
 def check_density(density: Any, num_classes: int, feature_dim: int) -> None:

@@ -1,11 +1,28 @@
-"""Pixel-wise helpers shared by the input-space pixel searches (DeDUCE, JSMA)."""
+"""Pieces shared by the input-space pixel searches (DeDUCE, JSMA)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxcf.methods.search import SearchBase
+
 Array = jax.Array
+
+
+class PixelSearch(SearchBase):
+    """A search that moves single pixels by signed steps inside a bounded box: it refuses to run
+    without one (JSMA freezes pixels at the box's bounds)."""
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        if self.domain is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a bounded input domain: give the classifier a "
+                "domain (our image models have (0.0, 1.0)) or set the config's domain=(lo, hi)"
+            )
+        return super().check(x, target)
 
 
 def select_pixels(score: Array, m: int) -> Array:
@@ -17,12 +34,6 @@ def select_pixels(score: Array, m: int) -> Array:
     _, idx = jax.lax.top_k(score, m)
     rows = jnp.arange(score.shape[0])[:, None]
     return jnp.zeros(score.shape, bool).at[rows, idx].set(True)
-
-
-def target_log_softmax(logits: Array, target: Array) -> Array:
-    """``log p_t`` per query: ``[B, C], [B] -> [B]``."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, target[:, None], axis=-1)[:, 0]
 
 
 def safe_abs(v: Array, floor: float = 1e-12) -> Array:

@@ -1,21 +1,29 @@
 """Batched iterative search: the loop shared by every gradient-based counterfactual method.
 
 A method describes one iteration for a whole batch as an :class:`IterativeSearch`; the drivers
-here turn it into a single XLA program:
+here turn it into XLA programs:
 
 * :func:`solve` — one ``lax.while_loop`` over a batch, with a per-query ``done`` mask: finished
   queries stop changing, and the loop ends when every query has finished.
-* :func:`solve_pool` — the same per-query computation, but a batch of ``slots`` is refilled with
-  waiting queries as soon as some finish (checked every ``segment`` iterations), so the device
-  never computes on finished queries while others are still waiting. Each query's result is the
-  same as under :func:`solve`.
+* the **slot pool** (:func:`solve_pool`, or step by step with :func:`pool_start`,
+  :func:`pool_advance` and :func:`pool_compact`) — the same per-query computation, but a batch of
+  ``slots`` is refilled with waiting queries as soon as some finish (checked every ``segment``
+  iterations), so the device never computes on finished queries while others are still waiting.
+  Each query's result is the same as under :func:`solve`.
+
+:class:`SearchExplainer` wraps a search into an explainer (:mod:`jaxcf.explainer`).
 
 Semantics (shared by both, and by the published DeDUCE/JSMA code): at each iteration a query's
-target probability is read *before* that iteration's update; a query whose probability has
-reached ``threshold`` stops, with ``n_iter`` the number of updates it received. A query gets at
-most ``max_iter`` updates; its probability is checked once more after the last one, so that the
-reported ``target_prob`` always belongs to the returned ``x_cf`` (the published code skips that
-final check and counts such queries as failures; it changes nothing else).
+score is read *before* that iteration's update; a query whose target is reached stops, with
+``n_iter`` the number of updates it received. A query gets at most ``max_iter`` updates; its
+target is checked once more after the last one, so that the reported ``score`` always belongs to
+the returned ``x_cf`` (the published code skips that final check and counts such queries as
+failures; it changes nothing else).
+
+A search's ``init`` runs once per query: the pool initialises every query of its list up front,
+in batches of ``slots`` (``lax.map``), and refilling a slot only copies a prepared state in. An
+expensive ``init`` (an encoder pass, a DDIM inversion) therefore costs one evaluation per query,
+at the price of holding ``N`` initial states in memory.
 """
 
 from __future__ import annotations
@@ -26,45 +34,28 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxcf import targets as targets_lib
+from jaxcf.explainer import CFResult, tree_where
 from jaxcf.methods import checks
 
 Array = jax.Array
 PyTree = Any
 
 
-class CFResult(NamedTuple):
-    """The record every method returns; all fields have the batch as leading axis.
-
-    Attributes:
-      x_cf: ``[B, ...]`` counterfactuals (the last iterate for failed queries, never zeros).
-      success: ``[B]`` bool, target probability reached the threshold.
-      n_iter: ``[B]`` int32, updates applied (the iteration at which the query stopped).
-      target_prob: ``[B]`` float32, classifier probability of the target class at ``x_cf``.
-      extras: dict of method-specific ``[B, ...]`` arrays.
-    """
-
-    x_cf: Array
-    success: Array
-    n_iter: Array
-    target_prob: Array
-    extras: dict[str, Array]
-
-
 class IterativeSearch(Protocol):
     """One iteration of a batched search. Implementations are pytrees (params are leaves).
 
-    ``max_iter`` and ``threshold`` are static attributes.
+    ``max_iter`` is a static attribute.
     """
 
     max_iter: int
-    threshold: float
 
-    def init(self, x: Array, target: Array) -> PyTree:
-        """Per-query search state for queries ``x [B, ...]`` and targets ``[B]``."""
+    def init(self, x: Array, target: Array, key: Array) -> PyTree:
+        """Per-query search state for queries ``x [B, ...]``, targets and keys ``[B]``."""
         ...
 
-    def step(self, state: PyTree, target: Array) -> tuple[Array, PyTree]:
-        """Returns the target probability ``[B]`` at the current iterate and the updated state."""
+    def step(self, state: PyTree, target: Array) -> tuple[Array, Array, PyTree]:
+        """``(score [B], reached [B] bool)`` at the current iterate, and the updated state."""
         ...
 
     def current(self, state: PyTree) -> Array:
@@ -77,23 +68,37 @@ class IterativeSearch(Protocol):
 
 
 class SearchBase(struct.PyTreeNode):
-    """Plumbing shared by the image searches: ``max_iter``/``threshold`` from ``self.config``,
-    the query check, and an iterate stored as ``state.x``. Subclasses declare ``classifier``,
-    ``config`` (static) and their own fields."""
+    """Plumbing shared by the input-space searches. Subclasses declare ``classifier``,
+    ``config`` (static; with ``max_iter``, ``threshold`` and ``tolerance``), the target kinds they
+    accept as ``target_kinds``, and their own fields; the iterate is stored as ``state.x``."""
+
+    target_kinds = targets_lib.KINDS
 
     @property
     def max_iter(self) -> int:
         return self.config.max_iter
 
     @property
-    def threshold(self) -> float:
-        return self.config.threshold
+    def domain(self) -> checks.Box | None:
+        """The box the iterates are clipped to (config, else classifier, else unbounded)."""
+        return checks.domain_of(self.classifier, getattr(self.config, "domain", None))
 
     def check(self, x: Any, target: Any) -> tuple[Array, Array]:
         """Validates queries and targets against the classifier (traces, never compiles)."""
-        x, target = checks.check_queries(x, target)
-        checks.check_targets(target, checks.classifier_io(self.classifier, tuple(x.shape[1:])))
-        return x, target
+        return checks.check_inputs(
+            self.classifier, x, target, domain=self.domain, kinds=self.target_kinds
+        )
+
+    def score(self, outputs: Array, target: Array) -> tuple[Array, Array]:
+        """``(score, reached)`` of model outputs for the targets, with the config's criteria."""
+        cfg = self.config
+        return targets_lib.score_outputs(
+            outputs, target, threshold=cfg.threshold, tolerance=getattr(cfg, "tolerance", 0.1)
+        )
+
+    def clip(self, x: Array) -> Array:
+        box = self.domain
+        return x if box is None else jnp.clip(x, box[0], box[1])
 
     def current(self, state: PyTree) -> Array:
         return state.x
@@ -102,13 +107,9 @@ class SearchBase(struct.PyTreeNode):
         return {}
 
 
-def tree_where(mask: Array, a: PyTree, b: PyTree) -> PyTree:
-    """Per-query select between two pytrees whose leaves have the batch as leading axis."""
-
-    def pick(x, y):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
-
-    return jax.tree.map(pick, a, b)
+def default_keys(n: int) -> Array:
+    """Keys for deterministic searches called without any (their results ignore them)."""
+    return jax.random.split(jax.random.key(0), n)
 
 
 class _Slots(NamedTuple):
@@ -116,26 +117,26 @@ class _Slots(NamedTuple):
     it: Array  # [B] int32, updates applied so far
     finished: Array  # [B] bool
     success: Array  # [B] bool
-    prob: Array  # [B] float32, target probability at the last check
+    score: Array  # [B] float32, score at the last check
 
 
-def _fresh(search: IterativeSearch, x: Array, target: Array, valid: Array | None = None) -> _Slots:
-    """Initial slots; ``valid=False`` marks padding, which starts (and stays) finished."""
-    b = x.shape[0]
+def _fresh(state: PyTree, valid: Array) -> _Slots:
+    """Slots around prepared states; ``valid=False`` marks padding, which stays finished."""
+    b = valid.shape[0]
     return _Slots(
-        state=search.init(x, target),
+        state=state,
         it=jnp.zeros(b, jnp.int32),
-        finished=jnp.zeros(b, bool) if valid is None else ~valid,
+        finished=~valid,
         success=jnp.zeros(b, bool),
-        prob=jnp.zeros(b, jnp.float32),
+        score=jnp.zeros(b, jnp.float32),
     )
 
 
 def _advance(search: IterativeSearch, s: _Slots, target: Array, live: Array) -> _Slots:
     """One iteration for every unfinished slot; ``live`` masks slots that hold a query."""
-    prob, stepped = search.step(s.state, target)
+    score, reached_now, stepped = search.step(s.state, target)
     active = live & ~s.finished
-    reached = active & (prob >= search.threshold)
+    reached = active & reached_now
     update = active & ~reached & (s.it < search.max_iter)
     exhausted = active & ~reached & (s.it >= search.max_iter)
     return _Slots(
@@ -143,7 +144,7 @@ def _advance(search: IterativeSearch, s: _Slots, target: Array, live: Array) -> 
         it=s.it + update.astype(jnp.int32),
         finished=s.finished | reached | exhausted,
         success=s.success | reached,
-        prob=jnp.where(active, prob.astype(jnp.float32), s.prob),
+        score=jnp.where(active, score.astype(jnp.float32), s.score),
     )
 
 
@@ -152,24 +153,32 @@ def _result(search: IterativeSearch, s: _Slots) -> CFResult:
         x_cf=search.current(s.state),
         success=s.success,
         n_iter=s.it,
-        target_prob=s.prob,
+        score=s.score,
         extras=search.extras(s.state),
     )
 
 
 def solve(
-    search: IterativeSearch, x: Array, target: Array, *, valid: Array | None = None
+    search: IterativeSearch,
+    x: Array,
+    target: Array,
+    key: Array | None = None,
+    *,
+    valid: Array | None = None,
 ) -> CFResult:
-    """Runs ``search`` on the batch ``x [B, ...]`` with per-query targets ``[B]``.
+    """Runs ``search`` on the batch ``x [B, ...]`` with per-query targets and keys ``[B]``.
 
     Pure and jittable; sharding follows the inputs' sharding. ``valid [B]`` (optional) marks
     padding queries (``False``), which are never computed on and come back unsuccessful.
     """
-    live = jnp.ones(x.shape[0], bool)
+    n = x.shape[0]
+    key = default_keys(n) if key is None else key
+    valid = jnp.ones(n, bool) if valid is None else valid
+    live = jnp.ones(n, bool)
     s = jax.lax.while_loop(
         lambda s: jnp.any(~s.finished),
         lambda s: _advance(search, s, target, live),
-        _fresh(search, x, target, valid),
+        _fresh(search.init(x, target, key), valid),
     )
     return _result(search, s)
 
@@ -178,18 +187,154 @@ solve_jit = jax.jit(solve)
 """:func:`solve` compiled once per search type, config and shapes (shared by the methods)."""
 
 
-class _Pool(NamedTuple):
+# ----------------------------------------------------------------------------- slot pool
+
+
+class Pool(NamedTuple):
+    """State of a slot pool over ``N`` queries with ``S`` slots (a pytree; lives on device).
+
+    ``prepared`` holds every query's initial search state, ``out`` every query's result as it
+    finishes; ``done``/``solved`` count finished and successful queries (for progress bars).
+    """
+
     slots: _Slots
-    qid: Array  # [S] int32, query held by each slot; n (one past the end) for an empty slot
+    qid: Array  # [S] int32, query held by each slot; N (one past the end) for an empty slot
     next_q: Array  # scalar int32, first query not yet loaded
+    prepared: PyTree  # [N, ...] initial states
+    target: Array  # [N, ...]
+    valid: Array  # [N] bool
     out: CFResult  # [N, ...] results, filled as queries finish
     steps: Array  # scalar int32, query-iterations computed so far (live or idle)
+    done: Array  # scalar int32, queries finished (padding not counted)
+    solved: Array  # scalar int32, queries finished successfully
+
+
+def stage_sizes(slots: int, n: int, taper: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Batch sizes of the pool's stages: ``min(slots, n)`` then the smaller ``taper`` sizes
+    (default: halvings down to ``slots / 32``)."""
+    slots = min(slots, n)
+    if taper is None:
+        taper = tuple(slots >> k for k in range(1, 6) if slots >> k >= 1)
+    sizes = (slots, *(t for t in taper if t < slots))
+    if list(sizes) != sorted(set(sizes), reverse=True) or min(sizes) < 1:
+        raise ValueError(f"taper sizes must decrease below slots={slots}, got {taper}")
+    return sizes
+
+
+def _prepare(search: IterativeSearch, x: Array, target: Array, key: Array, block: int) -> PyTree:
+    """Every query's initial state, computed in batches of ``block`` (each query once)."""
+    n = x.shape[0]
+    nb = -(-n // block)
+    idx = jnp.minimum(jnp.arange(nb * block), n - 1).reshape(nb, block)
+    states = jax.lax.map(lambda i: search.init(x[i], target[i], key[i]), idx)
+    return jax.tree.map(lambda a: a.reshape(nb * block, *a.shape[2:])[:n], states)
+
+
+def pool_start(
+    search: IterativeSearch,
+    x: Array,
+    target: Array,
+    key: Array | None = None,
+    *,
+    slots: int,
+    valid: Array | None = None,
+) -> Pool:
+    """A pool over the queries ``x [N, ...]`` with ``min(slots, N)`` slots holding the first
+    queries (static ``slots``). Jittable."""
+    n = x.shape[0]
+    slots = min(slots, n)
+    key = default_keys(n) if key is None else key
+    valid = jnp.ones(n, bool) if valid is None else valid
+    prepared = _prepare(search, x, target, key, slots)
+    first = jax.tree.map(lambda a: a[:slots], prepared)
+    one = jax.eval_shape(lambda: _result(search, _fresh(first, valid[:slots])))
+    return Pool(
+        slots=_fresh(first, valid[:slots]),
+        qid=jnp.arange(slots, dtype=jnp.int32),
+        next_q=jnp.asarray(slots, jnp.int32),
+        prepared=prepared,
+        target=target,
+        valid=valid,
+        out=jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), one),
+        steps=jnp.asarray(0, jnp.int32),
+        done=jnp.asarray(0, jnp.int32),
+        solved=jnp.asarray(0, jnp.int32),
+    )
+
+
+def pool_running(pool: Pool, next_size: int) -> Array:
+    """Whether the pool's current stage has work left: some query is live, and either some are
+    still waiting or at least ``next_size`` are live (else it is time to shrink the batch)."""
+    n = pool.valid.shape[0]
+    n_live = jnp.sum(pool.qid < n)
+    return (n_live > 0) & ((pool.next_q < n) | (n_live >= next_size))
+
+
+def _segment(search: IterativeSearch, pool: Pool, segment: int) -> Pool:
+    """``segment`` iterations on the slots, then finished slots hand over and reload."""
+    n = pool.valid.shape[0]
+    live = pool.qid < n
+    q = jnp.minimum(pool.qid, n - 1)
+    s = jax.lax.fori_loop(
+        0, segment, lambda _, s: _advance(search, s, pool.target[q], live), pool.slots
+    )
+    done = live & s.finished
+    solved = jnp.sum(done & s.success, dtype=jnp.int32)
+    # Hand finished queries' results to the output (rows of other slots are dropped).
+    rows = jnp.where(done, pool.qid, n)
+    out = jax.tree.map(lambda o, r: o.at[rows].set(r, mode="drop"), pool.out, _result(search, s))
+    # Load the next queries into the finished slots, in index order.
+    rank = jnp.cumsum(done) - 1
+    new_qid = jnp.where(done, jnp.minimum(pool.next_q + rank, n), pool.qid).astype(jnp.int32)
+    nq = jnp.minimum(new_qid, n - 1)
+    loaded = jax.tree.map(lambda a: a[nq], pool.prepared)
+    s = tree_where(done, _fresh(loaded, pool.valid[nq] & (new_qid < n)), s)
+    return pool._replace(
+        slots=s,
+        qid=new_qid,
+        next_q=jnp.minimum(pool.next_q + jnp.sum(done, dtype=jnp.int32), n),
+        out=out,
+        steps=pool.steps + segment * new_qid.shape[0],
+        done=pool.done + jnp.sum(done & pool.valid[q], dtype=jnp.int32),
+        solved=pool.solved + solved,
+    )
+
+
+def pool_advance(
+    search: IterativeSearch,
+    pool: Pool,
+    *,
+    segment: int,
+    next_size: int,
+    max_segments: Array | int | None = None,
+) -> Pool:
+    """Runs segments of the current stage until it has no work left (see :func:`pool_running`)
+    or ``max_segments`` (a traced int: changing it does not recompile) have run. Jittable; the
+    host can call it repeatedly to see progress between calls."""
+    if max_segments is None:
+        cond = lambda c: pool_running(c[1], next_size)  # noqa: E731
+    else:
+        cond = lambda c: (c[0] < max_segments) & pool_running(c[1], next_size)  # noqa: E731
+    _, pool = jax.lax.while_loop(
+        cond,
+        lambda c: (c[0] + 1, _segment(search, c[1], segment)),
+        (jnp.asarray(0, jnp.int32), pool),
+    )
+    return pool
+
+
+def pool_compact(pool: Pool, size: int) -> Pool:
+    """Moves the live slots (fewer than ``size``) into a batch of ``size`` slots (static)."""
+    n = pool.valid.shape[0]
+    keep = jnp.argsort(pool.qid >= n, stable=True)[:size]
+    return pool._replace(slots=jax.tree.map(lambda a: a[keep], pool.slots), qid=pool.qid[keep])
 
 
 def solve_pool(
     search: IterativeSearch,
     x: Array,
     target: Array,
+    key: Array | None = None,
     *,
     slots: int,
     segment: int = 4,
@@ -197,7 +342,7 @@ def solve_pool(
     valid: Array | None = None,
     with_stats: bool = False,
 ) -> CFResult | tuple[CFResult, dict[str, Array]]:
-    """Runs ``search`` on ``N`` queries through ``slots`` refillable batch slots.
+    """Runs ``search`` on ``N`` queries through ``slots`` refillable batch slots, in one program.
 
     Every ``segment`` iterations the finished slots hand their results to the output and load
     the next waiting queries (in index order). Once no query is waiting, the slots drain; the
@@ -208,7 +353,8 @@ def solve_pool(
     Args:
       search: the method.
       x: ``[N, ...]`` queries.
-      target: ``[N]`` int32 targets.
+      target: ``[N, ...]`` targets (any kind).
+      key: ``[N]`` per-query PRNG keys (default: fixed keys, for deterministic searches).
       slots: number of queries computed at once (static). Clipped to ``N``.
       segment: iterations between refills (static); 1 wastes the least compute, larger values
         amortise the refill's gather/scatter.
@@ -219,62 +365,51 @@ def solve_pool(
         device computed (batch size x iterations, summed over stages), to measure the compute
         spent on idle slots.
     """
-    n = x.shape[0]
-    slots = min(slots, n)
-    if taper is None:  # halve down to slots / 32
-        taper = tuple(slots >> k for k in range(1, 6) if slots >> k >= 1)
-    sizes = (slots, *(t for t in taper if t < slots))
-    if list(sizes) != sorted(set(sizes), reverse=True):
-        raise ValueError(f"taper sizes must decrease below slots={slots}, got {taper}")
-    valid = jnp.ones(n, bool) if valid is None else valid
-
-    def load(qid):
-        q = jnp.minimum(qid, n - 1)
-        return x[q], target[q], valid[q]
-
-    one = jax.eval_shape(lambda: _result(search, _fresh(search, x[:1], target[:1])))
-    empty = jax.tree.map(lambda a: jnp.zeros((n, *a.shape[1:]), a.dtype), one)
-    pool = _Pool(
-        slots=_fresh(search, x[:slots], target[:slots], valid[:slots]),
-        qid=jnp.arange(slots, dtype=jnp.int32),
-        next_q=jnp.asarray(slots, jnp.int32),
-        out=empty,
-        steps=jnp.asarray(0, jnp.int32),
-    )
-
-    def segment_body(pool: _Pool) -> _Pool:
-        live = pool.qid < n
-        tgt = target[jnp.minimum(pool.qid, n - 1)]
-        s = jax.lax.fori_loop(0, segment, lambda _, s: _advance(search, s, tgt, live), pool.slots)
-        done = live & s.finished
-        # Hand finished queries' results to the output (rows of other slots are dropped).
-        rows = jnp.where(done, pool.qid, n)
-        out = jax.tree.map(
-            lambda o, r: o.at[rows].set(r, mode="drop"), pool.out, _result(search, s)
-        )
-        # Load the next queries into the finished slots, in index order.
-        rank = jnp.cumsum(done) - 1
-        new_qid = jnp.where(done, jnp.minimum(pool.next_q + rank, n), pool.qid).astype(jnp.int32)
-        xq, tq, vq = load(new_qid)
-        s = tree_where(done, _fresh(search, xq, tq, vq), s)
-        next_q = jnp.minimum(pool.next_q + jnp.sum(done, dtype=jnp.int32), n)
-        batch = new_qid.shape[0]
-        steps = pool.steps + segment * batch
-        return _Pool(slots=s, qid=new_qid, next_q=next_q, out=out, steps=steps)
-
+    sizes = stage_sizes(slots, x.shape[0], taper)
+    pool = pool_start(search, x, target, key, slots=sizes[0], valid=valid)
     for k, size in enumerate(sizes):
-        if k:  # compact the (fewer than `size`) live slots into a smaller batch
-            keep = jnp.argsort(pool.qid >= n, stable=True)[:size]
-            pool = pool._replace(
-                slots=jax.tree.map(lambda a, keep=keep: a[keep], pool.slots), qid=pool.qid[keep]
-            )
+        if k:
+            pool = pool_compact(pool, size)
         nxt = sizes[k + 1] if k + 1 < len(sizes) else 0
-
-        def cond(p: _Pool, nxt=nxt) -> Array:
-            n_live = jnp.sum(p.qid < n)
-            return (n_live > 0) & ((p.next_q < n) | (n_live >= nxt))
-
-        pool = jax.lax.while_loop(cond, segment_body, pool)
+        pool = pool_advance(search, pool, segment=segment, next_size=nxt)
     if with_stats:
         return pool.out, {"slot_iterations": pool.steps}
     return pool.out
+
+
+class SearchExplainer(struct.PyTreeNode):
+    """An :class:`IterativeSearch` as an explainer (:mod:`jaxcf.explainer`).
+
+    Called on a batch, it runs :func:`solve` (``slots=None``) or :func:`solve_pool`. The runner
+    drives searches through its own slot pool and uses only ``search``.
+
+    Attributes:
+      search: the search (a pytree).
+      slots, segment, taper: the schedule when called directly (static).
+    """
+
+    search: Any
+    slots: int | None = struct.field(pytree_node=False, default=None)
+    segment: int = struct.field(pytree_node=False, default=4)
+    taper: tuple[int, ...] | None = struct.field(pytree_node=False, default=None)
+
+    @property
+    def config(self) -> Any:
+        return self.search.config
+
+    def replace(self, **changes) -> SearchExplainer:
+        """Like ``dataclasses.replace``; ``config=`` replaces the search's config (so that
+        :class:`~jaxcf.explainer.Retry` can schedule a search's parameter)."""
+        if "config" in changes:
+            changes["search"] = self.search.replace(config=changes.pop("config"))
+        return struct.PyTreeNode.replace(self, **changes)
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        return self.search.check(x, target)
+
+    def __call__(self, x: Array, target: Array, key: Array) -> CFResult:
+        if self.slots is None:
+            return solve(self.search, x, target, key)
+        return solve_pool(
+            self.search, x, target, key, slots=self.slots, segment=self.segment, taper=self.taper
+        )

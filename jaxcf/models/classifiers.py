@@ -79,6 +79,8 @@ ModelConfig = MLPConfig | CNNConfig | ResNetConfig | StandardResNetConfig
 class _Classifier(nnx.Module):
     """The classifier protocol on top of a subclass's ``features`` and linear ``self.out``."""
 
+    domain = (0.0, 1.0)  # inputs are images scaled to [0, 1]
+
     def head(self, features: Array) -> Array:
         return self.out(features)
 

@@ -1,0 +1,105 @@
+"""FGSM towards a target, the input-space baseline of the AIP paper (after Goodfellow et al.).
+
+One signed gradient step of size ``eps`` down the target loss (:mod:`jaxcf.targets`), clipped to
+the domain: ``x_cf = clip(x - eps * sign(grad_x loss(f(x), t)))``. A one-pass explainer: every
+query costs one forward and backward pass. With ``config.schedule`` the queries that did not
+reach their target are retried at the next ``eps`` of the schedule
+(:class:`~jaxcf.explainer.Retry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxcf import targets as targets_lib
+from jaxcf import validation
+from jaxcf.classifier import as_pure
+from jaxcf.explainer import CFResult, Retry, per_query_keys
+from jaxcf.methods import checks
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class FGSMConfig:
+    """Attributes:
+    eps: step size (input units) of the first attempt.
+    schedule: larger step sizes tried in order for queries that did not reach their target
+      (``()``: a single attempt).
+    threshold: target probability counted as a flip for class targets.
+    tolerance: score at or below which a soft or regression target counts as reached.
+    domain: box ``(lo, hi)`` the result is clipped to; ``None`` takes the classifier's
+      (unbounded if it declares none).
+    """
+
+    eps: float = 0.05
+    schedule: tuple[float, ...] = ()
+    threshold: float = 0.5
+    tolerance: float = 0.1
+    domain: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        validation.positive(self, "eps", "tolerance")
+        validation.probability(self, "threshold")
+        validation.box(self, "domain")
+        if not isinstance(self.schedule, tuple) or any(
+            not (isinstance(e, int | float) and e > 0) for e in self.schedule
+        ):
+            raise ValueError(f"FGSMConfig.schedule must be a tuple of eps > 0, got {self.schedule}")
+
+
+class FGSM(struct.PyTreeNode):
+    """One targeted FGSM step as an explainer (a pytree)."""
+
+    classifier: Any
+    config: FGSMConfig = struct.field(pytree_node=False)
+
+    @property
+    def domain(self) -> checks.Box | None:
+        return checks.domain_of(self.classifier, self.config.domain)
+
+    def check(self, x: Any, target: Any) -> tuple[Array, Array]:
+        return checks.check_inputs(
+            self.classifier, x, target, domain=self.domain, kinds=targets_lib.KINDS
+        )
+
+    def __call__(self, x: Array, target: Array, key: Array) -> CFResult:
+        cfg = self.config
+
+        def loss(x):
+            return jnp.sum(targets_lib.target_loss(self.classifier.logits(x), target))
+
+        x_cf = x - cfg.eps * jnp.sign(jax.grad(loss)(x))
+        if self.domain is not None:
+            x_cf = jnp.clip(x_cf, *self.domain)
+        score, success = targets_lib.score_outputs(
+            self.classifier.logits(x_cf), target, threshold=cfg.threshold, tolerance=cfg.tolerance
+        )
+        return CFResult(x_cf, success, jnp.ones(x.shape[0], jnp.int32), score, {})
+
+
+def fgsm_explainer(classifier: Any, config: FGSMConfig = FGSMConfig()) -> FGSM | Retry:
+    """FGSM for a classifier; wrapped in :class:`~jaxcf.explainer.Retry` over
+    ``(eps, *schedule)`` when the config has a schedule."""
+    explainer = FGSM(classifier=as_pure(classifier), config=config)
+    if not config.schedule:
+        return explainer
+    return Retry(explainer, "eps", (config.eps, *config.schedule))
+
+
+@jax.jit
+def _run(explainer, x, target, key):
+    return explainer(x, target, key)
+
+
+def fgsm(classifier: Any, x: Any, target: Any, config: FGSMConfig = FGSMConfig()) -> CFResult:
+    """Targeted FGSM counterfactuals for a batch (with retries at larger ``eps`` if the config
+    has a schedule: ``extras["attempt"]`` and ``extras["eps"]`` say which succeeded)."""
+    explainer = fgsm_explainer(classifier, config)
+    x, target = explainer.check(x, target)
+    return _run(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))

@@ -1,0 +1,156 @@
+"""Methods by name: experiments list ``MethodSpec("deduce", DeDUCEConfig())`` and the registry
+builds the explainer, so that a config needs no field per method and the family issues' methods
+plug in with one :func:`register` call.
+
+A registered method has a builder ``build(config, **resources) -> explainer``, the type of its
+config (``None`` in a spec means the default one), and the names of the resources it needs from
+the experiment (``"classifier"``, ``"density"``; later families add ``"vae"``, ``"generator"``,
+...). An experiment holds its resources in a dict; a spec's ``resources`` maps a method's
+resource name to a key of that dict when they differ (the DeDUCE protocol explains its baselines
+with ``{"classifier": "baseline"}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jaxcf.explainer import check_explainer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., Any]
+    config_type: type
+    needs: tuple[str, ...]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(
+    name: str, build: Callable[..., Any], *, config_type: type, needs: tuple[str, ...]
+) -> None:
+    """Registers a method: ``build(config, **{need: resource})`` returns its explainer.
+
+    Raises:
+      ValueError: ``name`` is taken.
+    """
+    if name in _REGISTRY:
+        raise ValueError(f"a method called {name!r} is already registered")
+    _REGISTRY[name] = _Entry(build=build, config_type=config_type, needs=tuple(needs))
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered method names, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; registered: {', '.join(method_names())}")
+    return _REGISTRY[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method of an experiment.
+
+    Attributes:
+      name: a registered method name.
+      config: the method's config; ``None`` for its defaults.
+      label: the name results and reports use (default ``name``); two specs of one method
+        need different labels.
+      resources: method resource name -> key in the experiment's resources, where they differ.
+    """
+
+    name: str
+    config: Any = None
+    label: str | None = None
+    resources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        entry = _entry(self.name)
+        if self.config is not None and not isinstance(self.config, entry.config_type):
+            raise TypeError(
+                f"method {self.name!r} takes a {entry.config_type.__name__}, "
+                f"got {type(self.config).__name__}"
+            )
+        unknown = set(self.resources) - set(entry.needs)
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} uses resources {entry.needs}, not {sorted(unknown)}"
+            )
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    def resolved_config(self) -> Any:
+        return self.config if self.config is not None else _entry(self.name).config_type()
+
+    def resource_keys(self) -> dict[str, str]:
+        """Method resource name -> experiment resource key, for every resource it needs."""
+        return {need: self.resources.get(need, need) for need in _entry(self.name).needs}
+
+
+def make(spec: MethodSpec | str, config: Any = None, **resources: Any) -> Any:
+    """Builds the explainer of a registered method.
+
+    Args:
+      spec: a :class:`MethodSpec`, or a method name (then ``config`` is its config).
+      **resources: the experiment's resources by key (more than the method needs is fine).
+
+    Raises:
+      ValueError: unknown method, or a resource the method needs is missing.
+    """
+    if isinstance(spec, str):
+        spec = MethodSpec(spec, config)
+    entry = _entry(spec.name)
+    kwargs = {}
+    for need, key in spec.resource_keys().items():
+        if key not in resources or resources[key] is None:
+            raise ValueError(f"method {spec.key!r} needs a {need!r} (resource {key!r})")
+        kwargs[need] = resources[key]
+    explainer = entry.build(spec.resolved_config(), **kwargs)
+    check_explainer(explainer)
+    return explainer
+
+
+def _register_builtins() -> None:
+    from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
+    from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
+    from jaxcf.methods._jsma import JSMAConfig, jsma_search
+    from jaxcf.methods._wachter import WachterConfig, wachter_search
+    from jaxcf.methods.search import SearchExplainer
+
+    register(
+        "deduce",
+        lambda config, classifier, density: SearchExplainer(
+            deduce_search(classifier, density, config)
+        ),
+        config_type=DeDUCEConfig,
+        needs=("classifier", "density"),
+    )
+    register(
+        "jsma",
+        lambda config, classifier: SearchExplainer(jsma_search(classifier, config)),
+        config_type=JSMAConfig,
+        needs=("classifier",),
+    )
+    register(
+        "wachter",
+        lambda config, classifier: SearchExplainer(wachter_search(classifier, config)),
+        config_type=WachterConfig,
+        needs=("classifier",),
+    )
+    register(
+        "fgsm",
+        lambda config, classifier: fgsm_explainer(classifier, config),
+        config_type=FGSMConfig,
+        needs=("classifier",),
+    )
+
+
+_register_builtins()
