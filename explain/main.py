@@ -1,9 +1,9 @@
-"""Runs a batch explanation job described by a config file.
+"""Runs the DeDUCE protocol described by a config file.
 
     python -m explain.main --config explain/configs/demo.py --workdir workdir/demo
 
-The config file defines ``get_config() -> ExplainConfig``. Re-running with the same workdir
-reuses the trained classifier and every finished chunk of counterfactuals.
+The config file defines ``get_config() -> jaxcf.protocols.deduce.ProtocolConfig``. Re-running
+with the same workdir reuses the trained classifiers and every finished chunk of counterfactuals.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from explain.deduce_protocol import run_protocol
 from jaxcf.config_file import load_config
+from jaxcf.protocols.deduce import run_protocol
 
 
 def main(argv: list[str] | None = None) -> None:

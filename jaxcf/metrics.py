@@ -1,27 +1,32 @@
-"""Metrics for counterfactuals: proximity, sparsity, validity, realism, and per-method summaries.
+"""Metrics for counterfactuals: proximity, sparsity, validity, realism, diversity, summaries.
+
+Every function reads the one results record, :class:`jaxcf.results.Results` (what the runner
+writes), or plain arrays.
 
 Conventions:
 
-* Images are float32 NHWC in ``[0, 1]``; every metric also accepts any ``[B, ...]`` layout and
-  reduces over all non-batch axes, so an "element" is one channel value of one pixel (for MNIST,
-  ``H * W * C = 784`` elements).
+* Inputs are any ``[B, ...]`` layout (images, series, rows); distances reduce over all non-batch
+  axes, so an "element" is one input value (for MNIST, ``H * W * C = 784`` pixels).
 * An element counts as *changed* when ``|x_cf - x| > atol`` (default ``1e-6``).
-* Distances are computed in float64 on the host, in the units of the inputs (pixel intensity).
-* Per-query functions return numpy arrays with the batch as leading axis; :func:`summarize` turns
-  a dict of them into plain, JSON-serialisable numbers.
+* Distances are computed in float64 on the host, in the units of the inputs.
+* Row metrics (:func:`row_metrics`) have one entry per counterfactual; with several
+  counterfactuals per query, :func:`query_metrics` aggregates them per query (best, mean) and
+  measures diversity (mean pairwise L1 distance among a query's successful counterfactuals).
+* :func:`summarize` turns row metrics into plain, JSON-serialisable numbers.
 
-Classifier-based metrics (:func:`validity`, :func:`density_nll`) run one jitted, batched forward
-pass per chunk of ``batch_size`` queries; the last chunk is padded to the same size, so a data set
-of any length compiles once.
+Validity re-scores a counterfactual with a classifier, by the kind of its target (see
+:mod:`jaxcf.targets`): class targets are valid when the argmax is the target; soft targets when
+the total variation distance to the target distribution is at most ``tolerance``; regression
+targets when the absolute error is at most ``tolerance``.
 
-:data:`PUBLISHED` holds the MNIST results of the DeDUCE paper (Höltgen, Schut, Brauner & Gal,
-"DeDUCE: Generating Counterfactual Explanations Efficiently", 2021) for comparison.
+Classifier-based metrics run one jitted, batched forward pass per chunk of ``batch_size``
+queries; the last chunk is padded to the same size, so a data set of any length compiles once.
+No paper's numbers live here: protocols keep their published results (e.g.
+:mod:`jaxcf.protocols.deduce`).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,48 +34,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcf import targets as targets_lib
 from jaxcf.classifier import as_pure
+from jaxcf.density import as_density
+from jaxcf.io import to_jsonable
+from jaxcf.results import Results
 
 Array = jax.Array
 
-# Keys of per-query metrics averaged by :func:`summarize`, in report order.
+# Keys of row metrics averaged by :func:`summarize`, in report order.
 AVERAGED = ("l0", "l1", "l2", "n_iter", "nll")
-
-# The DeDUCE paper's MNIST results (5 sets of 100 test images x 9 other targets = 4,500 pairs).
-# ``l0``: changed pixels, ``l1``: summed absolute change. The paper's evaluation notebooks take
-# both means over the pairs that *all four* of its methods solved (DeDUCE, JSMA, CFProto and
-# REVISE, which fails on 27%), then average the five per-set means: compare them with a
-# "pairs every method solved" mean, not with a method's own successes.
-# ``failure_rate``: fraction of a method's own pairs without a counterfactual (None: not
-# reported), ``seconds_per_cf``: time per single counterfactual on an NVIDIA T4. DeDUCE ran on
-# the spectrally normalised ResNet-18 (c = 4), the baselines on a plain ResNet-18.
-# Wachter et al. has no published number in that paper and is absent.
-PUBLISHED: dict[str, dict[str, float | None]] = {
-    "deduce": {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99},
-    "jsma": {"l0": 25.59, "l1": 12.63, "failure_rate": 0.0309, "seconds_per_cf": 1.01},
-    "cfproto": {"l0": 155.4, "l1": 38.95, "failure_rate": 0.0009, "seconds_per_cf": 109.9},
-    "revise": {"l0": 752.0, "l1": 53.9, "failure_rate": 0.268, "seconds_per_cf": 46.7},
-}
-
-_ALIASES = {"proto": "cfproto", "alibicfproto": "cfproto", "prototype": "cfproto"}
-
-
-def published_for(method: str, published: Mapping[str, Any] | None = None) -> dict | None:
-    """The published numbers for ``method`` (matched ignoring case and punctuation), or None.
-
-    ``"DeDUCE"``, ``"deduce"`` and ``"De-DUCE"`` all find ``PUBLISHED["deduce"]``.
-    """
-    published = PUBLISHED if published is None else published
-    key = _normalise(method)
-    key = _ALIASES.get(key, key)
-    for name, value in published.items():
-        if _ALIASES.get(_normalise(name), _normalise(name)) == key:
-            return value
-    return None
-
-
-def _normalise(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", str(name).lower())
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,19 +69,6 @@ def _pair(x: Any, x_cf: Any) -> tuple[np.ndarray, np.ndarray]:
     if x.shape != x_cf.shape:
         raise ValueError(f"x {x.shape} and x_cf {x_cf.shape} must have the same shape")
     return x, x_cf
-
-
-def _targets(target: Any, batch: int) -> np.ndarray:
-    t = np.asarray(target)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"target must be integer class indices, got dtype {t.dtype}")
-    if t.ndim == 0:  # one target for the whole batch
-        t = np.full((batch,), int(t))
-    if t.shape != (batch,):
-        raise ValueError(f"target must be a scalar or have shape ({batch},), got {t.shape}")
-    if np.any(t < 0):
-        raise ValueError("target contains negative class indices")
-    return t.astype(np.int32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,35 +109,15 @@ def l2(x: Any, x_cf: Any) -> np.ndarray:
 # Classifier-based metrics
 
 
-def _is_array_leaf(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | bool | complex)
-
-
-def _is_pytree_of_arrays(obj: Any) -> bool:
-    leaves = jax.tree.leaves(obj)
-    return all(_is_array_leaf(leaf) for leaf in leaves) and not (
-        len(leaves) == 1 and leaves[0] is obj
-    )
-
-
 @jax.jit
-def _argmax_logits(clf: Any, x: Array) -> Array:
-    return jnp.argmax(clf.logits(x), axis=-1).astype(jnp.int32)
+def _outputs(clf: Any, x: Array) -> Array:
+    return clf.logits(x).astype(jnp.float32)
 
 
 @jax.jit
 def _target_nll(clf: Any, density: Any, x: Array, target: Array) -> Array:
     log_p = density.log_prob(clf.features(x))  # [B, C]
     return -jnp.take_along_axis(log_p, target[:, None], axis=1)[:, 0]
-
-
-def _bind(fn: Callable, *objs: Any) -> Callable:
-    """``fn`` with ``objs`` as leading arguments: passed as pytrees when they are pytrees of
-    arrays (one compilation per architecture), else closed over (one compilation per call)."""
-    if all(_is_pytree_of_arrays(o) for o in objs):
-        return lambda *args: fn(*objs, *args)
-    raw = getattr(fn, "__wrapped__", fn)
-    return jax.jit(lambda *args: raw(*objs, *args))
 
 
 def _chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
@@ -200,37 +140,47 @@ def _chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def _num_classes(fn: Callable, *arrays: np.ndarray) -> int:
-    shape = jax.eval_shape(fn, *(jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype) for a in arrays))
-    return int(shape.shape[-1])
+def outputs(classifier: Any, x: Any, batch_size: int = 512) -> np.ndarray:
+    """``classifier.logits(x)`` as float32 ``[B, C]``, in jitted chunks."""
+    x = _as_batch(x, "x").astype(np.float32)
+    pure = as_pure(classifier)
+    return _chunked(lambda xb: _outputs(pure, xb), batch_size, x)
 
 
 def predict(classifier: Any, x: Any, batch_size: int = 512) -> np.ndarray:
     """Predicted classes ``[B]`` int32 (argmax of ``classifier.logits``) for ``x [B, ...]``."""
-    x = _as_batch(x, "x").astype(np.float32)
-    fn = _bind(_argmax_logits, as_pure(classifier))
-    return _chunked(fn, batch_size, x)
+    return np.argmax(outputs(classifier, x, batch_size), axis=-1).astype(np.int32)
 
 
-def validity(classifier: Any, x_cf: Any, target: Any, batch_size: int = 512) -> np.ndarray:
-    """Whether the classifier assigns each counterfactual to its target.
+def validity(
+    classifier: Any,
+    x_cf: Any,
+    target: Any,
+    *,
+    tolerance: float = 0.1,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Whether the classifier puts each counterfactual at its target (see the module docstring).
 
     Args:
       classifier: any object offering ``logits(x) -> [B, C]`` (see :mod:`jaxcf.classifier`).
-      x_cf: ``[B, H, W, C]`` counterfactuals.
-      target: ``[B]`` int target classes (or one int for the whole batch).
+      x_cf: ``[B, ...]`` counterfactuals.
+      target: ``[B]`` int classes (or one int), ``[B, C]`` distributions or ``[B]`` float
+        regression values.
+      tolerance: for soft and regression targets.
       batch_size: queries per jitted forward pass.
 
     Returns:
-      ``[B]`` bool, ``argmax logits(x_cf) == target``.
+      ``[B]`` bool.
     """
     x_cf = _as_batch(x_cf, "x_cf").astype(np.float32)
-    target = _targets(target, x_cf.shape[0])
-    pure = as_pure(classifier)
-    num_classes = _num_classes(lambda x: pure.logits(x), x_cf)
-    if np.any(target >= num_classes):
-        raise ValueError(f"target out of range for a classifier with {num_classes} classes")
-    return predict(pure, x_cf, batch_size) == target
+    out = outputs(classifier, x_cf, batch_size)
+    target = np.asarray(targets_lib.check_target(target, len(x_cf), out.shape[1]))
+    kind = targets_lib.kind_of(target)
+    if kind == "class":
+        return np.argmax(out, axis=-1) == target
+    score = np.asarray(targets_lib.target_score(jnp.asarray(out), jnp.asarray(target)))
+    return score <= tolerance
 
 
 def density_nll(
@@ -242,7 +192,7 @@ def density_nll(
       classifier: offers ``features(x) -> [B, D]`` (and ``logits``, ``head``).
       density: offers ``log_prob(features [B, D]) -> [B, C]``, e.g.
         :class:`jaxcf.density.GaussianDensity`.
-      x_cf: ``[B, H, W, C]`` counterfactuals.
+      x_cf: ``[B, ...]`` counterfactuals.
       target: ``[B]`` int target classes (or one int).
       batch_size: queries per jitted forward pass.
 
@@ -250,76 +200,108 @@ def density_nll(
       ``[B]`` float32, ``-log p_target(features(x_cf))`` in nats; lower is more realistic.
     """
     x_cf = _as_batch(x_cf, "x_cf").astype(np.float32)
-    target = _targets(target, x_cf.shape[0])
     pure = as_pure(classifier, need_features=True)
-    if not callable(getattr(density, "log_prob", None)):
-        raise TypeError(f"density {type(density).__name__} lacks log_prob(features) -> [B, C]")
-    num_classes = _num_classes(lambda x: density.log_prob(pure.features(x)), x_cf)
-    if np.any(target >= num_classes):
-        raise ValueError(f"target out of range for a density with {num_classes} classes")
-    fn = _bind(_target_nll, pure, density)
-    return _chunked(fn, batch_size, x_cf, target)
+    density = as_density(density)
+    probe = jax.ShapeDtypeStruct((1, *x_cf.shape[1:]), np.float32)
+    num_classes = jax.eval_shape(lambda x: density.log_prob(pure.features(x)), probe).shape[-1]
+    target = np.asarray(targets_lib.check_target(target, len(x_cf), num_classes, ("class",)))
+    return _chunked(lambda xb, tb: _target_nll(pure, density, xb, tb), batch_size, x_cf, target)
 
 
 # --------------------------------------------------------------------------------------------
-# Per-query table and summaries
+# Row and query tables
 
 
-def _field(result_like: Any, name: str) -> np.ndarray:
-    if isinstance(result_like, Mapping) or hasattr(result_like, "files"):  # dict or NpzFile
-        if name not in result_like:
-            raise KeyError(f"result has no {name!r}")
-        return np.asarray(result_like[name])
-    if not hasattr(result_like, name):
-        raise TypeError(f"{type(result_like).__name__} has no field {name!r}")
-    return np.asarray(getattr(result_like, name))
-
-
-def per_query_metrics(
-    result_like: Any,
-    x: Any,
-    target: Any,
+def row_metrics(
+    results: Results,
     *,
     classifier: Any = None,
     density: Any = None,
+    tolerance: float = 0.1,
     atol: float = 1e-6,
     batch_size: int = 512,
 ) -> dict[str, np.ndarray]:
-    """Every per-query metric of one method's results.
+    """Every per-row metric of one method's results.
 
     Args:
-      result_like: a :class:`jaxcf.methods.search.CFResult`, or a dict / ``np.load``-ed npz with
-        keys ``x_cf``, ``success``, ``n_iter``, ``target_prob``.
-      x: ``[B, H, W, C]`` the queries.
-      target: ``[B]`` int targets (or one int).
-      classifier: if given, adds ``valid``.
-      density: if given (needs ``classifier``), adds ``nll``.
+      results: a :class:`~jaxcf.results.Results` (what the runner returns and writes).
+      classifier: if given, adds ``valid`` (re-scored by this classifier).
+      density: if given (needs ``classifier``), adds ``nll`` (class targets only).
+      tolerance: validity tolerance for soft and regression targets.
+      atol: an element is changed when ``|x_cf - x| > atol``.
 
     Returns:
-      dict of ``[B]`` arrays: ``l0`` (int64), ``l1``, ``l2`` (float64), ``success`` (bool),
-      ``n_iter`` (int64), ``target_prob`` (float64), and ``valid`` (bool), ``nll`` (float32).
+      dict of ``[R]`` arrays: ``l0`` (int64), ``l1``, ``l2`` (float64), ``success`` (bool),
+      ``n_iter`` (int64), ``score`` (float64), and ``valid`` (bool), ``nll`` (float32).
     """
-    x_cf = _field(result_like, "x_cf")
-    x, x_cf = _pair(x, x_cf)
-    b = x.shape[0]
-    target = _targets(target, b)
+    if not isinstance(results, Results):
+        raise TypeError(
+            f"row_metrics reads a jaxcf.results.Results, got {type(results).__name__}; "
+            "wrap a CFResult with Results.from_batch(result, x, target)"
+        )
+    x, x_cf = _pair(results.x, results.x_cf)
     out = {
         "l0": l0(x, x_cf, atol),
         "l1": l1(x, x_cf),
         "l2": l2(x, x_cf),
-        "success": _field(result_like, "success").astype(bool),
-        "n_iter": _field(result_like, "n_iter").astype(np.int64),
-        "target_prob": _field(result_like, "target_prob").astype(np.float64),
+        "success": results.success.astype(bool),
+        "n_iter": results.n_iter.astype(np.int64),
+        "score": results.score.astype(np.float64),
     }
-    for key in ("success", "n_iter", "target_prob"):
-        if out[key].shape != (b,):
-            raise ValueError(f"result {key} has shape {out[key].shape}, expected ({b},)")
     if density is not None and classifier is None:
         raise ValueError("density_nll needs the classifier's features: pass classifier too")
     if classifier is not None:
-        out["valid"] = validity(classifier, x_cf, target, batch_size)
+        out["valid"] = validity(
+            classifier, x_cf, results.target, tolerance=tolerance, batch_size=batch_size
+        )
     if density is not None:
-        out["nll"] = density_nll(classifier, density, x_cf, target, batch_size)
+        out["nll"] = density_nll(classifier, density, x_cf, results.target, batch_size)
+    return out
+
+
+def query_metrics(
+    results: Results, rows: Mapping[str, Any], keys: tuple[str, ...] = ("l0", "l1")
+) -> dict[str, np.ndarray]:
+    """Aggregates row metrics per query, for runs with several counterfactuals per query.
+
+    Args:
+      results: the record (for ``query`` and ``x_cf``).
+      rows: output of :func:`row_metrics` on it.
+      keys: row metrics to aggregate.
+
+    Returns:
+      dict of ``[N]`` arrays, queries in ascending index order: ``query`` (its index),
+      ``success`` (any row succeeded), ``n_success`` (successful rows), and per key ``k``:
+      ``k_best`` (minimum over successful rows) and ``k_mean`` (mean over them), NaN for a
+      query without successes; ``diversity``: mean pairwise L1 distance (input units) among the
+      query's successful counterfactuals, NaN with fewer than two.
+    """
+    ids, inverse = np.unique(results.query, return_inverse=True)
+    ok = np.asarray(rows["success"], bool)
+    flat = results.x_cf.reshape(len(results), -1).astype(np.float64)
+    out: dict[str, np.ndarray] = {
+        "query": ids,
+        "success": np.zeros(len(ids), bool),
+        "n_success": np.zeros(len(ids), np.int64),
+        "diversity": np.full(len(ids), np.nan),
+    }
+    for k in keys:
+        out[f"{k}_best"] = np.full(len(ids), np.nan)
+        out[f"{k}_mean"] = np.full(len(ids), np.nan)
+    for i in range(len(ids)):
+        mine = (inverse == i) & ok
+        m = int(mine.sum())
+        out["n_success"][i] = m
+        out["success"][i] = m > 0
+        if not m:
+            continue
+        for k in keys:
+            v = np.asarray(rows[k], np.float64)[mine]
+            out[f"{k}_best"][i], out[f"{k}_mean"][i] = v.min(), v.mean()
+        if m > 1:
+            cfs = flat[mine]
+            d = np.abs(cfs[:, None, :] - cfs[None, :, :]).sum(-1)
+            out["diversity"][i] = d[np.triu_indices(m, 1)].mean()
     return out
 
 
@@ -333,14 +315,15 @@ def summarize(per_query: Mapping[str, Any], sets: Any = None) -> dict[str, Any]:
     Distances are reported on *found* counterfactuals, as in the DeDUCE paper.
 
     Args:
-      per_query: output of :func:`per_query_metrics` (``success`` plus any of ``l0``, ``l1``,
-        ``l2``, ``n_iter``, ``nll``, ``valid``, ``target_prob``).
-      sets: optional ``[B]`` int set id per query (e.g. DeDUCE's 5 sets of 100 images).
+      per_query: output of :func:`row_metrics` (``success`` plus any of ``l0``, ``l1``,
+        ``l2``, ``n_iter``, ``nll``, ``valid``, ``score``).
+      sets: optional ``[B]`` int set id per row (e.g. DeDUCE's 5 sets of 100 images; a
+        results record's ``group``).
 
     Returns:
       dict with ``n``, ``n_success``, ``failure_rate`` (fraction in [0, 1]); for each averaged
       metric ``k`` present: ``k`` (mean over successful queries, None if there are none) and
-      ``k_all`` (mean over all queries); ``valid_rate`` and ``target_prob_all`` when present.
+      ``k_all`` (mean over all queries); ``valid_rate`` and ``score_all`` when present.
       With ``sets``: ``n_sets`` and ``k_std_over_sets`` (std of the per-set means of ``k``,
       ddof=1 with more than one set, else 0.0) for each averaged metric and ``failure_rate``.
     """
@@ -366,8 +349,8 @@ def summarize(per_query: Mapping[str, Any], sets: Any = None) -> dict[str, Any]:
         out[f"{k}_all"] = _mean(values[k])
     if "valid" in per_query:
         out["valid_rate"] = float(np.mean(np.asarray(per_query["valid"]).astype(bool)))
-    if "target_prob" in per_query:
-        out["target_prob_all"] = float(np.mean(np.asarray(per_query["target_prob"], np.float64)))
+    if "score" in per_query:
+        out["score_all"] = float(np.mean(np.asarray(per_query["score"], np.float64)))
 
     if sets is not None:
         sets = np.asarray(sets)
@@ -456,19 +439,3 @@ def paired_comparison(
         rows_b = set_means({f"{k}_b": b[k] for k in keys}, both, sets)
         out["per_set"] = [{**ra, **rb} for ra, rb in zip(rows_a, rows_b, strict=True)]
     return to_jsonable(out)
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Converts numpy/jax scalars and arrays, tuples and non-finite floats (to None) into plain
-    JSON-serialisable Python objects, recursively."""
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, jax.Array | np.ndarray):
-        return to_jsonable(np.asarray(obj).tolist())
-    if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

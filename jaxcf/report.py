@@ -13,27 +13,32 @@ module changes neither the global matplotlib backend nor pyplot's state.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import IO, Any
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from jaxcf.metrics import PUBLISHED, published_for, to_jsonable
+from jaxcf.io import (
+    to_jsonable,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 __all__ = [
     "counterfactual_grid",
     "format_table",
     "l0_plot",
     "markdown_table",
+    "published_for",
     "save_figure_atomic",
     "to_jsonable",
+    "write_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -44,48 +49,26 @@ _DASH = "\u2014"  # shown where a number is not known
 _PM = "\u00b1"
 
 
-# --------------------------------------------------------------------------------------------
-# Atomic writers
-
-
-def write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Calls ``write(f)`` on a temporary file beside ``path``, fsyncs it, then renames it into
-    place, so readers never see a partial file; creates missing parent directories."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; keep an existing file's mode, else make it world-readable.
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path: PathLike, text: str) -> Path:
-    """Writes ``text`` (UTF-8) to ``path`` atomically; creates missing parent directories."""
-    data = text.encode("utf-8")
-    return write_atomic(path, lambda f: f.write(data))
-
-
-def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Writes ``obj`` as strict JSON (numpy values converted, NaN/inf as null) atomically."""
-    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + "\n"
-    return write_text_atomic(path, text)
-
-
-def save_figure_atomic(fig: Figure, path: PathLike, *, dpi: int = 100) -> Path:
+def save_figure_atomic(fig: Figure, path: PathLike, *, dpi: int = 100):
     """Saves ``fig`` as a PNG at ``path`` atomically."""
     FigureCanvasAgg(fig)  # a figure built elsewhere may lack a canvas
     return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+def published_for(method: str, published: Mapping[str, Any] | None) -> Any:
+    """The entry of ``published`` for ``method``, names matched ignoring case and punctuation
+    (``"DeDUCE"``, ``"deduce"`` and ``"De-DUCE"`` are one method), or None."""
+    if not published:
+        return None
+    key = _normalise(method)
+    for name, value in published.items():
+        if _normalise(name) == key:
+            return value
+    return None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(name).lower())
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,11 +102,9 @@ def _per_query(a: Any, b: int, name: str) -> np.ndarray | None:
 def _split_result(value: Any) -> tuple[Any, dict[str, Any]]:
     """An ``x_cf`` array, or a CFResult / dict with ``x_cf`` (and maybe success, target_prob)."""
     if isinstance(value, Mapping):
-        return value["x_cf"], {k: value[k] for k in ("success", "target_prob") if k in value}
-    if hasattr(value, "x_cf"):
-        return value.x_cf, {
-            k: getattr(value, k) for k in ("success", "target_prob") if hasattr(value, k)
-        }
+        return value["x_cf"], {k: value[k] for k in ("success", "score") if k in value}
+    if hasattr(value, "x_cf"):  # a CFResult or a Results record
+        return value.x_cf, {k: getattr(value, k) for k in ("success", "score") if hasattr(value, k)}
     return value, {}
 
 
@@ -153,19 +134,19 @@ def counterfactual_grid(
     Columns: the original (titled with its predicted class when ``pred`` is given and its
     target), then for each method its counterfactual and the difference ``x_cf - x`` (averaged
     over channels) in a diverging colormap, red = increased, blue = decreased, limits +-1, with a
-    shared colorbar. Counterfactual cells are titled with success and target probability when
-    known.
+    shared colorbar. Counterfactual cells are titled with success and score (``s``: the target
+    probability for class targets) when known.
 
     Args:
       path: the PNG to write (atomically).
       x: ``[B, H, W, C]`` queries in [0, 1], ``C`` 1 or 3.
-      results: method name -> ``[B, H, W, C]`` counterfactuals, or a CFResult / dict with
-        ``x_cf`` (whose ``success`` and ``target_prob`` are then shown).
+      results: method name -> ``[B, H, W, C]`` counterfactuals, or a CFResult, Results or dict
+        with ``x_cf`` (whose ``success`` and ``score`` are then shown).
       target: ``[B]`` int targets (or one int).
       pred: optional ``[B]`` classifier predictions on ``x``.
       n: number of queries shown (the first ``n``).
       title: optional figure title.
-      extras: optional method name -> ``{"success": [B], "target_prob": [B]}``, overriding what
+      extras: optional method name -> ``{"success": [B], "score": [B]}``, overriding what
         ``results`` provides.
       dpi: resolution of the PNG.
 
@@ -205,8 +186,8 @@ def counterfactual_grid(
             bits = []
             if info[m].get("success") is not None:
                 bits.append("\u2713" if bool(info[m]["success"][r]) else "\u2717 failed")
-            if info[m].get("target_prob") is not None:
-                bits.append(f"p={float(info[m]['target_prob'][r]):.2f}")
+            if info[m].get("score") is not None:
+                bits.append(f"s={float(info[m]['score'][r]):.2f}")
             ax_cf.set_title((f"{m}\n" if r == 0 else "") + " ".join(bits), fontsize=7)
             diff = (cfs[m][r] - x[r]).mean(axis=-1)
             diff_im = ax_d.imshow(diff, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
@@ -228,8 +209,6 @@ def counterfactual_grid(
 
 
 def _published_l0(published: Mapping[str, Any] | None, method: str) -> float | None:
-    if not published:
-        return None
     value = published_for(method, published)
     if isinstance(value, Mapping):
         value = value.get("l0")
@@ -250,7 +229,8 @@ def l0_plot(
       path: the PNG to write (atomically).
       l0_by_method: method name -> ``[N]`` L0 of its successful queries.
       published: optional method name -> published mean L0 (a number, or a dict with ``"l0"``
-        such as :data:`jaxcf.metrics.PUBLISHED`); names match ignoring case and punctuation.
+        such as :data:`jaxcf.protocols.deduce.PUBLISHED`); names match ignoring case and
+        punctuation.
       title: optional axes title.
       dpi: resolution of the PNG.
 
@@ -329,18 +309,15 @@ def l0_plot(
 # --------------------------------------------------------------------------------------------
 # Tables
 
-_HEADER = (
-    "method",
-    "n",
-    "L0",
-    "L1",
-    "failure %",
-    "iterations",
-    "realism NLL",
-    "paper L0",
-    "paper L1",
-    "paper failure %",
+_COLUMNS = (  # (header, summary key, format, scale)
+    ("L0", "l0", ".2f", 1.0),
+    ("L1", "l1", ".2f", 1.0),
+    ("failure %", "failure_rate", ".2f", 100.0),
+    ("iterations", "n_iter", ".1f", 1.0),
+    ("realism NLL", "nll", ".1f", 1.0),
 )
+_PUBLISHED_COLUMNS = (("L0", "l0", "g", 1.0), ("L1", "l1", "g", 1.0))
+_PUBLISHED_COLUMNS += (("failure %", "failure_rate", ".2f", 100.0),)
 
 
 def _num(v: Any) -> float | None:
@@ -362,48 +339,55 @@ def _cell(summary: Mapping[str, Any], key: str, fmt: str, scale: float = 1.0) ->
 
 
 def _pub_cell(pub: Mapping[str, Any] | None, key: str, fmt: str, scale: float = 1.0) -> str:
-    value = _num(pub.get(key)) if pub else None
+    value = _num(pub.get(key)) if isinstance(pub, Mapping) else None
     return _DASH if value is None else format(value * scale, fmt)
 
 
-def _rows(summaries: Mapping[str, Mapping[str, Any]], published: Mapping[str, Any] | None):
-    rows = []
+def _table(
+    summaries: Mapping[str, Mapping[str, Any]],
+    published: Mapping[str, Any] | None,
+    published_label: str,
+) -> list[tuple[str, ...]]:
+    """Header and one row per method; summary columns without any value are left out."""
+    present = [
+        c for c in _COLUMNS if any(_num(s.get(c[1])) is not None for s in summaries.values())
+    ]
+    header = ["method", "n", *(c[0] for c in present)]
+    if published:
+        header += [f"{published_label} {c[0]}" for c in _PUBLISHED_COLUMNS]
+    rows = [tuple(header)]
     for method, s in summaries.items():
-        pub = published_for(method, published) if published else None
         n = s.get("n")
-        rows.append(
-            (
-                str(method),
-                _DASH if n is None else str(int(n)),
-                _cell(s, "l0", ".2f"),
-                _cell(s, "l1", ".2f"),
-                _cell(s, "failure_rate", ".2f", 100.0),
-                _cell(s, "n_iter", ".1f"),
-                _cell(s, "nll", ".1f"),
-                _pub_cell(pub, "l0", "g"),
-                _pub_cell(pub, "l1", "g"),
-                _pub_cell(pub, "failure_rate", ".2f", 100.0),
-            )
-        )
+        row = [str(method), _DASH if n is None else str(int(n))]
+        row += [_cell(s, key, fmt, scale) for _, key, fmt, scale in present]
+        if published:
+            pub = published_for(method, published)
+            row += [_pub_cell(pub, key, fmt, scale) for _, key, fmt, scale in _PUBLISHED_COLUMNS]
+        rows.append(tuple(row))
     return rows
 
 
 def format_table(
     summaries: Mapping[str, Mapping[str, Any]],
-    published: Mapping[str, Any] | None = PUBLISHED,
+    published: Mapping[str, Any] | None = None,
+    *,
+    published_label: str = "paper",
 ) -> str:
-    """A fixed-width text table of per-method summaries beside the published numbers.
+    """A fixed-width text table of per-method summaries, optionally beside published numbers.
 
     Args:
       summaries: method name -> output of :func:`jaxcf.metrics.summarize`.
-      published: method name -> dict with ``l0``, ``l1``, ``failure_rate`` (default: the DeDUCE
-        paper's MNIST numbers); None leaves the paper columns empty.
+      published: optional method name -> dict with ``l0``, ``l1``, ``failure_rate`` (a
+        protocol's published results, e.g. :data:`jaxcf.protocols.deduce.PUBLISHED`); adds
+        columns headed ``"<published_label> L0"``, ...
+      published_label: the prefix of the published columns.
 
-    Distances, iterations and NLL are means over successful queries; ``a ± s`` shows the standard
-    deviation over sets when the summary has one; a dash marks an unknown value.
+    Distances, iterations and NLL are means over successful rows; ``a ± s`` shows the standard
+    deviation over sets when the summary has one; a dash marks an unknown value. Metrics no
+    method has (NLL without a density, say) get no column.
     """
-    rows = [_HEADER, *_rows(summaries, published)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    rows = _table(summaries, published, published_label)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
 
     def line(r):
         cells = [r[0].ljust(widths[0])] + [
@@ -417,10 +401,12 @@ def format_table(
 
 def markdown_table(
     summaries: Mapping[str, Mapping[str, Any]],
-    published: Mapping[str, Any] | None = PUBLISHED,
+    published: Mapping[str, Any] | None = None,
+    *,
+    published_label: str = "paper",
 ) -> str:
     """The table of :func:`format_table` in GitHub-flavoured markdown."""
-    rows = _rows(summaries, published)
-    out = ["| " + " | ".join(_HEADER) + " |", "| :--- |" + " ---: |" * (len(_HEADER) - 1)]
+    header, *rows = _table(summaries, published, published_label)
+    out = ["| " + " | ".join(header) + " |", "| :--- |" + " ---: |" * (len(header) - 1)]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(out) + "\n"

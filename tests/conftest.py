@@ -1,6 +1,8 @@
 """Shared fixtures: a small classifier trained on real MNIST, and its feature density.
 
-Like equinox's test setup, promotion is strict so silent dtype/rank broadcasting bugs fail.
+Like equinox's test setup, promotion is strict so silent dtype/rank broadcasting bugs fail, and
+the CPU backend offers 4 fake devices in-process, so sharding tests need no subprocess
+(``mesh(1)`` and ``mesh(4)`` below).
 """
 
 from __future__ import annotations
@@ -10,6 +12,27 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_num_cpu_devices", 4)
+
+
+@pytest.fixture(autouse=True)
+def strict_promotion(request):
+    """Strict dtype promotion inside every test (session fixtures such as the trained model are
+    built before it, under the default). Code that runs optax's Adam, whose bias correction
+    raises a Python float to an int32 power, opts out with ``@pytest.mark.standard_promotion``
+    or a ``jax.numpy_dtype_promotion("standard")`` block."""
+    mode = "standard" if request.node.get_closest_marker("standard_promotion") else "strict"
+    with jax.numpy_dtype_promotion(mode):
+        yield
+
+FAKE_DEVICES = 4
+
+
+def mesh(n: int):
+    """A 1-D data mesh over the first ``n`` (fake CPU) devices."""
+    from jaxcf.runner import data_mesh
+
+    return data_mesh(jax.devices()[:n])
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,12 @@
-"""Tests for jaxcf.checkpoint: round trips, extras, mismatch errors, overwrite and atomicity."""
+"""Tests for jaxcf.checkpoint: round trips (one model, or several named modules, optimiser states,
+EMA copies and plain pytrees), extras, mismatch errors, overwrite and atomicity."""
 
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -72,7 +74,9 @@ def test_round_trip_params_and_batch_stats(tmp_path):
     assert meta["versions"]["jaxcf"] == jaxcf.__version__
     assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(meta["versions"])
     assert meta["created"].endswith("+00:00")
-    fp = {p: (tuple(s), d) for p, s, d in meta["state_fingerprint"]}
+    assert meta["format"] == 2 and meta["entries"]["model"]["kind"] == "module"
+    assert checkpoint.entry_names(path) == ("model",)
+    fp = {p: (tuple(s), d) for p, s, d in meta["entries"]["model"]["fingerprint"]}
     assert fp["lin.kernel"] == ((3, 8), "float32")
     assert fp["heads.0.kernel"] == ((8, 2), "float32")
     assert "bn.mean" in fp and "bn.var" in fp
@@ -221,3 +225,179 @@ def test_relative_paths_work(tmp_path, monkeypatch):
     checkpoint.load("rel/ckpt", fresh)
     _assert_tree_equal(_values(model), _values(fresh))
     assert checkpoint.read_metadata("rel/ckpt")["model"] == "tiny"
+
+
+# ----------------------------------------------------------------------------- several entries
+
+
+class TinyGen(nnx.Module):
+    """A generator-like module: latent 4 -> 6 through a hidden layer."""
+
+    def __init__(self, *, seed: int = 0):
+        rngs = nnx.Rngs(seed)
+        self.a = nnx.Linear(4, 5, rngs=rngs)
+        self.b = nnx.Linear(5, 6, rngs=rngs)
+
+    def __call__(self, z):
+        return self.b(nnx.relu(self.a(z)))
+
+
+def _gan(seed: int):
+    """Generator, discriminator (TinyNet on 3 features), an EMA copy of the generator and one
+    Adam optimiser per network, each advanced by one step so that no state is at its initial
+    value."""
+    gen, disc = TinyGen(seed=seed), TinyNet(8, seed=seed)
+    gen_ema = nnx.clone(gen)
+    opt_g = nnx.Optimizer(gen, optax.adam(1e-2), wrt=nnx.Param)
+    opt_d = nnx.Optimizer(disc, optax.adam(1e-2), wrt=nnx.Param)
+    z = jax.random.normal(jax.random.key(seed + 7), (16, 4))
+
+    def g_loss(g):
+        return jnp.mean(g(z) ** 2)
+
+    def d_loss(d):
+        return jnp.mean(d(z[:, :3]) ** 2)
+
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes floats and int32 counts
+        opt_g.update(gen, nnx.grad(g_loss)(gen))
+        disc.train()
+        opt_d.update(disc, nnx.grad(d_loss)(disc))
+        disc.eval()
+    return {
+        "generator": gen,
+        "discriminator": disc,
+        "generator_ema": gen_ema,
+        "opt_generator": opt_g,
+        "opt_discriminator": opt_d,
+    }
+
+
+def test_round_trip_of_several_modules_optimisers_ema_and_a_pytree(tmp_path):
+    saved = _gan(seed=0)
+    params = nnx.to_pure_dict(nnx.state(saved["generator"], nnx.Param))
+    ema_tree = jax.tree.map(lambda p: p * 0.5, params)  # EMA weights as a plain pytree
+    configs = {"generator": {"latent": 4}, "discriminator": {"width": 8}}
+    checkpoint.save(
+        tmp_path / "ck",
+        {**saved, "ema_params": ema_tree},
+        metadata={"configs": configs, "step": 1},
+        extras={"density": {"m": np.ones(3)}},
+    )
+    _only_checkpoint_left(tmp_path)
+    meta = checkpoint.read_metadata(tmp_path / "ck")
+    assert meta["configs"] == configs
+    assert checkpoint.entry_names(tmp_path / "ck") == tuple(sorted([*saved, "ema_params"]))
+    assert meta["entries"]["opt_generator"]["kind"] == "module"
+    assert meta["entries"]["ema_params"]["kind"] == "tree"
+
+    fresh = _gan(seed=5)  # different values everywhere, same structure
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), ema_tree)
+    meta2, values = checkpoint.load(tmp_path / "ck", {**fresh, "ema_params": abstract})
+    assert meta2 == meta
+    for name in saved:
+        assert values[name] is fresh[name]
+        _assert_tree_equal(_values(fresh[name]), _values(saved[name]))
+    assert isinstance(values["ema_params"]["a"]["kernel"], jax.Array)
+    _assert_tree_equal(values["ema_params"], ema_tree)
+    assert int(fresh["opt_generator"].step[...]) == 1
+    # The restored optimiser keeps optimising where the saved one was.
+    z = jnp.ones((2, 4))
+    grads = nnx.grad(lambda g: jnp.mean(g(z)))(saved["generator"])
+    with jax.numpy_dtype_promotion("standard"):
+        saved["opt_generator"].update(saved["generator"], grads)
+        fresh["opt_generator"].update(fresh["generator"], grads)
+    _assert_tree_equal(_values(fresh["generator"]), _values(saved["generator"]))
+
+
+def test_load_a_subset_of_entries(tmp_path):
+    saved = _gan(seed=0)
+    checkpoint.save(tmp_path / "ck", saved, metadata={})
+    gen_ema, disc = TinyGen(seed=3), TinyNet(8, seed=3)
+    untouched = _values(disc)
+    _, values = checkpoint.load(tmp_path / "ck", {"generator_ema": gen_ema})
+    assert list(values) == ["generator_ema"]
+    _assert_tree_equal(_values(gen_ema), _values(saved["generator_ema"]))
+    _assert_tree_equal(_values(disc), untouched)
+    # A module's state can also be read as a plain pytree (NumPy leaves stay NumPy).
+    like = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(disc, nnx.Not(nnx.RngState))))
+    _, values = checkpoint.load(tmp_path / "ck", {"discriminator": like})
+    assert isinstance(values["discriminator"]["lin"]["kernel"], np.ndarray)
+    _assert_tree_equal(values["discriminator"], _values(saved["discriminator"]))
+
+
+def test_mismatch_names_each_entry_path_and_config(tmp_path):
+    checkpoint.save(
+        tmp_path / "ck",
+        {"generator": TinyGen(), "discriminator": TinyNet(8), "generator_ema": TinyGen()},
+        metadata={"configs": {"discriminator": {"width": 8}}},
+    )
+    with pytest.raises(CheckpointMismatchError) as err:
+        checkpoint.load(
+            tmp_path / "ck",
+            {"generator": TinyGen(), "discriminator": TinyNet(16), "generator_ema": TinyNet(8)},
+        )
+    msg = str(err.value)
+    assert "entry 'discriminator':\n  bn.bias: checkpoint (8,) float32, discriminator (16,)" in msg
+    assert "lin.kernel: checkpoint (3, 8) float32, discriminator (3, 16) float32" in msg
+    assert "The checkpoint's 'discriminator' was saved from the architecture config" in msg
+    assert '{"width": 8}' in msg and "['configs']['discriminator']" in msg
+    assert "a.kernel: in checkpoint (4, 5) float32, missing from generator_ema" in msg
+    assert "bn.bias: missing from checkpoint, generator_ema (8,) float32" in msg
+    assert "... and 2 more" in msg
+    assert "no architecture config for 'generator_ema'" in msg
+    assert "entry 'generator':" not in msg  # the matching entry is silent
+
+
+def test_missing_entry_names_what_the_checkpoint_has(tmp_path):
+    checkpoint.save(tmp_path / "ck", {"generator": TinyGen(), "disc": TinyNet(8)})
+    with pytest.raises(CheckpointMismatchError, match=r"no entry 'critic'; it has \['disc', "):
+        checkpoint.load(tmp_path / "ck", {"generator": TinyGen(), "critic": TinyNet(8)})
+    with pytest.raises(CheckpointMismatchError, match="no entry 'model'"):
+        checkpoint.load(tmp_path / "ck", TinyGen())  # the single-model form wants "model"
+
+
+@pytest.mark.parametrize(
+    ("entries", "metadata", "error", "match"),
+    [
+        ({"a/b": TinyGen()}, {}, ValueError, "entry names"),
+        ({"_x": TinyGen()}, {}, ValueError, "entry names"),
+        ({"extra_x": TinyGen()}, {}, ValueError, "may not start with 'extra_'"),
+        ({"g": TinyGen()}, {"configs": {"h": {}}}, ValueError, r"names \['h'\]"),
+        ({"g": {"w": "text"}}, {}, TypeError, "leaf of type str"),
+        ({"g": {"k": jax.random.key(0)}}, {}, TypeError, "PRNG key"),
+        ({"g": {}}, {}, ValueError, "has no arrays"),
+        ({}, {}, ValueError, "at least one entry"),
+    ],
+)
+def test_bad_entries_write_nothing(tmp_path, entries, metadata, error, match):
+    with pytest.raises(error, match=match):
+        checkpoint.save(tmp_path / "ck", entries, metadata=metadata)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_save_of_several_entries_leaves_nothing(tmp_path, monkeypatch):
+    _fail_after_orbax(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(tmp_path / "ck", _gan(seed=0))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_format_1_checkpoint_still_loads(tmp_path):
+    """Checkpoints written before several entries were supported: one model, its fingerprint
+    under "state_fingerprint"."""
+    model = _trained_net()
+    checkpoint.save(tmp_path / "ck", model, metadata={"model": {"width": 8}})
+    path = tmp_path / "ck" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["format"] = 1
+    meta["state_fingerprint"] = meta.pop("entries")["model"]["fingerprint"]
+    path.write_text(json.dumps(meta))
+    fresh = TinyNet(8, seed=4)
+    assert checkpoint.load(tmp_path / "ck", fresh)["model"] == {"width": 8}
+    _assert_tree_equal(_values(fresh), _values(model))
+    with pytest.raises(CheckpointMismatchError, match=r'config \{"width": 8\}'):
+        checkpoint.load(tmp_path / "ck", TinyNet(16))
+    meta["format"] = 3
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointMismatchError, match="format 3"):
+        checkpoint.load(tmp_path / "ck", fresh)

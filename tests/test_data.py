@@ -1,4 +1,5 @@
-"""Tests for jaxcf.data: the IDX reader, the MNIST/Fashion-MNIST loader and its search order.
+"""Tests for jaxcf.data: the registry, the IDX reader, the MNIST/Fashion-MNIST loader and its
+search order.
 
 Real-data tests read ../shared/data beside the checkout (or $JAXCF_DATA_DIR if set when the
 tests start) and are skipped where those files are absent. Everything else builds its files in
@@ -24,11 +25,16 @@ from jaxcf.data import (
     MNIST_CLASS_NAMES,
     DataError,
     Dataset,
+    dataset_names,
+    dataset_spec,
     default_data_dir,
     find_idx_files,
+    load_dataset,
     load_mnist,
     read_idx_images,
     read_idx_labels,
+    register_dataset,
+    unregister_dataset,
 )
 
 REAL_DATA_DIR = Path(os.environ.get(DATA_DIR_ENV) or default_data_dir())
@@ -453,3 +459,83 @@ def test_label_out_of_range_in_split(tmp_path: Path) -> None:
 
 def test_data_error_is_value_error() -> None:
     assert issubclass(DataError, ValueError)
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_mnist_and_fashion_mnist_are_registered(tmp_path: Path) -> None:
+    assert {"mnist", "fashion_mnist"} <= set(dataset_names())
+    assert dataset_names() == tuple(sorted(dataset_names()))
+    assert dataset_spec("mnist").splits == ("train", "test")
+    _write_test_split(tmp_path / "fashion_mnist", pixel=51)
+    data = load_dataset("fashion_mnist", "test", data_dir=tmp_path)
+    assert isinstance(data, Dataset)
+    assert data.images is data.inputs
+    assert data.input_shape == (28, 28, 1)
+    assert data.domain == (0.0, 1.0)
+    assert data.num_classes == 10 and data.class_names == FASHION_MNIST_CLASS_NAMES
+    assert data.source == str((tmp_path / "fashion_mnist").resolve())
+    assert load_dataset("fashion_mnist", "test", data_dir=str(tmp_path)) is data  # cached
+    assert "input_shape=(28, 28, 1)" in repr(data)
+
+
+def test_registry_follows_the_lookup_order(shared_dir: Path) -> None:
+    _write_test_split(shared_dir / "mnist", pixel=3)
+    assert _pixel(load_dataset("mnist", "test")) == pytest.approx(3)
+
+
+def test_unknown_names_and_splits_are_value_errors() -> None:
+    with pytest.raises(ValueError, match=r"unknown data set 'kmnist'; registered: .*mnist"):
+        load_dataset("kmnist", "test")
+    with pytest.raises(ValueError, match=r"unknown split 'validation' of 'mnist'"):
+        load_dataset("mnist", "validation")
+
+
+def test_register_a_data_set() -> None:
+    inputs = np.linspace(-3.0, 3.0, 12, dtype=np.float32).reshape(4, 3)
+    calls = []
+
+    def loader(split: str, data_dir: Path | None) -> Dataset:
+        calls.append((split, data_dir))
+        return Dataset(inputs=inputs, labels=None, name="toy", split=split, source="memory")
+
+    register_dataset("toy", loader, splits=("all",), description="4 rows of 3 features")
+    try:
+        assert "toy" in dataset_names()
+        data = load_dataset("toy", "all", data_dir="somewhere")
+        assert calls == [("all", Path("somewhere"))]
+        assert data.labels is None and data.domain is None  # unbounded tabular features
+        assert (data.input_shape, data.num_classes, len(data)) == ((3,), 0, 4)
+        with pytest.raises(ValueError, match="already registered"):
+            register_dataset("toy", loader)
+        register_dataset("toy", lambda split, data_dir: "not a dataset", replace=True)
+        with pytest.raises(TypeError, match="returned str"):
+            load_dataset("toy", "train")
+    finally:
+        unregister_dataset("toy")
+    assert "toy" not in dataset_names()
+    with pytest.raises(ValueError, match="unknown data set"):
+        unregister_dataset("toy")
+
+
+@pytest.mark.parametrize(
+    ("name", "splits"), [("Bad-Name", ("train",)), ("", ("train",)), ("ok", ())]
+)
+def test_register_rejects_bad_names_and_splits(name: str, splits: tuple) -> None:
+    with pytest.raises(ValueError):
+        register_dataset(name, lambda split, data_dir: None, splits=splits)
+
+
+def test_dataset_record_checks_its_arrays() -> None:
+    x = np.zeros((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"labels must be \[N\] = \[5\]"):
+        Dataset(inputs=x, labels=np.zeros(4, np.int32), name="t", split="s", source="m")
+    with pytest.raises(ValueError, match="integers"):
+        Dataset(inputs=x, labels=np.zeros(5, np.float32), name="t", split="s", source="m")
+    with pytest.raises(ValueError, match="low < high"):
+        Dataset(inputs=x, labels=None, name="t", split="s", source="m", domain=(1.0, 0.0))
+    with pytest.raises(ValueError, match=r"\[N, ...\]"):
+        Dataset(inputs=np.zeros(5), labels=None, name="t", split="s", source="m")
+    data = Dataset(inputs=x, labels=None, name="t", split="s", source="m", domain=(-1, 1))
+    assert data.domain == (-1.0, 1.0) and isinstance(data.domain[0], float)

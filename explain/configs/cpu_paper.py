@@ -9,14 +9,14 @@ On 2 CPU cores: about 42 + 8 minutes of training (once), then about 15 minutes o
 Results are recorded in explain/results/cpu_paper.md.
 """
 
-from explain.deduce_protocol import ExplainConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
 
-def get_config() -> ExplainConfig:
-    return ExplainConfig(
+def get_config() -> ProtocolConfig:
+    return ProtocolConfig(
         train=TrainConfig(model=ResNetConfig(base_width=8, coeff=4.0)),
         baseline_train=TrainConfig(model=StandardResNetConfig(base_width=8)),
         n_sets=5,

@@ -10,14 +10,14 @@ On 2 CPU cores: about 33 + 9 minutes of training (once), then 28 + 13 + 3 minute
 Results are recorded in explain/results/cpu_w32.md.
 """
 
-from explain.deduce_protocol import ExplainConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
 
-def get_config() -> ExplainConfig:
-    return ExplainConfig(
+def get_config() -> ProtocolConfig:
+    return ProtocolConfig(
         train=TrainConfig(
             model=ResNetConfig(base_width=32, coeff=4.0), epochs=5, lr_boundaries=(3.75,)
         ),

@@ -12,14 +12,14 @@ coefficient c = 2 rather than the paper's 4: after 5 epochs at width 8, c = 4 le
 DeDUCE's pairs unsolved and c = 2 0.4% (the 50-epoch network reaches 0.6% at c = 4).
 """
 
-from explain.deduce_protocol import ExplainConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
 
-def get_config() -> ExplainConfig:
-    return ExplainConfig(
+def get_config() -> ProtocolConfig:
+    return ProtocolConfig(
         train=TrainConfig(
             model=ResNetConfig(base_width=8, coeff=2.0),
             epochs=5,

@@ -7,14 +7,14 @@ GPU-sized.
     python -m explain.main --config explain/configs/paper.py --workdir workdir/paper
 """
 
-from explain.deduce_protocol import ExplainConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
 
-def get_config() -> ExplainConfig:
-    return ExplainConfig(
+def get_config() -> ProtocolConfig:
+    return ProtocolConfig(
         train=TrainConfig(model=ResNetConfig(base_width=64, coeff=4.0)),
         baseline_train=TrainConfig(model=StandardResNetConfig(base_width=64)),
         n_sets=5,

@@ -1,9 +1,15 @@
-"""Data loaders: MNIST and Fashion-MNIST (IDX files or TensorFlow Datasets).
+"""Data sets by name, and their loaders: MNIST and Fashion-MNIST (IDX files or TFDS).
+
+``load_dataset(name, split, data_dir=None)`` loads any registered data set as a :class:`Dataset`
+(inputs, labels, class names, value domain); ``dataset_names()`` lists them and
+``register_dataset(name, loader)`` adds one. Importing this package registers every data set
+it ships.
 
 Every problem with the contents of a data file raises :class:`DataError` (a ``ValueError``)
 naming the file; data that cannot be found raises ``FileNotFoundError``.
 """
 
+from jaxcf.data.dataset import Dataset
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
 from jaxcf.data.mnist import (
     CLASS_NAMES,
@@ -12,10 +18,17 @@ from jaxcf.data.mnist import (
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
     SPLIT_SIZES,
-    Dataset,
     default_data_dir,
     find_idx_files,
     load_mnist,
+)
+from jaxcf.data.registry import (
+    DatasetSpec,
+    dataset_names,
+    dataset_spec,
+    load_dataset,
+    register_dataset,
+    unregister_dataset,
 )
 
 __all__ = [
@@ -27,9 +40,15 @@ __all__ = [
     "SPLIT_SIZES",
     "DataError",
     "Dataset",
+    "DatasetSpec",
+    "dataset_names",
+    "dataset_spec",
     "default_data_dir",
     "find_idx_files",
+    "load_dataset",
     "load_mnist",
     "read_idx_images",
     "read_idx_labels",
+    "register_dataset",
+    "unregister_dataset",
 ]

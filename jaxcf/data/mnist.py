@@ -1,5 +1,8 @@
 """MNIST and Fashion-MNIST as in-memory arrays, from IDX files or TensorFlow Datasets.
 
+Both are registered in :mod:`jaxcf.data.registry` as ``"mnist"`` and ``"fashion_mnist"``
+(``load_dataset("mnist", "test")`` is ``load_mnist("test")``).
+
 Where the data comes from (DESIGN.md section 3):
 
 1. an explicit ``data_dir`` argument. It must hold the files, else :class:`FileNotFoundError`
@@ -31,7 +34,6 @@ arrays are therefore read-only. Loads from TFDS are not cached.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import warnings
@@ -42,7 +44,9 @@ from typing import Any, Literal
 import numpy as np
 
 import jaxcf
+from jaxcf.data.dataset import Dataset
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
+from jaxcf.data.registry import register_dataset
 
 Split = Literal["train", "test"]
 DatasetName = Literal["mnist", "fashion_mnist"]
@@ -75,38 +79,9 @@ SPLIT_SIZES: dict[str, int] = {"train": 60_000, "test": 10_000}
 """Number of examples an IDX split must have (both data sets)."""
 
 IMAGE_SHAPE = (28, 28)
+DOMAIN = (0.0, 1.0)
+"""Pixel intensities are raw bytes / 255, so every input lies in ``[0, 1]``."""
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
-
-
-@dataclasses.dataclass(frozen=True, eq=False, repr=False)
-class Dataset:
-    """One split of MNIST or Fashion-MNIST, in memory.
-
-    Attributes:
-      images: ``float32 [N, 28, 28, 1]``, pixel intensity in ``[0, 1]`` (raw byte / 255).
-        Read-only (cached and shared between calls); ``.copy()`` it to modify.
-      labels: ``int32 [N]``, class indices ``0..9``. Read-only.
-      name: ``"mnist"`` or ``"fashion_mnist"``.
-      split: ``"train"`` or ``"test"``.
-      source: the directory that held the IDX files, or ``"tfds"``.
-      class_names: the 10 class names, indexed by label.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    name: str
-    split: str
-    source: str
-    class_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"source={self.source!r})"
-        )
 
 
 class _SourceUnavailable(Exception):
@@ -132,8 +107,8 @@ def load_mnist(
         ``sources=("tfds",)`` forces TensorFlow Datasets.
 
     Returns:
-      A :class:`Dataset` with ``float32 [N, 28, 28, 1]`` images in ``[0, 1]`` and ``int32 [N]``
-      labels.
+      A :class:`Dataset` with ``float32 [N, 28, 28, 1]`` images in ``[0, 1]`` (also its
+      ``domain``) and ``int32 [N]`` labels.
 
     Raises:
       ValueError: an unknown split, data set or source, or both ``data_dir`` and ``sources``.
@@ -347,10 +322,34 @@ def _make_dataset(
     floats.flags.writeable = False
     ints.flags.writeable = False
     return Dataset(
-        images=floats,
+        inputs=floats,
         labels=ints,
         name=dataset,
         split=split,
         source=source,
         class_names=CLASS_NAMES[dataset],
+        domain=DOMAIN,
     )
+
+
+def _registry_loader(dataset: DatasetName):
+    def load(split: str, data_dir: Path | None) -> Dataset:
+        return load_mnist(split, data_dir=data_dir, dataset=dataset)  # type: ignore[arg-type]
+
+    return load
+
+
+register_dataset(
+    "mnist",
+    _registry_loader("mnist"),
+    splits=tuple(SPLIT_SIZES),
+    description="MNIST digits: float32 [N, 28, 28, 1] in [0, 1], 10 classes",
+    replace=True,  # a reloaded module re-registers
+)
+register_dataset(
+    "fashion_mnist",
+    _registry_loader("fashion_mnist"),
+    splits=tuple(SPLIT_SIZES),
+    description="Fashion-MNIST clothing: float32 [N, 28, 28, 1] in [0, 1], 10 classes",
+    replace=True,
+)

@@ -125,7 +125,8 @@ class DeDUCESearch(PixelSearch):
         g = g + cfg.momentum * s.momentum
         flat = s.x.reshape(g.shape)
         flat = jnp.where(chosen, self.clip(flat - cfg.step * jnp.sign(g)), flat)
-        new = DeDUCEState(x=flat.reshape(s.x.shape), changes=s.changes + chosen, momentum=g)
+        changes = s.changes + chosen.astype(jnp.int32)
+        new = DeDUCEState(x=flat.reshape(s.x.shape), changes=changes, momentum=g)
         return *self.score(logits, target), new
 
     def extras(self, s: DeDUCEState) -> dict[str, Array]:

@@ -127,9 +127,16 @@ class SmallCNN(_Classifier):
         self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
 
     def features(self, x: Array) -> Array:
-        x = nnx.avg_pool(nnx.relu(self.conv1(x)), (2, 2), (2, 2))
-        x = nnx.avg_pool(nnx.relu(self.conv2(x)), (2, 2), (2, 2))
+        x = avg_pool(nnx.relu(self.conv1(x)), 2)
+        x = avg_pool(nnx.relu(self.conv2(x)), 2)
         return nnx.relu(self.fc(x.reshape(x.shape[0], -1)))
+
+
+def avg_pool(x: Array, k: int) -> Array:
+    """Non-overlapping ``k x k`` average pooling of NHWC inputs (``nnx.avg_pool`` divides by an
+    integer window size, which strict dtype promotion refuses; this is the same arithmetic)."""
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, k, k, 1), (1, k, k, 1), "VALID")
+    return summed / float(k * k)
 
 
 def _avgpool_shortcut(x: Array, stride: int, out_channels: int) -> Array:
@@ -141,7 +148,7 @@ def _avgpool_shortcut(x: Array, stride: int, out_channels: int) -> Array:
         if x.shape[1] % 2:
             x = x[:, ::stride, ::stride, :]
         else:
-            x = nnx.avg_pool(x, (stride, stride), (stride, stride))
+            x = avg_pool(x, stride)
     pad = out_channels - x.shape[-1]
     if pad:
         x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad)))

@@ -1,0 +1,58 @@
+"""Training: one resumable loop for every model family, and the classifier family on top of it.
+
+* :mod:`jaxcf.training.loop`: :func:`fit` runs a :class:`Task` (build modules from a seed, a
+  jitted train step, an evaluation) with seeded shuffling, a progress bar, periodic evaluation
+  and a progress checkpoint that a killed run resumes from bitwise;
+* :mod:`jaxcf.training.ema`: exponential moving averages of weights;
+* :mod:`jaxcf.training.classification`: :class:`TrainConfig`, :func:`train_and_evaluate` and
+  :func:`load_classifier` for the classifier zoo and its feature density.
+"""
+
+from jaxcf.training.classification import (
+    CHECKPOINT_DIR,
+    PROGRESS_DIR,
+    ClassifierTask,
+    TrainConfig,
+    accuracy,
+    eval_step,
+    extract_features,
+    load_classifier,
+    make_optimizer,
+    train_and_evaluate,
+    train_step,
+)
+from jaxcf.training.ema import ema_update, update_ema
+from jaxcf.training.loop import (
+    FitResult,
+    LoopConfig,
+    Plan,
+    Task,
+    clear_progress,
+    fit,
+    loop_key,
+    write_progress,
+)
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "PROGRESS_DIR",
+    "ClassifierTask",
+    "FitResult",
+    "LoopConfig",
+    "Plan",
+    "Task",
+    "TrainConfig",
+    "accuracy",
+    "clear_progress",
+    "ema_update",
+    "eval_step",
+    "extract_features",
+    "fit",
+    "load_classifier",
+    "loop_key",
+    "make_optimizer",
+    "train_and_evaluate",
+    "train_step",
+    "update_ema",
+    "write_progress",
+]

@@ -1,0 +1,345 @@
+"""One contract table: every method (and a user's own explainer) through the same tests.
+
+For each variant of the table:
+
+* batched equals a plain per-query reference loop (:mod:`tests.references`, or written below
+  for the user's explainer);
+* sharded over 4 fake CPU devices equals one device; chunk size and padding are invisible;
+* a second run with the same shapes compiles nothing;
+* bad input raises a clear error before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import struct
+
+from jaxcf import experiment, metrics, report, runner, targets
+from jaxcf.classifier import FunctionClassifier, as_pure
+from jaxcf.explainer import CFResult
+from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, WachterConfig, make, solve
+from jaxcf.methods import checks
+from jaxcf.methods.search import SearchExplainer, solve_jit
+from jaxcf.results import Results
+from tests import references
+from tests.conftest import FAKE_DEVICES, mesh
+
+N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
+
+
+# ----------------------------------------------------------------------------- a user's explainer
+
+
+class NoisyDescent(struct.PyTreeNode):
+    """What a user writes: random start around the query, one normalised gradient step."""
+
+    classifier: Any
+    sigma: float = struct.field(pytree_node=False, default=0.05)
+    step: float = struct.field(pytree_node=False, default=2.0)
+
+    def check(self, x, target):  # the library's boundary checks, any target kind, no box
+        return checks.check_inputs(self.classifier, x, target, domain=None, kinds=targets.KINDS)
+
+    def __call__(self, x, target, key):
+        noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:]))(key)
+        start = x + self.sigma * noise
+
+        def loss(z):
+            return jnp.sum(targets.target_loss(self.classifier.logits(z), target))
+
+        g = jax.grad(loss)(start)
+        norm = jnp.sqrt(jnp.sum(g * g, axis=(1, 2, 3), keepdims=True)) + 1e-12
+        x_cf = start - self.step * g / norm
+        score, ok = targets.score_outputs(
+            self.classifier.logits(x_cf), target, threshold=0.5, tolerance=0.2
+        )
+        return CFResult(x_cf, ok, jnp.ones(x.shape[0], jnp.int32), score, {"noise": noise})
+
+
+def reference_noisy(explainer, x, t, key):
+    """NoisyDescent for one query with its key, written as a plain loop body."""
+    outputs, loss_grad, _ = references._fns_for(explainer.classifier)
+    start = np.asarray(x) + explainer.sigma * np.asarray(jax.random.normal(key, x.shape))
+    _, g = loss_grad(jnp.asarray(start, jnp.float32), jnp.asarray(t))
+    g = np.asarray(g, np.float64)
+    x_cf = start - explainer.step * g / (np.sqrt((g * g).sum()) + 1e-12)
+    s, ok = references.score(outputs(jnp.asarray(x_cf, jnp.float32)), t, 0.5, 0.2)
+    return x_cf, ok, 1, s
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def _first_logit(params, x):
+    return params.logits(x)[:, :1]  # a regressor: the model's first logit
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # target kind
+    build: Callable  # (model, density) -> explainer
+    reference: Callable  # (explainer, model, density, x_i, t_i, key_i) -> (x_cf, ok, n, score)
+    atol: float = 0.0  # on x_cf (continuous methods agree to float rounding)
+    num_cfs: int = 1
+    promotion: str = "strict"  # "standard" where optax's Adam runs inside
+    criterion: float | None = None  # the threshold or tolerance success is decided at
+
+
+def _regressor(model):
+    return FunctionClassifier(_first_logit, as_pure(model), input_shape=(28, 28, 1), domain=(0, 1))
+
+
+VARIANTS = [
+    Variant(
+        "deduce",
+        "class",
+        lambda m, d: make("deduce", DeDUCEConfig(max_iter=60), classifier=m, density=d),
+        lambda e, m, d, x, t, k: references.reference_deduce(m, d, x, t, e.config),
+    ),
+    Variant(
+        "jsma-soft",
+        "soft",
+        lambda m, d: make("jsma", JSMAConfig(max_iter=60, tolerance=0.3), classifier=m),
+        lambda e, m, d, x, t, k: references.reference_jsma(m, x, t, e.config),
+    ),
+    Variant(
+        "wachter-regression",
+        "regression",
+        lambda m, d: make(
+            "wachter", WachterConfig(max_iter=30, tolerance=0.5, l1_weight=0.01),
+            classifier=_regressor(m),
+        ),
+        lambda e, m, d, x, t, k: references.reference_wachter(_regressor(m), x, t, e.config),
+        atol=2e-5,
+        promotion="standard",
+        criterion=0.5,
+    ),
+    Variant(
+        "fgsm-retry",
+        "class",
+        lambda m, d: make("fgsm", FGSMConfig(eps=0.05, schedule=(0.15, 0.3)), classifier=m),
+        lambda e, m, d, x, t, k: references.reference_fgsm(m, x, t, e.explainer.config)[:4],
+    ),
+    Variant(
+        "user-class",
+        "class",
+        lambda m, d: NoisyDescent(as_pure(m)),
+        lambda e, m, d, x, t, k: reference_noisy(e, x, t, k),
+        atol=1e-5,
+        num_cfs=3,
+        criterion=0.5,
+    ),
+    Variant(
+        "user-soft",
+        "soft",
+        lambda m, d: NoisyDescent(as_pure(m)),
+        lambda e, m, d, x, t, k: reference_noisy(e, x, t, k),
+        atol=1e-5,
+        num_cfs=3,
+        criterion=0.2,
+    ),
+    Variant(
+        "user-regression",
+        "regression",
+        lambda m, d: NoisyDescent(_regressor(m)),
+        lambda e, m, d, x, t, k: reference_noisy(e, x, t, k),
+        atol=1e-5,
+        num_cfs=3,
+        criterion=0.2,
+    ),
+]
+IDS = [v.name for v in VARIANTS]
+
+
+def make_targets(kind: str, model, x: np.ndarray) -> np.ndarray:
+    """Reachable targets of a kind: mostly the runner-up class, or halfway to it."""
+    logits = np.asarray(model.logits(x))
+    order = np.argsort(logits, axis=-1)
+    runner_up, top = order[:, -2], order[:, -1]
+    if kind == "class":
+        other = (top + 3) % 10  # usually out of reach in a few steps: failures too
+        return np.where(np.arange(len(x)) % 3 == 2, other, runner_up).astype(np.int32)
+    if kind == "soft":
+        q = np.zeros(logits.shape, np.float32)
+        q[np.arange(len(x)), runner_up] = 0.6
+        q[np.arange(len(x)), top] = 0.4
+        return q
+    return (logits[:, 0] + np.where(np.arange(len(x)) % 2, 1.0, 4.0)).astype(np.float32)
+
+
+@pytest.fixture(params=VARIANTS, ids=IDS)
+def case(request, trained, mnist_test):
+    model, density, _ = trained
+    v = request.param
+    x = np.asarray(mnist_test.images[:N])
+    with jax.numpy_dtype_promotion(v.promotion):
+        yield v, v.build(model, density), model, density, x, make_targets(v.kind, model, x)
+
+
+def _direct(explainer, x, t, keys):
+    if isinstance(explainer, SearchExplainer):
+        return solve_jit(explainer.search, jnp.asarray(x), jnp.asarray(t), keys)
+    return jax.jit(lambda e, a, b, k: e(a, b, k))(explainer, jnp.asarray(x), jnp.asarray(t), keys)
+
+
+def _run(explainer, x, t, path, *, devices=1, chunk=64, slots=None, num_cfs=1):
+    return runner.run(
+        explainer,
+        x,
+        t,
+        path,
+        config=runner.RunnerConfig(chunk_size=chunk, slots=slots, segment=2),
+        mesh=mesh(devices),
+        num_cfs=num_cfs,
+        seed=7,
+        progress=False,
+    )
+
+
+def _assert_same(a: Results, b: Results, atol: float = 0.0, criterion: float | None = None):
+    """Equal records. Continuous methods (``atol > 0``) agree to float rounding, which may differ
+    with the batch size (a convolution summed in another order): ``x_cf`` to ``atol``, and a
+    success flag only flips for a score within 1e-4 of the success ``criterion``."""
+    for f in ("query", "cf", "target"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    flipped = a.success != b.success
+    if atol and criterion is not None:
+        assert np.all(np.abs(a.score[flipped] - criterion) < 1e-4), "a decision moved"
+    else:
+        assert not flipped.any(), "success differs"
+    np.testing.assert_array_equal(a.n_iter[~flipped], b.n_iter[~flipped], err_msg="n_iter")
+    np.testing.assert_allclose(a.x_cf, b.x_cf, rtol=0, atol=atol, err_msg="x_cf")
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-4, atol=1e-5)
+    assert set(a.extras) == set(b.extras)
+    for k in a.extras:
+        np.testing.assert_allclose(a.extras[k], b.extras[k], rtol=0, atol=atol, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- the tests
+
+
+def test_batched_equals_reference_loop(case):
+    v, explainer, model, density, x, t = case
+    xs, ts = explainer.check(x, t)
+    keys = jax.random.split(jax.random.key(3), N)
+    got = _direct(explainer, xs, ts, keys)
+    refs = [v.reference(explainer, model, density, x[i], t[i], keys[i]) for i in range(N)]
+    oks = [bool(r[1]) for r in refs]
+    assert 0 < sum(oks) < N or v.kind != "class", "want both successes and failures"
+    for i, (x_ref, ok, n, s) in enumerate(refs):
+        assert bool(got.success[i]) == ok, f"query {i}: success"
+        assert int(got.n_iter[i]) == n, f"query {i}: n_iter {int(got.n_iter[i])} vs {n}"
+        np.testing.assert_allclose(np.asarray(got.x_cf[i]), x_ref, atol=v.atol, err_msg=f"q{i}")
+        np.testing.assert_allclose(float(got.score[i]), s, rtol=1e-4, atol=1e-5)
+
+
+def test_sharded_chunked_and_padded_runs_agree(case, tmp_path):
+    """4 devices with small chunks and refilled slots == 1 device, one chunk, one batch."""
+    v, explainer, *_, x, t = case
+    one = _run(explainer, x, t, tmp_path / "one", num_cfs=v.num_cfs)
+    four = _run(explainer, x, t, tmp_path / "four", devices=4, chunk=8, slots=1, num_cfs=v.num_cfs)
+    small = _run(explainer, x, t, tmp_path / "small", chunk=3, slots=2, num_cfs=v.num_cfs)
+    _assert_same(one, four, v.atol, v.criterion)
+    _assert_same(one, small, v.atol, v.criterion)
+    assert len(one) == N * v.num_cfs and one.timings["devices"] == 1
+    assert four.timings["devices"] == FAKE_DEVICES
+    np.testing.assert_array_equal(one.query, np.repeat(np.arange(N), v.num_cfs))
+    if v.num_cfs > 1:  # each counterfactual of a query has its own key
+        assert not np.array_equal(one.x_cf[0], one.x_cf[1])
+
+
+def test_second_run_compiles_nothing(case, tmp_path):
+    v, explainer, *_, x, t = case
+    _run(explainer, x, t, tmp_path / "a", chunk=4, slots=2, num_cfs=v.num_cfs)
+    before = runner.program_cache_size()
+    # Same shapes, other values: a fresh run into another directory.
+    x2 = np.clip(x[::-1] + 0.01, 0.0, 1.0)
+    _run(explainer, x2, t[::-1].copy(), tmp_path / "b", chunk=4, slots=2, num_cfs=v.num_cfs)
+    assert runner.program_cache_size() == before
+
+
+def _bad_inputs(kind, x, t):
+    cases = [
+        ("empty", x[:0], t[:0], ValueError),
+        ("length", x, t[:3], ValueError),
+        ("nan", np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), t, ValueError),
+        ("strings", np.array([["a"]]), t[:1], TypeError),
+        ("bool-target", x, np.ones(len(x), bool), TypeError),
+    ]
+    if kind == "class":
+        cases.append(("class-out-of-range", x, np.full_like(t, 10), ValueError))
+    elif kind == "soft":
+        cases.append(("not-a-distribution", x, t * 2.0, ValueError))
+    else:
+        cases.append(("target-inf", x, np.full_like(t, np.inf), ValueError))
+    return cases
+
+
+def test_bad_input_raises_before_compiling_or_writing(case, tmp_path):
+    v, explainer, *_, x, t = case
+    for name, xb, tb, err in _bad_inputs(v.kind, x, t):
+        before = runner.program_cache_size()
+        with pytest.raises(err):
+            explainer.check(xb, tb)
+        with pytest.raises(err):
+            runner.run(explainer, xb, tb, tmp_path / name, progress=False, mesh=mesh(1))
+        assert not (tmp_path / name).exists(), f"{name}: nothing may be written"
+        assert runner.program_cache_size() == before, name
+
+
+# ----------------------------------------------------------------------------- beyond the table
+
+
+def test_user_explainer_end_to_end_with_metrics_and_report(trained, mnist_test, tmp_path):
+    """Class, soft and regression targets, 3 counterfactuals per query, 4 devices: the record
+    loads into the metrics, the per-query aggregates and the report without renaming."""
+    model, _, _ = trained
+    x = np.asarray(mnist_test.images[:N])
+    for kind, clf in (("class", as_pure(model)), ("soft", as_pure(model))):
+        explainer = NoisyDescent(clf)
+        t = make_targets(kind, model, x)
+        res = _run(explainer, x, t, tmp_path / kind, devices=4, chunk=8, num_cfs=3)
+        loaded = Results.load(tmp_path / kind)
+        _assert_same(res, loaded)
+        rows = metrics.row_metrics(loaded, classifier=model, tolerance=0.2)
+        assert np.all(rows["valid"][loaded.success])  # success re-scored by the classifier
+        per_query = metrics.query_metrics(loaded, rows)
+        assert len(per_query["query"]) == N
+        assert np.all(per_query["n_success"] <= 3)
+        multi = per_query["n_success"] >= 2
+        assert multi.any() and np.all(per_query["diversity"][multi] > 0)
+        summary = metrics.summarize(rows, sets=loaded.group)
+        table = report.markdown_table({"noisy": summary})
+        assert "| noisy | 30 |" in table
+    reg = _regressor(model)
+    t = make_targets("regression", model, x)
+    res = _run(NoisyDescent(reg), x, t, tmp_path / "reg", devices=4, chunk=8, num_cfs=3)
+    rows = metrics.row_metrics(Results.load(tmp_path / "reg"), classifier=reg, tolerance=0.2)
+    assert np.mean(rows["valid"] == res.success) > 0.9  # one criterion, up to rounding
+    evaluation = experiment.evaluate({"a": res, "b": res}, classifiers={"a": reg, "b": reg})
+    assert evaluation["queries"]["a"]["n"] == N
+    doc = experiment.write_report(tmp_path / "report", {"a": res}, evaluation, title="regression")
+    assert doc["rows"] == 3 * N and (tmp_path / "report" / "grid.png").exists()
+
+
+def test_solve_takes_per_query_keys_and_runs_sharded_in_one_program(trained, mnist_test):
+    """The search drivers accept keys and shard like any jitted function."""
+    model, density, _ = trained
+    search = make("jsma", JSMAConfig(max_iter=20), classifier=model).search
+    x = jnp.asarray(mnist_test.images[:8])
+    t = jnp.asarray(make_targets("class", model, np.asarray(x))[:8])
+    plain = jax.jit(solve)(search, x, t)
+    keys = jax.random.split(jax.random.key(0), 8)
+    data = jax.sharding.NamedSharding(mesh(4), jax.sharding.PartitionSpec("data"))
+    replicated = jax.sharding.NamedSharding(mesh(4), jax.sharding.PartitionSpec())
+    put = jax.device_put
+    sharded = jax.jit(solve)(put(search, replicated), put(x, data), put(t, data), put(keys, data))
+    np.testing.assert_array_equal(plain.x_cf, sharded.x_cf)
