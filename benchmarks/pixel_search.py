@@ -34,12 +34,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from explain.deduce_protocol import protocol_pairs
 from jaxcf import report
 from jaxcf.data import load_mnist
+from jaxcf.explainer import tree_where
+from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search, solve, solve_pool
-from jaxcf.methods.search import tree_where
-from jaxcf.metrics import to_jsonable
+from jaxcf.methods.search import default_keys
+from jaxcf.protocols.deduce import protocol_pairs
 from jaxcf.training import load_classifier
 
 
@@ -58,31 +59,37 @@ def _compile(fn, *args) -> tuple[object, float]:
     return compiled, time.perf_counter() - start
 
 
-def bench_jaxcf(search, x, t, slots, segment):
+def bench_jaxcf(search, x, t, keys, slots, segment):
     """Refill: one program over all pairs."""
-    fn = lambda s, x, t: solve_pool(s, x, t, slots=slots, segment=segment, with_stats=True)  # noqa: E731
-    compiled, compile_s = _compile(fn, search, x, t)
+
+    def fn(s, x, t, k):
+        return solve_pool(s, x, t, k, slots=slots, segment=segment, with_stats=True)
+
+    compiled, compile_s = _compile(fn, search, x, t, keys)
     start = time.perf_counter()
-    result, stats = jax.block_until_ready(compiled(search, x, t))
+    result, stats = jax.block_until_ready(compiled(search, x, t, keys))
     seconds = time.perf_counter() - start
     computed = int(stats["slot_iterations"])
     return result, {"compile_seconds": compile_s, "seconds": seconds, "computed": computed}
 
 
-def bench_no_refill(search, x, t, slots):
+def bench_no_refill(search, x, t, keys, slots):
     """Plain batched while-loop over consecutive batches of ``slots`` pairs (last one padded)."""
     n = len(x)
     pad = -n % slots
     xp = jnp.concatenate([x, jnp.repeat(x[-1:], pad, 0)])
     tp = jnp.concatenate([t, jnp.repeat(t[-1:], pad)])
+    kp = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad)])
     valid = jnp.arange(n + pad) < n
+    b = slice(0, slots)
     compiled, compile_s = _compile(
-        lambda s, x, t, v: solve(s, x, t, valid=v), search, xp[:slots], tp[:slots], valid[:slots]
+        lambda s, x, t, k, v: solve(s, x, t, k, valid=v), search, xp[b], tp[b], kp[b], valid[b]
     )
     start = time.perf_counter()
     computed = 0
     for lo in range(0, n + pad, slots):
-        r = compiled(search, xp[lo : lo + slots], tp[lo : lo + slots], valid[lo : lo + slots])
+        b = slice(lo, lo + slots)
+        r = compiled(search, xp[b], tp[b], kp[b], valid[b])
         jax.block_until_ready(r)
         computed += slots * (int(jnp.max(r.n_iter)) + 1)
     return {
@@ -92,26 +99,26 @@ def bench_no_refill(search, x, t, slots):
     }
 
 
-def bench_host_loop(search, x, t, batch_size):
+def bench_host_loop(search, x, t, keys, batch_size):
     """The published code's schedule: host loop over iterations, batches sharing one target."""
     step = jax.jit(lambda s, st, t: s.step(st, t))
-    cfg_thr, max_iter = search.threshold, search.max_iter
+    max_iter = search.max_iter
     order = np.lexsort((np.arange(len(t)), np.asarray(t)))  # group pairs by target
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    st0 = search.init(x[:batch_size], t[:batch_size])
-    start = time.perf_counter()
-    compile_s = _time(step.lower(search, st0, t[:batch_size]).compile, repeat=1)
+    b = slice(0, batch_size)
+    st0 = search.init(x[b], t[b], keys[b])
+    compile_s = _time(step.lower(search, st0, t[b]).compile, repeat=1)
     start = time.perf_counter()
     computed, iters = 0, np.zeros(len(x), np.int64)
     for idx in batches:
         xb, tb = x[idx], t[idx]
-        st = search.init(xb, tb)
+        st = search.init(xb, tb, keys[idx])
         n_iter = np.full(len(idx), -1)
         for i in range(max_iter + 1):
-            prob, new = step(search, st, tb)
-            prob = np.asarray(prob)  # the host reads the probabilities every iteration
+            _, reached, new = step(search, st, tb)
+            reached = np.asarray(reached)  # the host reads the outcome every iteration
             computed += len(idx)
-            n_iter[(prob >= cfg_thr) & (n_iter < 0)] = i
+            n_iter[reached & (n_iter < 0)] = i
             if np.all(n_iter >= 0) or i == max_iter:
                 break
             st = tree_where(jnp.asarray(n_iter < 0), new, st)
@@ -124,18 +131,19 @@ def bench_host_loop(search, x, t, batch_size):
     }
 
 
-def bench_per_query(search, x, t, sample):
+def bench_per_query(search, x, t, keys, sample):
     """One query at a time, host loop over iterations; returns seconds per query-iteration."""
     step = jax.jit(lambda s, st, t: s.step(st, t))
-    step(search, search.init(x[:1], t[:1]), t[:1])  # compile
+    step(search, search.init(x[:1], t[:1], keys[:1]), t[:1])  # compile
     total_s, total_it = 0.0, 0
     for i in sample:
-        st = search.init(x[i : i + 1], t[i : i + 1])
+        q = slice(i, i + 1)
+        st = search.init(x[q], t[q], keys[q])
         start = time.perf_counter()
         for it in range(search.max_iter + 1):
-            prob, new = step(search, st, t[i : i + 1])
+            _, reached, new = step(search, st, t[q])
             total_it += 1
-            if float(prob[0]) >= search.threshold or it == search.max_iter:
+            if bool(reached[0]) or it == search.max_iter:
                 break
             st = new
         total_s += time.perf_counter() - start
@@ -148,8 +156,8 @@ def step_sweep(search, x, t, sizes):
         reps = -(-b // len(x))
         xb = jnp.concatenate([x] * reps)[:b]
         tb = jnp.concatenate([t] * reps)[:b]
-        st = search.init(xb, tb)
-        compiled, compile_s = _compile(lambda s, st, t: s.step(st, t)[1], search, st, tb)
+        st = search.init(xb, tb, default_keys(b))
+        compiled, compile_s = _compile(lambda s, st, t: s.step(st, t)[2], search, st, tb)
         seconds = _time(compiled, search, st, tb, repeat=max(3, 256 // b))
         out.append(
             {
@@ -198,18 +206,19 @@ def main(argv=None):
             "jsma": lambda: jsma_search(model, JSMAConfig()),
         }[name]()
         x, t = search.check(test.images[index], target)
+        keys = default_keys(len(x))  # deterministic searches: the keys are never read
         print(f"[{name}] jaxcf (refill)...", flush=True)
-        result, ours = bench_jaxcf(search, x, t, args.slots, args.segment)
+        result, ours = bench_jaxcf(search, x, t, keys, args.slots, args.segment)
         n_iter = np.asarray(result.n_iter)
         useful = int(n_iter.sum() + len(n_iter))  # updates plus each query's final check
         print(f"[{name}] jaxcf without refill...", flush=True)
-        plain = bench_no_refill(search, x, t, args.slots)
+        plain = bench_no_refill(search, x, t, keys, args.slots)
         print(f"[{name}] baseline: host loop over batches of 100 sharing a target...", flush=True)
-        host = bench_host_loop(search, x, t, 100)
+        host = bench_host_loop(search, x, t, keys, 100)
         assert np.array_equal(host.pop("n_iter"), n_iter), "same algorithm, same iterations"
         print(f"[{name}] baseline: one query at a time...", flush=True)
         sample = rng.choice(len(x), size=min(args.per_query_sample, len(x)), replace=False)
-        per_it = bench_per_query(search, x, t, sample)
+        per_it = bench_per_query(search, x, t, keys, sample)
         per_query_total = per_it * useful
         print(f"[{name}] step batch-size sweep...", flush=True)
         sweep = step_sweep(search, x, t, [int(b) for b in args.sweep.split(",")])

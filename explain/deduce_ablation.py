@@ -19,31 +19,29 @@ from pathlib import Path
 
 import numpy as np
 
-from explain.deduce_protocol import protocol_pairs
 from jaxcf import metrics, report, runner
 from jaxcf.data import load_mnist
-from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search
+from jaxcf.methods import DeDUCEConfig, JSMAConfig, MethodSpec, make
+from jaxcf.protocols.deduce import protocol_pairs
 from jaxcf.training import load_classifier
 
-# name -> (key for --variants and the results directory, how to build the search).
+# name -> the method (its label is the key for --variants and the results directory).
 VARIANTS = {
-    "deduce": ("deduce", lambda m, d: deduce_search(m, d, DeDUCEConfig())),
-    "density only (ce_weight 0)": (
-        "density_only",
-        lambda m, d: deduce_search(m, d, DeDUCEConfig(ce_weight=0.0)),
+    "deduce": MethodSpec("deduce", DeDUCEConfig()),
+    "density only (ce_weight 0)": MethodSpec(
+        "deduce", DeDUCEConfig(ce_weight=0.0), label="density_only"
     ),
-    "no momentum": ("no_momentum", lambda m, d: deduce_search(m, d, DeDUCEConfig(momentum=0.0))),
-    "ce_weight 3": ("ce_weight_3", lambda m, d: deduce_search(m, d, DeDUCEConfig(ce_weight=3.0))),
-    "cross-entropy only (density_weight 0)": (
-        "ce_only",
-        lambda m, d: deduce_search(m, d, DeDUCEConfig(density_weight=0.0)),
+    "no momentum": MethodSpec("deduce", DeDUCEConfig(momentum=0.0), label="no_momentum"),
+    "ce_weight 3": MethodSpec("deduce", DeDUCEConfig(ce_weight=3.0), label="ce_weight_3"),
+    "cross-entropy only (density_weight 0)": MethodSpec(
+        "deduce", DeDUCEConfig(density_weight=0.0), label="ce_only"
     ),
-    "jsma": ("jsma", lambda m, d: jsma_search(m, JSMAConfig())),
+    "jsma": MethodSpec("jsma", JSMAConfig()),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
-    keys = [key for key, _ in VARIANTS.values()]
+    keys = [spec.key for spec in VARIANTS.values()]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path)
     parser.add_argument("--workdir", required=True, type=Path)
@@ -59,16 +57,18 @@ def main(argv: list[str] | None = None) -> None:
     x = test.images[index]
     config = runner.RunnerConfig(chunk_size=900, slots=128)
     outs = {}
-    for name, (key, make) in VARIANTS.items():
-        if key in args.variants:
-            search = make(model, density)
-            outs[name] = runner.run(search, x, target, args.workdir / key, config=config, desc=name)
-    solved = np.logical_and.reduce([o["success"] for o in outs.values()])
+    for name, spec in VARIANTS.items():
+        if spec.key in args.variants:
+            explainer = make(spec, classifier=model, density=density)
+            outs[name] = runner.run(
+                explainer, x, target, args.workdir / spec.key, config=config, desc=name
+            )
+    solved = np.logical_and.reduce([o.success for o in outs.values()])
     rows = [
-        f"| {name} | {100 * (1 - o['success'].mean()):.2f} "
-        f"| {metrics.l0(x[solved], o['counterfactuals'][solved]).mean():.2f} "
-        f"| {metrics.l1(x[solved], o['counterfactuals'][solved]).mean():.2f} "
-        f"| {o['iterations'][solved].mean():.1f} |"
+        f"| {name} | {100 * (1 - o.success.mean()):.2f} "
+        f"| {metrics.l0(x[solved], o.x_cf[solved]).mean():.2f} "
+        f"| {metrics.l1(x[solved], o.x_cf[solved]).mean():.2f} "
+        f"| {o.n_iter[solved].mean():.1f} |"
         for name, o in outs.items()
     ]
     table = (

@@ -100,7 +100,8 @@ def _per_query(a: Any, b: int, name: str) -> np.ndarray | None:
 
 
 def _split_result(value: Any) -> tuple[Any, dict[str, Any]]:
-    """An ``x_cf`` array, or a CFResult / dict with ``x_cf`` (and maybe success, target_prob)."""
+    """An ``x_cf`` array, or a CFResult / Results / dict with ``x_cf`` (and maybe success,
+    score)."""
     if isinstance(value, Mapping):
         return value["x_cf"], {k: value[k] for k in ("success", "score") if k in value}
     if hasattr(value, "x_cf"):  # a CFResult or a Results record

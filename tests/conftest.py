@@ -25,6 +25,7 @@ def strict_promotion(request):
     with jax.numpy_dtype_promotion(mode):
         yield
 
+
 FAKE_DEVICES = 4
 
 

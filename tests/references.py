@@ -156,9 +156,11 @@ def reference_fgsm(classifier, x, t, cfg):
     Returns ``(x_cf, success, n_iter, score, attempt)``."""
     outputs, loss_grad, _ = _fns_for(classifier)
     _, g = loss_grad(jnp.asarray(x), jnp.asarray(t))
-    for attempt, eps in enumerate((cfg.eps, *cfg.schedule)):
-        x_cf = np.clip(np.asarray(x) - eps * np.sign(np.asarray(g)), 0.0, 1.0)
+    schedule = (cfg.eps, *cfg.schedule)
+    attempt = 0
+    while True:
+        x_cf = np.clip(np.asarray(x) - schedule[attempt] * np.sign(np.asarray(g)), 0.0, 1.0)
         s, ok = score(outputs(jnp.asarray(x_cf)), t, cfg.threshold, cfg.tolerance)
-        if ok:
-            break
-    return x_cf, ok, 1, s, attempt
+        if ok or attempt == len(schedule) - 1:
+            return x_cf, ok, 1, s, attempt
+        attempt += 1

@@ -1,7 +1,8 @@
-"""A runner job for the subprocess tests (sharding on fake devices, kill-and-resume).
+"""A runner job in its own process, for the kill-and-resume test.
 
 Usage: python tests/runner_job.py CHECKPOINT OUT_DIR N CHUNK SLOTS [PAUSE_SECONDS]
-Set XLA_FLAGS=--xla_force_host_platform_device_count=K before starting it for K devices.
+
+:func:`job` builds the same explainer and pairs in-process, for the reference run.
 """
 
 from __future__ import annotations
@@ -14,29 +15,37 @@ import numpy as np
 
 from jaxcf import runner
 from jaxcf.data import load_mnist
-from jaxcf.methods import DeDUCEConfig, deduce_search
+from jaxcf.methods import DeDUCEConfig, SearchExplainer, deduce_search
 from jaxcf.training import load_classifier
+
+
+def job(checkpoint, n: int):
+    """``(explainer, x, target)``: DeDUCE on ``n`` test images; even queries aim at their
+    runner-up class (reachable), odd ones at some other class (often not)."""
+    model, density, _ = load_classifier(checkpoint)
+    test = load_mnist("test")
+    x = np.asarray(test.images[:n])
+    runner_up = np.argsort(np.asarray(model.logits(x)), axis=-1)[:, -2]
+    other = (test.labels[:n] + 1 + np.arange(n) % 9) % 10
+    target = np.where(np.arange(n) % 2 == 0, runner_up, other).astype(np.int32)
+    return SearchExplainer(deduce_search(model, density, DeDUCEConfig(max_iter=100))), x, target
+
+
+def config(chunk: int, slots: int) -> runner.RunnerConfig:
+    return runner.RunnerConfig(chunk_size=chunk, slots=slots or None, segment=2)
 
 
 def main(argv: list[str]) -> None:
     checkpoint, out_dir, n, chunk, slots = argv[:5]
     pause = float(argv[5]) if len(argv) > 5 else 0.0
-    n, chunk, slots = int(n), int(chunk), int(slots)
-    model, density, _ = load_classifier(checkpoint)
-    test = load_mnist("test")
-    x = test.images[:n]
-    # Even queries aim at their runner-up class (reachable), odd ones at some other class.
-    runner_up = np.argsort(np.asarray(model.logits(x)), axis=-1)[:, -2]
-    other = (test.labels[:n] + 1 + np.arange(n) % 9) % 10
-    target = np.where(np.arange(n) % 2 == 0, runner_up, other).astype(np.int32)
-    search = deduce_search(model, density, DeDUCEConfig(max_iter=100))
-    x, target = search.check(x, target)
+    explainer, x, target = job(checkpoint, int(n))
     runner.run(
-        search,
-        np.asarray(x),
-        np.asarray(target),
+        explainer,
+        x,
+        target,
         out_dir,
-        config=runner.RunnerConfig(chunk_size=chunk, slots=slots or None, segment=2),
+        config=config(int(chunk), int(slots)),
+        mesh=runner.data_mesh(jax.devices()[:1]),
         progress=False,
         on_chunk=lambda c, info: time.sleep(pause),
     )

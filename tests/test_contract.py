@@ -24,8 +24,7 @@ from flax import struct
 from jaxcf import experiment, metrics, report, runner, targets
 from jaxcf.classifier import FunctionClassifier, as_pure
 from jaxcf.explainer import CFResult
-from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, WachterConfig, make, solve
-from jaxcf.methods import checks
+from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, WachterConfig, checks, make, solve
 from jaxcf.methods.search import SearchExplainer, solve_jit
 from jaxcf.results import Results
 from tests import references
@@ -114,7 +113,8 @@ VARIANTS = [
         "wachter-regression",
         "regression",
         lambda m, d: make(
-            "wachter", WachterConfig(max_iter=30, tolerance=0.5, l1_weight=0.01),
+            "wachter",
+            WachterConfig(max_iter=30, tolerance=0.5, l1_weight=0.01),
             classifier=_regressor(m),
         ),
         lambda e, m, d, x, t, k: references.reference_wachter(_regressor(m), x, t, e.config),

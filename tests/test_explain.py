@@ -1,4 +1,5 @@
-"""The explain job end to end on a small configuration, and the protocol's pair list."""
+"""The DeDUCE protocol end to end on a small configuration, its pair list, its published numbers,
+and the shipped config files."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explain.deduce_protocol import ExplainConfig, protocol_pairs, run_protocol
 from jaxcf.config_file import load_config
-from jaxcf.methods import DeDUCEConfig, JSMAConfig, WachterConfig
+from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.models import config_from_dict, config_to_dict
-from jaxcf.runner import RunnerConfig, load_results
+from jaxcf.protocols.deduce import (
+    BASELINE,
+    DEFAULT_METHODS,
+    PUBLISHED,
+    ProtocolConfig,
+    protocol_pairs,
+    run_protocol,
+)
+from jaxcf.report import published_for
+from jaxcf.results import Results
+from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
 
@@ -28,48 +38,94 @@ def test_protocol_pairs_cover_every_other_class():
         protocol_pairs(labels, n_sets=6, set_size=10, seed=0)
 
 
+def test_published_numbers():
+    pub = PUBLISHED
+    assert pub["deduce"] == {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99}
+    assert pub["jsma"]["failure_rate"] == pytest.approx(0.0309)
+    assert pub["cfproto"]["failure_rate"] == 0.0009 and pub["cfproto"]["l0"] == 155.4
+    assert pub["revise"]["l0"] == 752 and pub["revise"]["failure_rate"] == pytest.approx(0.268)
+    assert "wachter" not in pub and "fgsm" not in pub
+    assert published_for("DeDUCE", PUBLISHED) is pub["deduce"]
+    assert published_for("CF-Proto", PUBLISHED) is pub["cfproto"]
+    assert published_for("wachter", PUBLISHED) is None
+    json.dumps(pub, allow_nan=False)
+
+
+def test_default_methods():
+    assert [s.key for s in DEFAULT_METHODS] == ["deduce", "jsma", "wachter", "fgsm"]
+    assert ProtocolConfig().methods == DEFAULT_METHODS
+    # DeDUCE explains the main classifier, the baselines the baseline one.
+    assert DEFAULT_METHODS[0].resource_keys() == {"classifier": "classifier", "density": "density"}
+    assert all(s.resource_keys() == {"classifier": "baseline"} for s in DEFAULT_METHODS[1:])
+    with pytest.raises(ValueError, match="methods"):
+        ProtocolConfig(methods=())
+
+
+METHODS = (
+    MethodSpec("deduce", DeDUCEConfig(max_iter=60)),
+    MethodSpec("jsma", JSMAConfig(max_iter=60), resources=BASELINE),
+    MethodSpec("wachter", WachterConfig(max_iter=60), resources=BASELINE),
+    MethodSpec("fgsm", FGSMConfig(eps=0.1, schedule=(0.2, 0.3, 0.5)), resources=BASELINE),
+)
+
+
+@pytest.mark.standard_promotion  # Wachter runs optax's Adam
 def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, capsys):
-    config = ExplainConfig(
+    config = ProtocolConfig(
         checkpoint=str(trained_dir / "checkpoint"),
         baseline_checkpoint=str(trained_dir / "checkpoint"),  # exercises the two-model path
+        methods=METHODS,
         n_sets=2,
         set_size=2,
-        deduce=DeDUCEConfig(max_iter=60),
-        jsma=JSMAConfig(max_iter=60),
-        wachter=WachterConfig(max_iter=60),
         runner=RunnerConfig(chunk_size=16, slots=8),
         grid_queries=3,
     )
     result = run_protocol(config, tmp_path)
+    names = [s.key for s in METHODS]
     assert result["pairs"] == 36
-    for name in ("deduce", "jsma", "wachter"):
-        out = load_results(tmp_path / name)
-        for key in ("queries", "targets", "counterfactuals", "success", "iterations"):
-            assert len(out[key]) == 36, (name, key)
-        assert out["counterfactuals"].min() >= 0 and out["counterfactuals"].max() <= 1
+    loaded = {name: Results.load(tmp_path / name) for name in names}
+    for name, out in loaded.items():
+        assert len(out) == 36 and out.x.shape == out.x_cf.shape == (36, 28, 28, 1), name
+        for field in ("target", "success", "n_iter", "score", "group"):
+            assert getattr(out, field).shape == (36,), (name, field)
+        assert out.x_cf.min() >= 0 and out.x_cf.max() <= 1
+        np.testing.assert_array_equal(out.group, np.repeat([0, 1], 18))
+        np.testing.assert_array_equal(out.target, loaded["deduce"].target)
+        assert out.meta["method"] == name
+    assert np.all(loaded["fgsm"].n_iter == 1) and "attempt" in loaded["fgsm"].extras
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for name in ("deduce", "jsma", "wachter"):
+    assert metrics == result
+    for key in ("summaries", "common", "timing", "queries", "classifier", "baseline_classifier"):
+        assert key in metrics, key
+    assert metrics["queries"] == {}  # one counterfactual per pair
+    for name in names:
         s = metrics["summaries"][name]
         assert s["n"] == 36 and s["n_sets"] == 2 and 0 <= s["failure_rate"] <= 1
-        assert "l0_std_over_sets" in s and "nll" in s
-    assert metrics["baseline_classifier"]["methods"] == ["jsma", "wachter"]
+        assert "l0_std_over_sets" in s and "nll" in s and "valid_rate" in s
+        assert s["failure_rate"] == pytest.approx(1 - loaded[name].success.mean())
+        assert metrics["timing"][name]["seconds_per_counterfactual"] > 0
+    assert metrics["baseline_classifier"]["methods"] == ["jsma", "wachter", "fgsm"]
+    assert metrics["classifier"]["checkpoint"] == str(trained_dir / "checkpoint")
     # Wachter moves many pixels, the pixel searches few.
     assert metrics["summaries"]["wachter"]["l0"] > metrics["summaries"]["deduce"]["l0"]
-    # L0/L1 on the pairs every method solved: the overall means agree with the per-query files.
-    common = metrics["on_pairs_all_methods_solved"]
-    solved = np.logical_and.reduce(
-        [load_results(tmp_path / m)["success"] for m in result["summaries"]]
-    )
+    # L0/L1 on the pairs every method solved: the overall means agree with the results files.
+    common = metrics["common"]
+    solved = np.logical_and.reduce([loaded[m].success for m in names])
     assert common["n"] == solved.sum() > 0
-    assert sum(r["n"] for r in common["per_set"]) == common["n"]
+    assert sum(r["n"] for r in common["per_group"]) == common["n"]
+    l0_deduce = np.abs(loaded["deduce"].x_cf - loaded["deduce"].x) > 1e-6
+    l0_deduce = l0_deduce.reshape(36, -1).sum(1)
+    assert common["deduce"]["l0"] == pytest.approx(l0_deduce[solved].mean())
+    assert set(common["paired"]) == {f"deduce_minus_{m}" for m in names[1:]}
     paired = common["paired"]["deduce_minus_jsma"]
     assert paired["n"] == common["n"]
     assert paired["l0"]["diff"] == pytest.approx(common["deduce"]["l0"] - common["jsma"]["l0"])
-    assert "deduce - jsma: L0" in (tmp_path / "report.md").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert "deduce - jsma: L0" in text and "deduce - fgsm: L0" in text
     for png in ("grid.png", "l0.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    assert "DeDUCE" in printed or "deduce" in printed
+    assert "deduce" in printed and "fgsm" in printed
     assert "21.16" in printed  # the published DeDUCE L0 beside ours
 
 
@@ -87,7 +143,9 @@ def test_config_files_load(path):
     """Every shipped config file builds its config, and each named model architecture exists."""
     config = load_config(_ROOT / path)
     if path.startswith("explain"):
-        assert isinstance(config, ExplainConfig)
+        assert isinstance(config, ProtocolConfig)
+        assert config.methods and all(isinstance(s, MethodSpec) for s in config.methods)
+        assert config.checkpoint is not None or config.train is not None
         trains = [t for t in (config.train, config.baseline_train) if t is not None]
     else:
         assert isinstance(config, TrainConfig)

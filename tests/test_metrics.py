@@ -1,8 +1,10 @@
-"""Tests for jaxcf.metrics: distances against numpy, validity and realism on a tiny classifier,
-per-query tables from every result form, and summaries with standard deviations over sets."""
+"""Tests for jaxcf.metrics: distances against numpy, validity of every target kind and realism on
+a tiny classifier, row metrics from the results record in every form, per-query aggregates by
+hand, and summaries with standard deviations over sets."""
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ import pytest
 from jaxcf import metrics
 from jaxcf.classifier import FunctionClassifier, as_pure
 from jaxcf.density import fit_gaussians
-from jaxcf.methods.search import CFResult
+from jaxcf.explainer import CFResult
 from jaxcf.models import MLPConfig, build
+from jaxcf.results import Results
 
 SHAPE = (6, 5, 3)  # H, W, C: small but NHWC with more than one channel
 
@@ -109,12 +112,18 @@ def test_validity_with_plain_function_and_unregistered_object(tiny):
 
 def test_validity_rejects_bad_targets(tiny):
     model, _, _, x = tiny
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="outside"):
         metrics.validity(model, x, np.full(len(x), 10))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one entry per query"):
         metrics.validity(model, x, np.zeros(len(x) + 1, int))
-    with pytest.raises(TypeError):
-        metrics.validity(model, x, np.zeros(len(x)))  # float targets
+    with pytest.raises(ValueError, match="one output"):  # float [B]: regression, 10 outputs
+        metrics.validity(model, x, np.zeros(len(x)))
+    with pytest.raises(ValueError, match="distributions"):
+        metrics.validity(model, x, np.full((len(x), 10), 0.2))
+    with pytest.raises(ValueError, match=r"\[B, 10\]"):
+        metrics.validity(model, x, np.full((len(x), 4), 0.25))
+    with pytest.raises(TypeError, match="bool"):
+        metrics.validity(model, x, np.ones(len(x), bool))
     with pytest.raises(TypeError):
         metrics.validity(object(), x, 0)
 
@@ -127,56 +136,192 @@ def test_density_nll_is_minus_target_log_prob(tiny):
     got = metrics.density_nll(model, density, x, target, batch_size=16)
     assert got.shape == (len(x),)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="outside"):
         metrics.density_nll(model, density, x, np.full(len(x), 11))
+    with pytest.raises(TypeError, match="class targets"):
+        metrics.density_nll(model, density, x, np.full((len(x), 10), 0.1))
 
 
-@pytest.mark.parametrize("form", ["cfresult", "dict", "npz"])
-def test_per_query_metrics_from_every_result_form(tiny, tmp_path, form):
-    model, _, density, x = tiny
-    rng = np.random.default_rng(2)
-    x_cf = np.clip(x + (rng.uniform(size=x.shape) < 0.05) * 0.3, 0, 1).astype(np.float32)
+def test_validity_of_soft_targets_is_total_variation_within_tolerance(tiny):
+    _, clf, _, x = tiny
+    p = np.asarray(jax.nn.softmax(clf.logits(jnp.asarray(x))), np.float64)
     b = len(x)
-    fields = {
+    # Half the queries aim at the model's own distribution (distance 0), the others at a
+    # one-hot class: distance 1 - p_c by hand.
+    c = np.arange(b) % 10
+    one_hot = np.eye(10, dtype=np.float32)[c]
+    soft = np.where((np.arange(b) % 2 == 0)[:, None], p.astype(np.float32), one_hot)
+    soft = soft / soft.sum(axis=1, keepdims=True)
+    tv = 0.5 * np.abs(p - soft).sum(axis=1)
+    np.testing.assert_allclose(tv[1::2], 1.0 - p[np.arange(1, b, 2), c[1::2]], atol=1e-5)
+    assert 0 < np.sum(tv <= 0.5) < b  # a real mix at the middle tolerance
+    for tolerance in (1e-3, 0.5, 0.95):
+        got = metrics.validity(clf, x, soft, tolerance=tolerance, batch_size=8)
+        assert got.dtype == bool and got.shape == (b,)
+        np.testing.assert_array_equal(got, tv <= tolerance)
+    assert np.all(metrics.validity(clf, x, soft, tolerance=1e-3)[::2])
+
+
+def _regressor():
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(784, 1)) / 28.0, jnp.float32)
+    return FunctionClassifier(lambda p, x: x.reshape(len(x), -1) @ p, w), np.asarray(w)
+
+
+def test_validity_of_regression_targets_is_absolute_error_within_tolerance(tiny):
+    _, _, _, x = tiny
+    reg, w = _regressor()
+    out = x.reshape(len(x), -1).astype(np.float64) @ w.astype(np.float64)
+    error = np.where(np.arange(len(x)) % 3 == 0, 0.05, 0.3) * np.where(np.arange(len(x)) % 2, 1, -1)
+    target = (out[:, 0] + error).astype(np.float32)
+    for tolerance, expected in ((0.01, np.zeros(len(x), bool)), (0.1, np.abs(error) < 0.1)):
+        got = metrics.validity(reg, x, target, tolerance=tolerance, batch_size=16)
+        np.testing.assert_array_equal(got, expected)
+    assert np.all(metrics.validity(reg, x, target, tolerance=0.5))
+    # An integer target is a class index, never a regression value: class 1 of a 1-output model.
+    with pytest.raises(ValueError, match="outside"):
+        metrics.validity(reg, x, np.ones(len(x), np.int32))
+
+
+def _record(x, rng):
+    """Random CFResult fields for queries ``x``."""
+    b = len(x)
+    x_cf = np.clip(x + (rng.uniform(size=x.shape) < 0.05) * 0.3, 0, 1).astype(np.float32)
+    return {
         "x_cf": x_cf,
         "success": rng.uniform(size=b) < 0.7,
         "n_iter": rng.integers(1, 50, size=b).astype(np.int32),
-        "target_prob": rng.uniform(size=b).astype(np.float32),
+        "score": rng.uniform(size=b).astype(np.float32),
     }
-    if form == "cfresult":
+
+
+@pytest.mark.parametrize("form", ["from_batch", "fields", "npz"])
+def test_row_metrics_from_every_results_form(tiny, tmp_path, form):
+    model, _, density, x = tiny
+    fields = _record(x, np.random.default_rng(2))
+    b = len(x)
+    target = (np.arange(b) % 10).astype(np.int32)
+    if form == "from_batch":  # what an explainer returns, wrapped
         result = CFResult(**{k: jnp.asarray(v) for k, v in fields.items()}, extras={})
-    elif form == "dict":
-        result = fields
+        results = Results.from_batch(result, x, target)
     else:
-        np.savez(tmp_path / "r.npz", **fields)
-        result = np.load(tmp_path / "r.npz")
-    target = np.arange(b) % 10
-    pq = metrics.per_query_metrics(result, x, target, classifier=model, density=density)
-    assert set(pq) == {"l0", "l1", "l2", "success", "n_iter", "target_prob", "valid", "nll"}
+        results = Results(
+            x=x,
+            target=target,
+            **fields,
+            query=np.arange(b),
+            cf=np.zeros(b, np.int32),
+            group=np.arange(b) % 2,
+            extras={"pixel_changes": np.ones(b, np.int32)},
+        )
+        if form == "npz":
+            results.save(tmp_path / "run")
+            results = Results.load(tmp_path / "run")
+            assert results.extras["pixel_changes"].shape == (b,)
+    pq = metrics.row_metrics(results, classifier=model, density=density)
+    assert set(pq) == {"l0", "l1", "l2", "success", "n_iter", "score", "valid", "nll"}
     assert all(v.shape == (b,) for v in pq.values())
-    np.testing.assert_array_equal(pq["l0"], metrics.l0(x, x_cf))
+    np.testing.assert_array_equal(pq["l0"], metrics.l0(x, fields["x_cf"]))
+    np.testing.assert_array_equal(pq["l1"], metrics.l1(x, fields["x_cf"]))
     np.testing.assert_array_equal(pq["success"], fields["success"])
     np.testing.assert_array_equal(pq["n_iter"], fields["n_iter"])
-    np.testing.assert_array_equal(pq["valid"], metrics.validity(model, x_cf, target))
-    plain = metrics.per_query_metrics(result, x, target)
-    assert set(plain) == {"l0", "l1", "l2", "success", "n_iter", "target_prob"}
+    np.testing.assert_array_equal(pq["score"], fields["score"].astype(np.float64))
+    np.testing.assert_array_equal(pq["valid"], metrics.validity(model, fields["x_cf"], target))
+    np.testing.assert_array_equal(
+        pq["nll"], metrics.density_nll(model, density, fields["x_cf"], target)
+    )
+    plain = metrics.row_metrics(results)
+    assert set(plain) == {"l0", "l1", "l2", "success", "n_iter", "score"}
 
 
-def test_per_query_metrics_errors():
+def test_row_metrics_of_soft_and_regression_records(tiny):
+    """Validity follows the record's target kind, with the tolerance passed."""
+    _, clf, _, x = tiny
+    fields = _record(x, np.random.default_rng(5))
+    x_cf = fields["x_cf"]
+    p = np.asarray(jax.nn.softmax(clf.logits(jnp.asarray(x_cf))), np.float32)
+    soft = Results.from_batch(CFResult(**fields, extras={}), x, p / p.sum(1, keepdims=True))
+    np.testing.assert_array_equal(metrics.row_metrics(soft, classifier=clf)["valid"], True)
+    reg, w = _regressor()
+    target = (x_cf.reshape(len(x), -1) @ w)[:, 0] + np.where(np.arange(len(x)) % 2, 0.2, 0.0)
+    rows = metrics.row_metrics(
+        Results.from_batch(CFResult(**fields, extras={}), x, target.astype(np.float32)),
+        classifier=reg,
+        tolerance=0.1,
+    )
+    np.testing.assert_array_equal(rows["valid"], np.arange(len(x)) % 2 == 0)
+
+
+def test_row_metrics_errors():
     x, x_cf = _pair()
     b = len(x)
     ok = {
+        "x": x,
+        "target": np.zeros(b, np.int32),
         "x_cf": x_cf,
         "success": np.ones(b, bool),
-        "n_iter": np.ones(b),
-        "target_prob": np.ones(b),
+        "n_iter": np.ones(b, np.int32),
+        "score": np.ones(b, np.float32),
+        "query": np.arange(b),
+        "cf": np.zeros(b, np.int32),
+        "group": np.zeros(b, np.int32),
     }
-    with pytest.raises(KeyError):
-        metrics.per_query_metrics({"x_cf": x_cf}, x, 0)
-    with pytest.raises(ValueError):
-        metrics.per_query_metrics({**ok, "success": np.ones(b + 1, bool)}, x, 0)
+    with pytest.raises(TypeError, match="Results"):
+        metrics.row_metrics(ok)  # a dict of fields is not a record
+    with pytest.raises(ValueError, match="missing"):
+        Results.from_arrays({"x_cf": x_cf})
+    with pytest.raises(ValueError, match="success"):
+        Results(**{**ok, "success": np.ones(b + 1, bool)})
+    with pytest.raises(ValueError, match="shape"):
+        Results(**{**ok, "x_cf": x_cf[..., :1]})
     with pytest.raises(ValueError, match="classifier"):
-        metrics.per_query_metrics(ok, x, 0, density=object())
+        metrics.row_metrics(Results(**ok), density=object())
+
+
+def test_query_metrics_by_hand():
+    """Three queries, rows out of order: query 0 with three successes, query 1 with one, query 2
+    with none."""
+    x = np.zeros((7, 4), np.float32)
+    x_cf = np.array(
+        [
+            [9, 9, 9, 9],  # query 2, failed
+            [0, 0, 0, 0],  # query 2, failed
+            [1, 0, 0, 0],  # query 0: L0 1, L1 1
+            [0, 2, 1, 0],  # query 0: L0 2, L1 3
+            [3, 3, 3, 0],  # query 0: L0 3, L1 9
+            [0, 0, 0, 4],  # query 1: L0 1, L1 4
+            [1, 1, 1, 1],  # query 1, failed
+        ],
+        np.float32,
+    )
+    success = np.array([0, 0, 1, 1, 1, 1, 0], bool)
+    results = Results(
+        x=x,
+        target=np.zeros(7, np.int32),
+        x_cf=x_cf,
+        success=success,
+        n_iter=np.ones(7, np.int32),
+        score=np.ones(7, np.float32),
+        query=np.array([2, 2, 0, 0, 0, 1, 1]),
+        cf=np.array([0, 1, 0, 1, 2, 0, 1]),
+        group=np.zeros(7, np.int32),
+    )
+    assert results.num_queries == 3
+    rows = metrics.row_metrics(results)
+    q = metrics.query_metrics(results, rows)
+    np.testing.assert_array_equal(q["query"], [0, 1, 2])
+    np.testing.assert_array_equal(q["success"], [True, True, False])
+    np.testing.assert_array_equal(q["n_success"], [3, 1, 0])
+    nan = np.nan
+    np.testing.assert_array_equal(q["l0_best"], [1, 1, nan])
+    np.testing.assert_array_equal(q["l0_mean"], [2, 1, nan])
+    np.testing.assert_array_equal(q["l1_best"], [1, 4, nan])
+    np.testing.assert_allclose(q["l1_mean"], [13 / 3, 4, nan])
+    # Pairwise L1 among query 0's successes: |a-b| = 4, |a-c| = 8, |b-c| = 6 -> mean 6; one
+    # success (query 1) or none (query 2) has no diversity.
+    np.testing.assert_array_equal(q["diversity"], [6, nan, nan])
+    q2 = metrics.query_metrics(results, rows, keys=("l2",))
+    assert "l2_best" in q2 and "l0_best" not in q2
+    np.testing.assert_allclose(q2["l2_best"], [1, 4, nan])
 
 
 def test_summarize_means_over_successes_and_std_over_sets():
@@ -193,7 +338,7 @@ def test_summarize_means_over_successes_and_std_over_sets():
         "nll": rng.normal(size=n),
         "success": success,
         "valid": success | (rng.uniform(size=n) < 0.5),
-        "target_prob": rng.uniform(size=n),
+        "score": rng.uniform(size=n),
     }
     s = metrics.summarize(pq, sets=sets)
     json.dumps(s, allow_nan=False)  # plain, strict JSON
@@ -207,6 +352,7 @@ def test_summarize_means_over_successes_and_std_over_sets():
     fail_by_set = [1 - success[sets == i].mean() for i in range(4)]
     assert s["failure_rate_std_over_sets"] == pytest.approx(np.std(fail_by_set, ddof=1))
     assert s["valid_rate"] == pytest.approx(pq["valid"].mean())
+    assert s["score_all"] == pytest.approx(pq["score"].mean())
     assert all(type(v) in (int, float) for v in s.values())
 
     # By hand: two sets with L0 means 10 and 20 -> std (ddof=1) = sqrt(50).
@@ -252,16 +398,3 @@ def test_paired_comparison_on_shared_successes():
         metrics.paired_comparison(a, b)
     with pytest.raises(ValueError, match="sets"):
         metrics.paired_comparison(a, b, keys=("l0",), sets=np.zeros(4, int))
-
-
-def test_published_numbers():
-    pub = metrics.PUBLISHED
-    assert pub["deduce"] == {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99}
-    assert pub["jsma"]["failure_rate"] == pytest.approx(0.0309)
-    assert pub["cfproto"]["failure_rate"] == 0.0009 and pub["cfproto"]["l0"] == 155.4
-    assert pub["revise"]["l0"] == 752 and pub["revise"]["failure_rate"] == pytest.approx(0.268)
-    assert "wachter" not in pub
-    assert metrics.published_for("DeDUCE") is pub["deduce"]
-    assert metrics.published_for("CF-Proto") is pub["cfproto"]
-    assert metrics.published_for("wachter") is None
-    json.dumps(pub, allow_nan=False)

@@ -1,4 +1,5 @@
-"""Tests for jaxcf.report: PNG figures, tables with published numbers, atomic writers."""
+"""Tests for jaxcf.report: PNG figures, tables with published numbers given explicitly, and the
+atomic writers of jaxcf.io that it re-exports."""
 
 import json
 import os
@@ -9,9 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcf import report
-from jaxcf.methods.search import CFResult
-from jaxcf.metrics import PUBLISHED, summarize
+from jaxcf import io, report
+from jaxcf.explainer import CFResult
+from jaxcf.metrics import summarize
+from jaxcf.protocols.deduce import PUBLISHED
+from jaxcf.results import Results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,32 +51,44 @@ def test_import_leaves_matplotlib_global_state_alone():
 def test_counterfactual_grid_writes_png(tmp_path, channels):
     x, up, down = _images(10, channels)
     b = len(x)
+    target = np.arange(b) % 10
+    fgsm = CFResult(
+        x_cf=down,
+        success=np.ones(b, bool),
+        n_iter=np.ones(b, np.int32),
+        score=np.full(b, 0.55, np.float32),
+        extras={},
+    )
     results = {
         "deduce": CFResult(
             x_cf=up,
             success=np.arange(b) % 3 != 0,
             n_iter=np.ones(b, np.int32),
-            target_prob=np.linspace(0, 1, b, dtype=np.float32),
+            score=np.linspace(0, 1, b, dtype=np.float32),
             extras={},
         ),
         "jsma": down,
+        "fgsm": Results.from_batch(fgsm, x, target),  # the runner's record works too
     }
-    extras = {"jsma": {"success": np.ones(b, bool), "target_prob": np.full(b, 0.7)}}
+    extras = {"jsma": {"success": np.ones(b, bool), "score": np.full(b, 0.7)}}
     path = tmp_path / "sub" / "grid.png"
     fig = report.counterfactual_grid(
         path,
         x,
         results,
-        np.arange(b) % 10,
+        target,
         pred=(np.arange(b) + 1) % 10,
         n=4,
         title="t",
         extras=extras,
     )
     assert _is_png(path) and _sane(fig)
-    assert len(fig.axes) == 4 * 5 + 1  # 4 rows x (original + 2 x (cf, diff)) + colorbar
-    titles = " ".join(ax.get_title() for ax in fig.axes)
-    assert "deduce" in titles and "jsma" in titles and "p=0.70" in titles and "pred 2" in titles
+    assert len(fig.axes) == 4 * 7 + 1  # 4 rows x (original + 3 x (cf, diff)) + colorbar
+    titles = [ax.get_title() for ax in fig.axes]
+    text = " ".join(titles)
+    assert "deduce" in text and "jsma" in text and "fgsm" in text and "pred 2" in text
+    assert titles[3].endswith("s=0.70") and titles[5].endswith("s=0.55")  # jsma, fgsm in row 0
+    assert "\u2717 failed s=0.00" in titles[1]  # deduce fails query 0 with score 0
     assert not list(tmp_path.glob("sub/.*tmp"))  # no temporary file left behind
 
 
@@ -125,7 +140,7 @@ def _summaries():
 
 def test_format_table_contains_methods_and_published():
     summaries = _summaries()
-    text = report.format_table(summaries)
+    text = report.format_table(summaries, PUBLISHED)
     lines = text.splitlines()
     assert len(lines) == 2 + len(summaries)
     assert len({len(line) for line in lines[:2]}) == 1  # header and rule align
@@ -138,15 +153,21 @@ def test_format_table_contains_methods_and_published():
     wachter = next(line for line in lines if line.startswith("wachter"))
     assert wachter.rstrip().endswith("\u2014")  # no published number
     assert f"{summaries['DeDUCE']['l0']:.2f}" in deduce
-    for header in ("L0", "L1", "failure %", "iterations", "NLL", "paper L0"):
+    for header in ("L0", "L1", "failure %", "iterations", "NLL", "paper L0", "paper failure %"):
         assert header in lines[0]
     nosets = next(line for line in lines if line.startswith("no_sets"))
     assert "4.00" in nosets and "\u00b1" not in nosets
+    # Without published numbers there are no published columns and no published values.
+    plain = report.format_table(summaries)
+    assert "paper" not in plain and "21.16" not in plain
+    assert len(plain.splitlines()[0]) < len(lines[0])
+    labelled = report.format_table(summaries, PUBLISHED, published_label="Höltgen et al.")
+    assert "Höltgen et al. L0" in labelled.splitlines()[0] and "paper" not in labelled
 
 
 def test_markdown_table():
     summaries = {**_summaries(), "REVISE": summarize({"success": np.array([False, True])})}
-    md = report.markdown_table(summaries)
+    md = report.markdown_table(summaries, PUBLISHED)
     lines = md.splitlines()
     assert lines[0].startswith("| method") and lines[1].startswith("| :---")
     assert len(lines) == 2 + len(summaries)
@@ -154,20 +175,45 @@ def test_markdown_table():
     revise = next(line for line in lines if line.startswith("| REVISE"))
     assert "752" in revise and "53.9" in revise and "26.80" in revise and "50.00" in revise
     assert "21.16" not in report.markdown_table(summaries, published=None)
+    # Any mapping of published numbers works, names matched ignoring case and punctuation.
+    other = report.markdown_table(summaries, {"de-duce": {"l0": 7.5}}, published_label="ref")
+    deduce = next(line for line in other.splitlines() if line.startswith("| DeDUCE"))
+    assert "| 7.5 |" in deduce and "ref L0" in other.splitlines()[0]
+
+
+def test_published_for_matches_names_loosely():
+    table = {"DeDUCE": 1, "cf_proto": 2}
+    assert report.published_for("deduce", table) == 1
+    assert report.published_for("CF-Proto", table) == 2
+    assert report.published_for("jsma", table) is None
+    assert report.published_for("deduce", None) is None
+    assert report.published_for("deduce", {}) is None
 
 
 def test_atomic_writers(tmp_path):
+    # The writers live in jaxcf.io; report re-exports them.
+    for name in ("to_jsonable", "write_atomic", "write_json_atomic", "write_text_atomic"):
+        assert getattr(report, name) is getattr(io, name)
     path = tmp_path / "deep" / "s.json"
-    report.write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(3), "c": float("nan")})
+    io.write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(3), "c": float("nan")})
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1, 2], "c": None}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
-    report.write_text_atomic(tmp_path / "t.md", "h\u00e9llo\n")
+    io.write_text_atomic(tmp_path / "t.md", "h\u00e9llo\n")
     assert (tmp_path / "t.md").read_text(encoding="utf-8") == "h\u00e9llo\n"
+    assert io.to_jsonable({1: (np.int64(2), np.inf)}) == {"1": [2, None]}
 
     class Boom:
         pass
 
     with pytest.raises(TypeError):
-        report.write_json_atomic(path, {"x": Boom()})
+        io.write_json_atomic(path, {"x": Boom()})
     assert json.loads(path.read_text())["a"] == 1.5  # the old file survives a failed write
+
+    def fail(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        io.write_atomic(path, fail)
+    assert json.loads(path.read_text())["a"] == 1.5
     assert sorted(p.name for p in path.parent.iterdir()) == ["s.json"]

@@ -9,8 +9,8 @@ On 2 CPU cores: about 42 + 8 minutes of training (once), then about 15 minutes o
 Results are recorded in explain/results/cpu_paper.md.
 """
 
-from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 

@@ -10,8 +10,8 @@ On 2 CPU cores: about 33 + 9 minutes of training (once), then 28 + 13 + 3 minute
 Results are recorded in explain/results/cpu_w32.md.
 """
 
-from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 

@@ -7,8 +7,8 @@ GPU-sized.
     python -m explain.main --config explain/configs/paper.py --workdir workdir/paper
 """
 
-from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.models import ResNetConfig, StandardResNetConfig
+from jaxcf.protocols.deduce import ProtocolConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcf import experiment, metrics, report, runner, validation
+from jaxcf import assets, experiment, metrics, report, runner, validation
 from jaxcf.data import load_mnist
 from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
@@ -53,8 +53,9 @@ DEFAULT_METHODS = (
 @dataclasses.dataclass(frozen=True)
 class ProtocolConfig:
     """Attributes:
-    checkpoint: the classifier (with its feature density) DeDUCE explains; ``None`` uses
-      ``<workdir>/model`` and trains it with ``train`` first if it does not exist yet.
+    checkpoint: the classifier (with its feature density) DeDUCE explains: a path, or
+      ``"bundled:<name>"`` for one shipped with the package; ``None`` uses ``<workdir>/model``
+      and trains it with ``train`` first if it does not exist yet.
     train: how to train that classifier when there is no checkpoint.
     baseline_checkpoint, baseline_train: an optional second classifier, the resource
       ``"baseline"`` of the method specs (the paper's plain ResNet-18, trained into
@@ -106,14 +107,15 @@ def protocol_pairs(
 
 
 def get_classifier(checkpoint: str | None, train: TrainConfig | None, default: Path):
-    """Loads ``checkpoint``, or ``default``, training one there with ``train`` if missing."""
-    path = Path(checkpoint) if checkpoint else default / "checkpoint"
+    """Loads ``checkpoint`` (a path or ``"bundled:<name>"``), or ``default``, training one there
+    with ``train`` if missing."""
+    path = assets.resolve(checkpoint) if checkpoint else default / "checkpoint"
     if not path.exists():
         if checkpoint or train is None:
             raise FileNotFoundError(f"no checkpoint at {path}")
         print(f"no classifier at {path}: training one ({train.model})", flush=True)
         train_and_evaluate(train, path.parent)
-    model, density, meta = load_classifier(path)
+    model, density, meta = load_classifier(checkpoint if checkpoint else path)
     print(
         f"classifier: {meta['model']['kind']} from {path} "
         f"(test accuracy {meta['test_accuracy']:.4f})",

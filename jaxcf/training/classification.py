@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcf import checkpoint
+from jaxcf import assets, checkpoint
 from jaxcf.data import dataset_names, load_dataset
 from jaxcf.density import GaussianDensity, fit_gaussians
 from jaxcf.models import (
@@ -359,8 +359,11 @@ def load_classifier(directory: str | Path) -> tuple[nnx.Module, GaussianDensity 
     """Loads a checkpoint of :func:`train_and_evaluate`: model (eval mode), density, metadata.
 
     The architecture is rebuilt from the stored config, so no code of the caller has to know it.
+    ``"bundled:<name>"`` loads a classifier shipped with the package (:mod:`jaxcf.assets`),
+    checked against its content digest.
     """
-    directory = Path(directory)
+    bundled = str(directory).startswith(assets.PREFIX)
+    directory = assets.resolve(directory)
     metadata = checkpoint.read_metadata(directory)
     model = build(config_from_dict(metadata["model"]))
     checkpoint.load(directory, model)
@@ -375,6 +378,10 @@ def load_classifier(directory: str | Path) -> tuple[nnx.Module, GaussianDensity 
             ),
         )
         density = GaussianDensity.from_arrays(arrays)
+    if bundled:
+        from jaxcf.training.export import verify
+
+        verify(directory, model, density)
     return model, density, metadata
 
 

@@ -1,0 +1,110 @@
+"""Compact copies of trained classifiers, small enough to ship inside the package.
+
+A compact copy rounds every floating-point weight and state value of a trained classifier to
+bfloat16 precision (8 significant bits), keeps them as float32 (so the model runs unchanged and
+the checkpoint's compressor halves their size), refits the class-conditional feature density on
+the rounded network's features in float64, and re-measures test accuracy. The rounded network
+*is* the shipped model: its accuracy and every counterfactual it gives are measured on it.
+
+:func:`content_digest` hashes the arrays themselves (not the files, whose metadata carry
+timestamps), so a rebuild from the same training config on the same machine can be checked
+bit for bit against the shipped copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxcf import checkpoint
+from jaxcf.data import load_dataset
+from jaxcf.density import GaussianDensity, fit_gaussians
+from jaxcf.training.classification import accuracy, extract_features, load_classifier
+
+DIGEST_FILE = "content.sha256"
+
+
+def round_to_bfloat16(model: nnx.Module) -> None:
+    """Rounds every floating-point leaf of ``model``'s state to bfloat16 precision, in place."""
+    state = nnx.state(model)
+
+    def rnd(a):
+        if jnp.issubdtype(a.dtype, jnp.floating):
+            return a.astype(jnp.bfloat16).astype(a.dtype)
+        return a
+
+    nnx.update(model, jax.tree.map(rnd, state))
+
+
+def content_digest(model: nnx.Module, density: GaussianDensity | None) -> str:
+    """SHA-256 of the model's non-RNG state and the density's arrays, in a fixed order."""
+    h = hashlib.sha256()
+    state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
+    flat, _ = jax.tree_util.tree_flatten_with_path(state)
+    for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    if density is not None:
+        for name, a in sorted(density.to_arrays().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def export_compact(source: str | Path, destination: str | Path, *, overwrite: bool = False) -> str:
+    """Writes a compact copy of the classifier checkpoint ``source`` to ``destination``.
+
+    Returns the content digest, also written to ``destination/content.sha256``.
+    """
+    model, _, meta = load_classifier(source)
+    round_to_bfloat16(model)
+    model.eval()
+    train = load_dataset(meta["dataset"], "train")
+    test = load_dataset(meta["dataset"], "test")
+    n = meta["train_examples"]
+    density = fit_gaussians(
+        extract_features(model, train.inputs[:n]),
+        train.labels[:n],
+        num_classes=model.config.num_classes,
+    )
+    keep = {k: v for k, v in meta.items() if k not in checkpoint.RESERVED_KEYS}
+    keep.update(
+        test_accuracy=accuracy(model, test.inputs, test.labels),
+        density={"kind": "gaussian", "jitter": density.jitter},
+        compact={
+            "rounding": "bfloat16 precision, stored as float32",
+            "source_test_accuracy": meta["test_accuracy"],
+        },
+    )
+    destination = Path(destination)
+    checkpoint.save(
+        destination,
+        model,
+        metadata=keep,
+        extras={"density": density.to_arrays()},
+        overwrite=overwrite,
+    )
+    digest = content_digest(model, density)
+    (destination / DIGEST_FILE).write_text(digest + "\n")
+    return digest
+
+
+def verify(directory: str | Path, model: nnx.Module, density: Any) -> None:
+    """Raises ValueError unless the loaded arrays match the digest stored beside them."""
+    path = Path(directory) / DIGEST_FILE
+    if not path.is_file():
+        return
+    want = path.read_text().strip()
+    got = content_digest(model, density)
+    if got != want:
+        raise ValueError(
+            f"the classifier at {directory} does not match its content digest "
+            f"({got[:12]} != {want[:12]}): the files are damaged or were changed"
+        )
