@@ -82,6 +82,7 @@ def evaluate(
     classifiers: Mapping[str, Any] | None = None,
     realism: tuple[Any, Any] | None = None,
     compare: tuple[str, ...] = ("l0", "l1"),
+    common_over: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Scores and compares methods run on the same pairs.
 
@@ -92,13 +93,17 @@ def evaluate(
       realism: ``(classifier, density)`` under which every method's counterfactuals get an NLL
         (class targets), so that realism is comparable across methods.
       compare: row metrics compared on the pairs every method solved.
+      common_over: the labels whose successes define "the pairs every method solved"
+        (default: all); a method that fails most pairs (a one-step attack) would otherwise
+        leave only the easiest ones.
 
     Returns:
       JSON-ready dict: ``rows`` (number of rows), ``summaries`` (label -> :func:`metrics.summarize`
       with spread over groups), ``queries`` (label -> per-query aggregates, when some query has
       several rows), ``timing`` (label -> seconds and seconds per counterfactual),
-      ``common`` (the pairs every method solved: count, per-method means, per-group means and
-      the first method's paired differences against each other one); and, not JSON, ``_rows``
+      ``common`` (the pairs every method of ``common_over`` solved: count, per-method means,
+      per-group means; and ``paired``, the first method against each other one on the pairs
+      *both* solved, pair by pair); and, not JSON, ``_rows``
       (label -> row metrics) for figures.
     """
     if not results:
@@ -133,19 +138,20 @@ def evaluate(
             }
         seconds = float(r.timings.get("seconds", np.nan))
         timing[label] = {"seconds": seconds, "seconds_per_counterfactual": seconds / len(r)}
-    solved = np.logical_and.reduce([rows[m]["success"] for m in labels])
-    common: dict[str, Any] = {"n": int(solved.sum())}
+    over = list(common_over) if common_over is not None else labels
+    unknown = set(over) - set(labels)
+    if unknown:
+        raise ValueError(f"common_over names methods that did not run: {sorted(unknown)}")
+    solved = np.logical_and.reduce([rows[m]["success"] for m in over])
+    common: dict[str, Any] = {"n": int(solved.sum()), "over": over}
     if solved.any():
         common.update({m: {k: float(rows[m][k][solved].mean()) for k in compare} for m in labels})
         columns = {f"{m}_{k}": rows[m][k] for m in labels for k in compare}
         common["per_group"] = [g for g in metrics.set_means(columns, solved, groups) if g["n"]]
-        shared = {m: {**rows[m], "success": solved} for m in labels}
-        common["paired"] = {
-            f"{labels[0]}_minus_{m}": metrics.paired_comparison(
-                shared[labels[0]], shared[m], compare
-            )
-            for m in labels[1:]
-        }
+    common["paired"] = {  # each pair of methods on the pairs both solved
+        f"{labels[0]}_minus_{m}": metrics.paired_comparison(rows[labels[0]], rows[m], compare)
+        for m in labels[1:]
+    }
     out = {
         "rows": len(first),
         "summaries": summaries,
@@ -263,9 +269,23 @@ def _queries_markdown(queries: Mapping[str, Any]) -> str:
 
 
 def _common_markdown(common: Mapping[str, Any], labels: list[str]) -> str:
-    """The per-group L0/L1 table on the pairs every method solved, and the paired differences."""
-    if "per_group" not in common or len(labels) < 2:
+    """The per-group L0/L1 table on the common pairs, and the paired differences."""
+    if len(labels) < 2:
         return ""
+    paired = [
+        f"* {name.replace('_minus_', ' - ')} on the {p['n']} pairs both solved: "
+        + "; ".join(
+            f"{k.upper()} {p[k]['diff']:+.2f} ± {p[k]['stderr'] or 0:.2f} "
+            f"(lower on {100 * p[k]['a_lower']:.0f}% of pairs, higher on "
+            f"{100 * p[k]['b_lower']:.0f}%)"
+            for k in ("l0", "l1")
+            if k in p and p[k]["diff"] is not None
+        )
+        for name, p in common["paired"].items()
+    ]
+    text = "\nPaired differences (mean ± standard error):\n\n" + "\n".join(paired) + "\n"
+    if "per_group" not in common:
+        return text
     keys = [k for k in ("l0", "l1") if k in common[labels[0]]]
     cols = [(m, k) for k in keys for m in labels]
     head = "| group | pairs | " + " | ".join(f"{m} {k.upper()}" for m, k in cols) + " |\n"
@@ -279,21 +299,10 @@ def _common_markdown(common: Mapping[str, Any], labels: list[str]) -> str:
     rows.append(
         f"| all | {common['n']} | " + " | ".join(f"{common[m][k]:.2f}" for m, k in cols) + " |"
     )
-    paired = [
-        f"* {name.replace('_minus_', ' - ')}: "
-        + "; ".join(
-            f"{k.upper()} {p[k]['diff']:+.2f} ± {p[k]['stderr'] or 0:.2f} "
-            f"(lower on {100 * p[k]['a_lower']:.0f}% of pairs, higher on "
-            f"{100 * p[k]['b_lower']:.0f}%)"
-            for k in keys
-        )
-        for name, p in common["paired"].items()
-    ]
     return (
-        f"\nOn the {common['n']} pairs every method solved:\n\n"
+        f"\nOn the {common['n']} pairs {', '.join(common['over'])} all solved:\n\n"
         + head
         + "\n".join(rows)
-        + "\n\nPaired differences (mean ± standard error):\n\n"
-        + "\n".join(paired)
         + "\n"
+        + text
     )

@@ -117,11 +117,15 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     l0_deduce = l0_deduce.reshape(36, -1).sum(1)
     assert common["deduce"]["l0"] == pytest.approx(l0_deduce[solved].mean())
     assert set(common["paired"]) == {f"deduce_minus_{m}" for m in names[1:]}
+    assert common["over"] == list(names)
+    # Paired differences are on the pairs the two methods both solved.
     paired = common["paired"]["deduce_minus_jsma"]
-    assert paired["n"] == common["n"]
-    assert paired["l0"]["diff"] == pytest.approx(common["deduce"]["l0"] - common["jsma"]["l0"])
+    both = loaded["deduce"].success & loaded["jsma"].success
+    assert paired["n"] == both.sum() >= common["n"]
+    l0_jsma = (np.abs(loaded["jsma"].x_cf - loaded["jsma"].x) > 1e-6).reshape(36, -1).sum(1)
+    assert paired["l0"]["diff"] == pytest.approx((l0_deduce - l0_jsma)[both].mean())
     text = (tmp_path / "report.md").read_text()
-    assert "deduce - jsma: L0" in text and "deduce - fgsm: L0" in text
+    assert "deduce - jsma on the" in text and "deduce - fgsm on the" in text
     for png in ("grid.png", "l0.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The demo: one set of 100 MNIST test images x 9 targets = 900 pairs, explained by DeDUCE, JSMA,
+"""The demo: one set of 50 MNIST test images x 9 targets = 450 pairs, explained by DeDUCE, JSMA,
 Wachter and FGSM on one network.
 
     python -m explain.main --config explain/configs/demo.py --workdir workdir/demo
@@ -27,6 +27,9 @@ def get_config() -> ProtocolConfig:
             MethodSpec("fgsm", FGSMConfig(eps=0.05, schedule=(0.1, 0.2, 0.3, 0.5))),
         ),
         n_sets=1,
-        set_size=100,
-        runner=RunnerConfig(chunk_size=900, slots=128, segment=4),
+        set_size=50,
+        runner=RunnerConfig(chunk_size=450, slots=128, segment=4),
+        # FGSM, one signed step, fails most pairs; comparing L0/L1 only where it succeeded too
+        # would keep the easiest pairs alone.
+        common_over=("deduce", "jsma", "wachter"),
     )

@@ -67,6 +67,8 @@ class ProtocolConfig:
     seed: seed of the test-set permutation the sets are drawn from.
     runner: chunking and slot refill.
     grid_queries: pairs shown in ``grid.png``.
+    common_over: labels of the methods whose successes define the pairs L0/L1 are compared on
+      (the paper's convention: pairs every method solved); ``None`` for all.
     """
 
     checkpoint: str | None = None
@@ -79,6 +81,7 @@ class ProtocolConfig:
     seed: int = 0
     runner: runner.RunnerConfig = runner.RunnerConfig()
     grid_queries: int = 6
+    common_over: tuple[str, ...] | None = None
 
     def __post_init__(self):
         validation.at_least(self, 1, "n_sets", "set_size", "grid_queries")
@@ -146,7 +149,9 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         config.methods, resources, x, target, workdir, group=sets, config=config.runner
     )
     classifiers = {s.key: resources[s.resource_keys()["classifier"]] for s in config.methods}
-    evaluation = experiment.evaluate(results, classifiers=classifiers, realism=(model, density))
+    evaluation = experiment.evaluate(
+        results, classifiers=classifiers, realism=(model, density), common_over=config.common_over
+    )
     on_baseline = [
         s.key
         for s in config.methods
@@ -189,15 +194,16 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     labels = list(results)
     if common["n"] and len(labels) > 1:
         print(
-            f"on the {common['n']} pairs every method solved: "
+            f"on the {common['n']} pairs {', '.join(common['over'])} all solved: "
             + ", ".join(f"{m} L0 {common[m]['l0']:.2f} L1 {common[m]['l1']:.2f}" for m in labels),
             flush=True,
         )
-        for name, p in common["paired"].items():
+    for name, p in common["paired"].items():
+        if p["n"] > 1:
             print(
-                f"  {name.replace('_minus_', ' - ')}: L0 {p['l0']['diff']:+.2f} "
-                f"± {p['l0']['stderr'] or 0:.2f} (s.e.), L1 {p['l1']['diff']:+.2f} "
-                f"± {p['l1']['stderr'] or 0:.2f}",
+                f"  {name.replace('_minus_', ' - ')} on the {p['n']} pairs both solved: "
+                f"L0 {p['l0']['diff']:+.2f} ± {p['l0']['stderr']:.2f} (s.e.), "
+                f"L1 {p['l1']['diff']:+.2f} ± {p['l1']['stderr']:.2f}",
                 flush=True,
             )
     print(f"wrote {workdir}/metrics.json, report.md and figures", flush=True)
