@@ -172,7 +172,7 @@ def step_sweep(search, x, t, sizes):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="workdir/demo/model/checkpoint")
+    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
     parser.add_argument("--images", type=int, default=100, help="test images (x 9 targets)")
     parser.add_argument("--slots", type=int, default=128)
     parser.add_argument("--segment", type=int, default=4)

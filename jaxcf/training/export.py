@@ -91,6 +91,11 @@ def export_compact(source: str | Path, destination: str | Path, *, overwrite: bo
         extras={"density": density.to_arrays()},
         overwrite=overwrite,
     )
+    # Orbax's commit marker names the temporary directory it wrote to; a shipped file should
+    # name no machine's paths.
+    marker = destination / "commit_success.txt"
+    if marker.is_file():
+        marker.write_text("Checkpoint commit was successful\n")
     digest = content_digest(model, density)
     (destination / DIGEST_FILE).write_text(digest + "\n")
     return digest
