@@ -145,8 +145,10 @@ def evaluate(
     solved = np.logical_and.reduce([rows[m]["success"] for m in over])
     common: dict[str, Any] = {"n": int(solved.sum()), "over": over}
     if solved.any():
-        common.update({m: {k: float(rows[m][k][solved].mean()) for k in compare} for m in labels})
-        columns = {f"{m}_{k}": rows[m][k] for m in labels for k in compare}
+        # Only the methods that define the pairs: another method's values there would mix its
+        # failures in.
+        common.update({m: {k: float(rows[m][k][solved].mean()) for k in compare} for m in over})
+        columns = {f"{m}_{k}": rows[m][k] for m in over for k in compare}
         common["per_group"] = [g for g in metrics.set_means(columns, solved, groups) if g["n"]]
     common["paired"] = {  # each pair of methods on the pairs both solved
         f"{labels[0]}_minus_{m}": metrics.paired_comparison(rows[labels[0]], rows[m], compare)
@@ -286,8 +288,8 @@ def _common_markdown(common: Mapping[str, Any], labels: list[str]) -> str:
     text = "\nPaired differences (mean ± standard error):\n\n" + "\n".join(paired) + "\n"
     if "per_group" not in common:
         return text
-    keys = [k for k in ("l0", "l1") if k in common[labels[0]]]
-    cols = [(m, k) for k in keys for m in labels]
+    keys = [k for k in ("l0", "l1") if k in common[common["over"][0]]]
+    cols = [(m, k) for k in keys for m in common["over"]]
     head = "| group | pairs | " + " | ".join(f"{m} {k.upper()}" for m, k in cols) + " |\n"
     head += "| ---: | ---: |" + " ---: |" * len(cols) + "\n"
     rows = [

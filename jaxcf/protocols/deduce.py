@@ -195,7 +195,9 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     if common["n"] and len(labels) > 1:
         print(
             f"on the {common['n']} pairs {', '.join(common['over'])} all solved: "
-            + ", ".join(f"{m} L0 {common[m]['l0']:.2f} L1 {common[m]['l1']:.2f}" for m in labels),
+            + ", ".join(
+                f"{m} L0 {common[m]['l0']:.2f} L1 {common[m]['l1']:.2f}" for m in common["over"]
+            ),
             flush=True,
         )
     for name, p in common["paired"].items():
