@@ -119,12 +119,13 @@ def get_classifier(checkpoint: str | None, train: TrainConfig | None, default: P
         print(f"no classifier at {path}: training one ({train.model})", flush=True)
         train_and_evaluate(train, path.parent)
     model, density, meta = load_classifier(checkpoint if checkpoint else path)
+    where = checkpoint or str(path)  # as given: a bundled name stays a name, not a path
     print(
-        f"classifier: {meta['model']['kind']} from {path} "
+        f"classifier: {meta['model']['kind']} from {where} "
         f"(test accuracy {meta['test_accuracy']:.4f})",
         flush=True,
     )
-    return model, density, meta, path
+    return model, density, meta, where
 
 
 _META = ("model", "dataset", "test_accuracy")
