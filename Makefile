@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   trains a CPU-sized model if needed, then runs the DeDUCE protocol (about 10 min, 2 cores)
+#   make demo   runs the DeDUCE protocol on the shipped demo classifier (about 10 min, 2 cores)
 #   make test   runs the test suite
 PYTHON ?= python3
 VENV   := .venv
