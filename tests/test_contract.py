@@ -326,6 +326,12 @@ def test_user_explainer_end_to_end_with_metrics_and_report(trained, mnist_test, 
     assert np.mean(rows["valid"] == res.success) > 0.9  # one criterion, up to rounding
     evaluation = experiment.evaluate({"a": res, "b": res}, classifiers={"a": reg, "b": reg})
     assert evaluation["queries"]["a"]["n"] == N
+    paired = evaluation["common"]["paired"]["a_minus_b"]
+    assert paired["n"] == res.success.sum() and paired["l0"]["diff"] == 0.0
+    only_a = experiment.evaluate({"a": res, "b": res}, common_over=("a",))
+    assert only_a["common"]["over"] == ["a"] and "b" not in only_a["common"]
+    with pytest.raises(ValueError, match="did not run"):
+        experiment.evaluate({"a": res}, common_over=("c",))
     doc = experiment.write_report(tmp_path / "report", {"a": res}, evaluation, title="regression")
     assert doc["rows"] == 3 * N and (tmp_path / "report" / "grid.png").exists()
 
