@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.common import cpus, device_name
 from jaxcf import report
 from jaxcf.data import load_mnist
 from jaxcf.explainer import tree_where
@@ -185,13 +186,11 @@ def main(argv=None):
     model, density, meta = load_classifier(args.checkpoint)
     test = load_mnist("test")
     index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
-    device = jax.devices()[0]
-    kind = str(getattr(device, "device_kind", device.platform))
-    device_name = device.platform if kind == device.platform else f"{device.platform} {kind}"
+    device = device_name()
     results = {
-        "device": device_name,
+        "device": device,
         "device_count": jax.device_count(),
-        "host": {"processor": platform.processor() or platform.machine(), "cpus": _cpus()},
+        "host": {"processor": platform.processor() or platform.machine(), "cpus": cpus()},
         "jax": jax.__version__,
         "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
         "pairs": len(index),
@@ -255,16 +254,10 @@ def main(argv=None):
         }
         print(_markdown_method(name, results["methods"][name]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"pixel_search_{device_name.replace(' ', '_')}"
+    stem = args.out / f"pixel_search_{device.replace(' ', '_')}"
     report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
     report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
     print(f"wrote {stem}.json and .md")
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def _markdown_method(name, m):

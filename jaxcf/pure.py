@@ -113,8 +113,6 @@ class PureModule(_Forwarding):
         states = (self.state,) if self.rng is None else (self.rng.value, self.state)
         return nnx.merge(self.graphdef, *states)
 
-    module = _rebuild
-
 
 @struct.dataclass
 class PureObject(_Forwarding):

@@ -244,6 +244,7 @@ class _Progress:
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool):
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="cf", disable=not enabled)
+        self.bar.set_postfix_str("compiling" if initial < total else "")  # until a step shows
         self.base, self.solved_base, self.seen = initial, 0, 0
 
     def show(self, done: int, solved: int) -> None:
@@ -263,7 +264,9 @@ class _Progress:
         self.bar.close()
 
 
-def _run_pool(search, mesh, config, x, target, key, valid, progress: _Progress) -> CFResult:
+def _run_pool(
+    search, mesh, config, x, target, key, valid, n_valid: int, progress: _Progress
+) -> CFResult:
     """One chunk through per-device slot pools, advanced a few seconds at a time."""
     per_device = x.shape[0] // mesh.size
     sizes = stage_sizes(config.slots, per_device, config.taper)
@@ -274,7 +277,6 @@ def _run_pool(search, mesh, config, x, target, key, valid, progress: _Progress) 
         programs[1 + len(sizes) :],
     )
     pool = start(search, x, target, key, valid)
-    n_valid = int(np.sum(jax.device_get(valid)))
     segments = 1  # grows to about progress_seconds worth once a call has been timed
     for k in range(len(sizes)):
         if k:
@@ -405,7 +407,9 @@ def run(
         elif config.slots is None:
             result = _solve_program(mesh)(runnable, put(xc), put(tc), put(keys), put(valid))
         else:
-            result = _run_pool(runnable, mesh, config, put(xc), put(tc), put(keys), put(valid), bar)
+            result = _run_pool(
+                runnable, mesh, config, put(xc), put(tc), put(keys), put(valid), hi - lo, bar
+            )
         result = jax.block_until_ready(result)
         seconds = time.perf_counter() - t0
         arrays = {f: np.asarray(getattr(result, f))[: hi - lo] for f in _CHUNK_FIELDS}

@@ -11,11 +11,16 @@ def _name(config: Any, field: str) -> str:
     return f"{type(config).__name__}.{field}"
 
 
+def _real(v: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def positive(config: Any, *fields: str) -> None:
     """Each field is a finite number > 0."""
     for f in fields:
         v = getattr(config, f)
-        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+        if not (_real(v) and v > 0):
             raise ValueError(f"{_name(config, f)} must be a positive number, got {v!r}")
 
 
@@ -23,7 +28,7 @@ def non_negative(config: Any, *fields: str) -> None:
     """Each field is a finite number >= 0."""
     for f in fields:
         v = getattr(config, f)
-        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+        if not (_real(v) and v >= 0):
             raise ValueError(f"{_name(config, f)} must be a number >= 0, got {v!r}")
 
 
@@ -39,7 +44,7 @@ def probability(config: Any, *fields: str) -> None:
     """Each field lies in (0, 1]."""
     for f in fields:
         v = getattr(config, f)
-        if not (isinstance(v, int | float) and 0.0 < v <= 1.0):
+        if not (_real(v) and 0.0 < v <= 1.0):
             raise ValueError(f"{_name(config, f)} must lie in (0, 1], got {v!r}")
 
 
@@ -47,8 +52,15 @@ def unit_interval(config: Any, *fields: str) -> None:
     """Each field lies in [0, 1)."""
     for f in fields:
         v = getattr(config, f)
-        if not (isinstance(v, int | float) and 0.0 <= v < 1.0):
+        if not (_real(v) and 0.0 <= v < 1.0):
             raise ValueError(f"{_name(config, f)} must lie in [0, 1), got {v!r}")
+
+
+def non_negative_entries(config: Any, field: str) -> None:
+    """The field is a sequence of finite numbers >= 0."""
+    v = getattr(config, field)
+    if not all(_real(e) and e >= 0 for e in v):
+        raise ValueError(f"{_name(config, field)} must hold numbers >= 0, got {v!r}")
 
 
 def one_of(config: Any, field: str, choices: tuple) -> None:
@@ -62,6 +74,6 @@ def box(config: Any, field: str) -> None:
     v = getattr(config, field)
     if v is None:
         return
-    ok = isinstance(v, tuple) and len(v) == 2 and all(isinstance(b, int | float) for b in v)
-    if not ok or not (math.isfinite(v[0]) and math.isfinite(v[1]) and v[0] < v[1]):
+    ok = isinstance(v, tuple) and len(v) == 2 and all(_real(b) for b in v)
+    if not ok or not v[0] < v[1]:
         raise ValueError(f"{_name(config, field)} must be None or (lo, hi) with lo < hi, got {v!r}")

@@ -3,7 +3,7 @@
 Both are registered in :mod:`jaxcf.data.registry` as ``"mnist"`` and ``"fashion_mnist"``
 (``load_dataset("mnist", "test")`` is ``load_mnist("test")``).
 
-Where the data comes from (DESIGN.md section 3):
+Where the data comes from:
 
 1. an explicit ``data_dir`` argument. It must hold the files, else :class:`FileNotFoundError`
    naming what was looked for; nothing else is tried.

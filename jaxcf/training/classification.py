@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxcf import assets, checkpoint
+from jaxcf import assets, checkpoint, validation
 from jaxcf.data import dataset_names, load_dataset
 from jaxcf.density import GaussianDensity, fit_gaussians
 from jaxcf.models import (
@@ -80,44 +79,18 @@ class TrainConfig:
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; registered: {', '.join(dataset_names())}"
             )
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        _check_number("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        _check_number("momentum", self.momentum, low=0.0, high=1.0)
-        _check_number("weight_decay", self.weight_decay, low=0.0)
-        _check_number("lr_decay", self.lr_decay, low=0.0, low_open=True)
-        _check_number("epochs", self.epochs, low=0.0, low_open=True)
+        validation.one_of(self, "optimizer", ("sgd", "adam"))
+        validation.positive(self, "learning_rate", "lr_decay", "epochs")
+        validation.unit_interval(self, "momentum")
+        validation.non_negative(self, "weight_decay")
         object.__setattr__(self, "lr_boundaries", tuple(self.lr_boundaries))
-        for boundary in self.lr_boundaries:
-            _check_number("lr_boundaries entry", boundary, low=0.0)
-        for name in ("batch_size", "train_examples"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("seed", self.seed, minimum=0)
+        validation.non_negative_entries(self, "lr_boundaries")
+        validation.at_least(self, 1, "batch_size", "train_examples")
+        validation.at_least(self, 0, "seed")
 
     def loop_config(self) -> LoopConfig:
         """The loop schedule: evaluation and a progress checkpoint after every epoch."""
         return LoopConfig(batch_size=self.batch_size, epochs=self.epochs, seed=self.seed)
-
-
-def _check_number(
-    name: str,
-    value: Any,
-    *,
-    low: float,
-    high: float | None = None,
-    low_open: bool = False,
-) -> None:
-    """``value`` is a finite real in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low}, {'inf)' if high is None else f'{high})'}"
-        raise ValueError(f"{name} must be a number in {bounds}, got {value!r}")
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -64,7 +64,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jaxcf import checkpoint
+from jaxcf import checkpoint, validation
 
 __all__ = [
     "FitResult",
@@ -110,23 +110,18 @@ class LoopConfig:
     log_every: int = 20
 
     def __post_init__(self) -> None:
-        _check_int("batch_size", self.batch_size, minimum=1)
+        validation.at_least(self, 1, "batch_size", "log_every")
+        validation.at_least(self, 0, "seed")
         if (self.epochs is None) == (self.steps is None):
             raise ValueError(
                 f"give exactly one of epochs and steps (got epochs={self.epochs}, "
                 f"steps={self.steps})"
             )
-        if self.epochs is not None and not (
-            isinstance(self.epochs, int | float) and math.isfinite(self.epochs) and self.epochs > 0
-        ):
-            raise ValueError(f"epochs must be a positive number, got {self.epochs!r}")
-        if self.steps is not None:
-            _check_int("steps", self.steps, minimum=1)
-        _check_int("seed", self.seed, minimum=0)
-        for name in ("eval_every", "save_every"):
+        if self.epochs is not None:
+            validation.positive(self, "epochs")
+        for name in ("steps", "eval_every", "save_every"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), minimum=1)
-        _check_int("log_every", self.log_every, minimum=1)
+                validation.at_least(self, 1, name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,11 +318,6 @@ def clear_progress(progress_dir: str | Path) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _identity(task: Task, config: LoopConfig, num_examples: int) -> dict[str, Any]:
