@@ -71,7 +71,7 @@ def run_methods(
             group=group,
             desc=spec.key,
             progress=progress,
-            meta={"method": spec.name, "config": _config_dict(spec)},
+            meta={"method": spec.name, "config": _config_dict(spec), "precision": spec.precision},
         )
     return out
 

@@ -8,6 +8,11 @@ the experiment (``"classifier"``, ``"density"``; later families add ``"vae"``, `
 ...). An experiment holds its resources in a dict; a spec's ``resources`` maps a method's
 resource name to a key of that dict when they differ (the DeDUCE protocol explains its baselines
 with ``{"classifier": "baseline"}``).
+
+A spec's ``precision`` (``"float32"``, the default, or ``"bfloat16"``) is the dtype its
+classifier computes in: :func:`make` wraps the ``"classifier"`` resource with
+:func:`jaxcf.precision.with_precision`, so the method's own arithmetic (losses, thresholds,
+densities, iterates) stays float32.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxcf.explainer import check_explainer
+from jaxcf.precision import check_precision, with_precision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +69,22 @@ class MethodSpec:
       label: the name results and reports use (default ``name``); two specs of one method
         need different labels.
       resources: method resource name -> key in the experiment's resources, where they differ.
+      precision: the dtype the method's classifier computes in, ``"float32"`` or
+        ``"bfloat16"`` (see :mod:`jaxcf.precision`).
+
+    Raises:
+      ValueError: unknown method, resource or precision.
+      TypeError: a config of another method's type.
     """
 
     name: str
     config: Any = None
     label: str | None = None
     resources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    precision: str = "float32"
 
     def __post_init__(self):
+        check_precision(self.precision)
         entry = _entry(self.name)
         if self.config is not None and not isinstance(self.config, entry.config_type):
             raise TypeError(
@@ -95,24 +109,32 @@ class MethodSpec:
         return {need: self.resources.get(need, need) for need in _entry(self.name).needs}
 
 
-def make(spec: MethodSpec | str, config: Any = None, **resources: Any) -> Any:
+def make(
+    spec: MethodSpec | str, config: Any = None, *, precision: str | None = None, **resources: Any
+) -> Any:
     """Builds the explainer of a registered method.
 
     Args:
       spec: a :class:`MethodSpec`, or a method name (then ``config`` is its config).
+      precision: the classifier's compute dtype, ``"float32"`` or ``"bfloat16"``; ``None``
+        keeps the spec's (``"float32"`` for a name).
       **resources: the experiment's resources by key (more than the method needs is fine).
 
     Raises:
-      ValueError: unknown method, or a resource the method needs is missing.
+      ValueError: unknown method or precision, or a resource the method needs is missing.
     """
     if isinstance(spec, str):
-        spec = MethodSpec(spec, config)
+        spec = MethodSpec(spec, config, precision=precision or "float32")
+    elif precision is not None:
+        spec = dataclasses.replace(spec, precision=precision)
     entry = _entry(spec.name)
     kwargs = {}
     for need, key in spec.resource_keys().items():
         if key not in resources or resources[key] is None:
             raise ValueError(f"method {spec.key!r} needs a {need!r} (resource {key!r})")
         kwargs[need] = resources[key]
+    if "classifier" in kwargs:  # float32 returns it untouched
+        kwargs["classifier"] = with_precision(kwargs["classifier"], spec.precision)
     explainer = entry.build(spec.resolved_config(), **kwargs)
     check_explainer(explainer)
     return explainer
