@@ -7,7 +7,10 @@ data split, ...) and, for the whole record, timings and free-form metadata. Fiel
 same everywhere: in memory, in ``results.npz`` and in the metrics' inputs.
 
 ``results.npz`` holds one array per field (``extras`` as ``extra_<name>``, timings and
-metadata as JSON text in ``meta_json``) and loads without pickle.
+metadata as JSON text in ``meta_json``) and loads without pickle. Its members are stored
+uncompressed, so :meth:`Results.load` with ``mmap=True`` maps the arrays from the file instead of
+reading them, and :func:`write_record` writes a record a block of rows at a time: records larger
+than memory are written and read with bounded memory.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+import struct
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxcf.io import to_jsonable, write_atomic
+from jaxcf.io import read_npy_header, to_jsonable, write_atomic
 
 RESULT_FILE = "results.npz"
 ARRAY_FIELDS = ("x", "target", "x_cf", "success", "n_iter", "score", "query", "cf", "group")
@@ -144,9 +149,16 @@ class Results:
         return write_atomic(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Results:
-        """Reads a record written by :meth:`save` (or by the runner into a directory)."""
-        with np.load(_file(path, must_exist=True), allow_pickle=False) as f:
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> Results:
+        """Reads a record written by :meth:`save` (or by the runner into a directory).
+
+        With ``mmap=True`` the arrays are read-only memory maps of the file: nothing is read
+        until used, so a record larger than memory can be opened and sliced.
+        """
+        path = _file(path, must_exist=True)
+        if mmap:
+            return cls.from_arrays(_mapped_members(path))
+        with np.load(path, allow_pickle=False) as f:
             return cls.from_arrays(dict(f))
 
     @staticmethod
@@ -158,6 +170,84 @@ class Results:
         arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in ARRAY_FIELDS}
         extras = {k: np.concatenate([p.extras[k] for p in parts]) for k in first.extras}
         return dataclasses.replace(first, **arrays, extras=extras)
+
+
+def write_record(
+    path: str | os.PathLike,
+    rows: int,
+    fields: Mapping[str, tuple[tuple[int, ...], Any]],
+    blocks: Callable[[str], Iterable[np.ndarray]],
+    *,
+    timings: Mapping[str, Any],
+    meta: Mapping[str, Any],
+) -> Path:
+    """Writes a record of ``rows`` rows a block at a time, atomically; memory stays at a block.
+
+    Args:
+      path: the ``results.npz`` file (a directory gets one in it).
+      rows: rows of the record.
+      fields: ``{name: (per-row shape, dtype)}`` for every field of :data:`ARRAY_FIELDS` and
+        ``extra_<name>`` for extras.
+      blocks: ``blocks(name)`` yields the field's rows in order, as ``[n_i, ...]`` blocks whose
+        lengths add up to ``rows``.
+      timings, meta: as in :class:`Results`.
+
+    Raises:
+      ValueError: a field is missing, or its blocks have the wrong shape or number of rows.
+    """
+    missing = [f for f in ARRAY_FIELDS if f not in fields]
+    if missing:
+        raise ValueError(f"fields {missing} are missing")
+    path = _file(path, must_exist=False)
+    meta_text = json.dumps(to_jsonable({"timings": timings, "meta": meta}), allow_nan=False)
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, (shape, dtype) in fields.items():
+                dtype = np.dtype(dtype)
+                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+                    np.lib.format.write_array_header_2_0(
+                        member, {**header, "shape": (rows, *shape)}
+                    )
+                    done = 0
+                    for block in blocks(name):
+                        block = np.asarray(block)
+                        if block.shape[1:] != tuple(shape):
+                            raise ValueError(f"{name}: block {block.shape}, rows of {shape}")
+                        done += len(block)
+                        member.write(np.ascontiguousarray(block, dtype).tobytes())
+                    if done != rows:
+                        raise ValueError(f"{name}: {done} rows written, {rows} expected")
+            with zf.open(_META + ".npy", "w") as member:
+                np.lib.format.write_array(member, np.asarray(meta_text), allow_pickle=False)
+
+    return write_atomic(path, write)
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local file header
+
+
+def _mapped_members(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` as read-only memory maps (small 0-d members, the
+    metadata, are read)."""
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{path}: member {name} is compressed; load without mmap")
+            raw.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+            start = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
+            raw.seek(start)
+            shape, fortran, dtype = read_npy_header(raw)
+            if not shape or fortran or dtype.hasobject:
+                with zf.open(info) as member:
+                    out[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            out[name] = np.memmap(path, dtype, "r", offset=raw.tell(), shape=tuple(shape))
+    return out
 
 
 def _file(path: str | os.PathLike, *, must_exist: bool) -> Path:

@@ -19,6 +19,19 @@ in fixed-size chunks of rows:
   and restarted with the same arguments skips the chunks already on disk. The final
   ``results.npz`` (a :class:`~jaxcf.results.Results`) is written atomically once all chunks are
   there.
+
+Queries come from a :mod:`query source <jaxcf.sources>` read one chunk at a time
+(:func:`run_source`; :func:`run` wraps in-memory arrays in one), and the record is written a
+block at a time and returned memory-mapped, so host memory stays at about a chunk whatever the
+number of queries.
+
+**Many processes.** After :func:`jaxcf.distributed.initialize`, the default mesh spans every
+process's devices. Each process reads only the rows its own devices explain, writes them as its
+part of the chunk (``chunk_00007_p1.npz``), and process 0 merges all parts into the record. The
+processes check that they were given the same arguments, agree on which chunks are done (a chunk
+is done when every process's part is on disk, so a job restarted after any process was killed
+resumes), and keep the slot pools' host steps in step. Rows get the same keys and, on the same
+number of devices, the same results as in one process.
 """
 
 from __future__ import annotations
@@ -41,8 +54,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxcf import validation
-from jaxcf.explainer import CFResult, check_explainer
+from jaxcf import distributed, validation
+from jaxcf.explainer import check_explainer
 from jaxcf.io import write_atomic, write_json_atomic
 from jaxcf.methods.search import (
     SearchExplainer,
@@ -54,7 +67,8 @@ from jaxcf.methods.search import (
     stage_sizes,
 )
 from jaxcf.pure import _plain
-from jaxcf.results import RESULT_FILE, Results
+from jaxcf.results import ARRAY_FIELDS, RESULT_FILE, Results, write_record
+from jaxcf.sources import ArraySource, QuerySource, describe, open_source
 
 MANIFEST_FILE = "manifest.json"
 _CHUNK_FIELDS = ("x_cf", "success", "n_iter", "score")
@@ -92,8 +106,14 @@ class RunnerConfig:
 
 
 def data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all), axis name ``"data"``."""
-    return Mesh(np.array(devices if devices is not None else jax.devices()), ("data",))
+    """A 1-D mesh over ``devices`` (default: all, of every process), axis name ``"data"``.
+
+    Devices are ordered by process, so that each process's devices hold one contiguous block of
+    every chunk's rows.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    devices.sort(key=lambda d: d.process_index)  # stable: keeps the order within a process
+    return Mesh(np.array(devices), ("data",))
 
 
 def _padded_chunk(n_devices: int, chunk_size: int) -> int:
@@ -147,52 +167,59 @@ def _cached(fn):
     return wrapper
 
 
+def _row_keys(run_key: jax.Array, query: jax.Array, cf: jax.Array) -> jax.Array:
+    """Row key ``fold_in(fold_in(run_key, query), cf)``, per row."""
+    fold = jax.vmap(jax.random.fold_in)
+    return fold(fold(jnp.broadcast_to(run_key, query.shape), query), cf)
+
+
+# Inputs of every program: (explainer or search, run key) replicated, then the chunk's rows
+# (x, target, query, cf, valid) split over "data".
+_IN_SPECS = (P(), P(), P("data"), P("data"), P("data"), P("data"), P("data"))
+
+
 @_cached
 def _one_pass_program(mesh: Mesh):
-    def local(explainer, x, target, key):
-        return explainer(x, target, key)
+    def local(explainer, run_key, x, target, query, cf, valid):
+        return explainer(x, target, _row_keys(run_key, query, cf))
 
-    spec = P("data")
     return jax.jit(
-        jax.shard_map(
-            local, mesh=mesh, in_specs=(P(), spec, spec, spec), out_specs=spec, check_vma=False
-        )
+        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False)
     )
 
 
 @_cached
 def _solve_program(mesh: Mesh):
-    def local(search, x, target, key, valid):
-        return solve(search, x, target, key, valid=valid)
+    def local(search, run_key, x, target, query, cf, valid):
+        return solve(search, x, target, _row_keys(run_key, query, cf), valid=valid)
 
-    spec = P("data")
     return jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(P(), spec, spec, spec, spec),
-            out_specs=spec,
-            check_vma=False,
-        )
+        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False)
     )
 
 
 @_cached
 def _pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int):
-    """``start``, and per stage ``advance`` / ``compact`` jitted over the mesh."""
+    """``start``, and per stage ``advance`` / ``compact`` jitted over the mesh. ``advance`` and
+    ``compact`` also return the pools' status summed over all devices (replicated, so that every
+    process reads the same numbers and takes the same next step)."""
     spec = P("data")
 
-    def sharded(fn, in_specs, donate=()):
+    def sharded(fn, in_specs, out_specs=spec, donate=()):
         return jax.jit(
-            jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False),
+            jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
             donate_argnums=donate,
         )
 
-    def start(search, x, target, key, valid):
-        return _lead(pool_start(search, x, target, key, slots=sizes[0], valid=valid))
+    def start(search, run_key, x, target, query, cf, valid):
+        keys = _row_keys(run_key, query, cf)
+        return _lead(pool_start(search, x, target, keys, slots=sizes[0], valid=valid))
 
     def status(pool, nxt):
-        return pool.done[None], pool.solved[None], pool_running(pool, nxt)[None]
+        counts = jnp.stack(
+            [pool.done, pool.solved, pool_running(pool, nxt).astype(jnp.int32)]
+        ).astype(jnp.int32)
+        return jax.lax.psum(counts, "data")
 
     advances, compacts = [], []
     for k in range(len(sizes)):
@@ -208,9 +235,10 @@ def _pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int):
             pool = pool_compact(_unlead(pool), size)
             return _lead(pool), status(pool, nxt)
 
-        advances.append(_quiet(sharded(advance, (P(), spec, P()), donate=(1,))))
-        compacts.append(_quiet(sharded(compact, (spec,), donate=(0,))))
-    return (sharded(start, (P(), spec, spec, spec, spec)), *advances, *compacts)
+        out = (spec, P())
+        advances.append(_quiet(sharded(advance, (P(), spec, P()), out, donate=(1,))))
+        compacts.append(_quiet(sharded(compact, (spec,), out, donate=(0,))))
+    return (sharded(start, _IN_SPECS), *advances, *compacts)
 
 
 def _quiet(fn):
@@ -264,11 +292,10 @@ class _Progress:
         self.bar.close()
 
 
-def _run_pool(
-    search, mesh, config, x, target, key, valid, n_valid: int, progress: _Progress
-) -> CFResult:
-    """One chunk through per-device slot pools, advanced a few seconds at a time."""
-    per_device = x.shape[0] // mesh.size
+def _run_pool(search, mesh, config, inputs, n_valid: int, progress: _Progress):
+    """One chunk through per-device slot pools, advanced a few seconds at a time. Returns the
+    pools' results, ``[devices, rows per device, ...]`` per leaf."""
+    per_device = inputs[1].shape[0] // mesh.size
     sizes = stage_sizes(config.slots, per_device, config.taper)
     programs = _pool_programs(mesh, sizes, config.segment)
     start, advances, compacts = (
@@ -276,35 +303,91 @@ def _run_pool(
         programs[1 : 1 + len(sizes)],
         programs[1 + len(sizes) :],
     )
-    pool = start(search, x, target, key, valid)
+    pool = start(search, *inputs)
     segments = 1  # grows to about progress_seconds worth once a call has been timed
     for k in range(len(sizes)):
         if k:
             pool, status = compacts[k](pool)
-            if not np.any(jax.device_get(status[2])):
+            if not _replicated_value(status)[2]:
                 continue
         while True:
             t0 = time.perf_counter()
-            pool, (done, solved, running) = advances[k](
-                search, pool, jnp.asarray(segments, jnp.int32)
-            )
-            done, solved, running = jax.device_get((done, solved, running))
+            pool, status = advances[k](search, pool, jnp.asarray(segments, jnp.int32))
+            done, solved, running = _replicated_value(status)
             per_segment = (time.perf_counter() - t0) / segments
-            segments = int(np.clip(config.progress_seconds / max(per_segment, 1e-6), 1, 1 << 20))
-            progress.show(min(int(done.sum()), n_valid), int(solved.sum()))
-            if not running.any():
+            # Every process must pass the same count: process 0's timing decides.
+            segments = distributed.broadcast(
+                int(np.clip(config.progress_seconds / max(per_segment, 1e-6), 1, 1 << 20))
+            )
+            progress.show(min(int(done), n_valid), int(solved))
+            if not running:
                 break
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), pool.out)
+    return pool.out
 
 
-def _row_keys(key: jax.Array, query: np.ndarray, cf: np.ndarray) -> jax.Array:
-    return _fold2(key, jnp.asarray(query, jnp.uint32), jnp.asarray(cf, jnp.uint32))
+def _replicated_value(array: jax.Array) -> np.ndarray:
+    """A replicated array's value, read from this process's own copy."""
+    return np.asarray(array.addressable_shards[0].data)
 
 
-@jax.jit
-def _fold2(key, query, cf):
-    fold = jax.vmap(jax.random.fold_in)
-    return fold(fold(jnp.broadcast_to(key, query.shape), query), cf)
+def _replicate(tree: Any, mesh: Mesh) -> Any:
+    """Copies a pytree of host or single-device values to every device of ``mesh`` (in every
+    process: each process supplies its own, identical, copy)."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(leaf):
+        if not isinstance(leaf, jax.Array | np.ndarray | np.generic):
+            return leaf
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        value = np.asarray(leaf)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree)
+
+
+class _Share:
+    """The positions ``[a, b)`` of a chunk that this process's devices hold, and how to build
+    the chunk's global arrays from this process's rows alone."""
+
+    def __init__(self, mesh: Mesh, chunk: int):
+        self.sharding = NamedSharding(mesh, P("data"))
+        index = self.sharding.addressable_devices_indices_map((chunk,))
+        spans = sorted((i[0].start or 0, i[0].stop or chunk) for i in index.values())
+        if any(x[1] != y[0] for x, y in zip(spans, spans[1:], strict=False)):
+            raise ValueError(
+                "each process's devices must be neighbours in the mesh (data_mesh() orders them "
+                "so); this mesh interleaves processes"
+            )
+        self.a, self.b, self.chunk = spans[0][0], spans[-1][1], chunk
+
+    def put(self, local: np.ndarray) -> jax.Array:
+        """The global ``[chunk, ...]`` array whose positions ``[a, b)`` are ``local``."""
+        shape = (self.chunk, *local.shape[1:])
+
+        def block(index):
+            rows = index[0]
+            return local[(rows.start or 0) - self.a : (rows.stop or self.chunk) - self.a]
+
+        return jax.make_array_from_callback(shape, self.sharding, block)
+
+    def fetch(self, tree: Any, lead: bool) -> Any:
+        """This process's rows ``[a, b)`` of a chunk's results (``lead``: leaves shaped
+        ``[devices, rows per device, ...]``, as pools give them)."""
+
+        def leaf(array):
+            parts = []
+            for shard in array.addressable_shards:
+                data = np.asarray(shard.data)
+                start = shard.index[0].start or 0
+                if lead:
+                    start, data = start * data.shape[1], data.reshape(-1, *data.shape[2:])
+                parts.append((start, data))
+            parts.sort(key=lambda p: p[0])
+            return np.concatenate([d for _, d in parts])
+
+        return jax.tree.map(leaf, tree)
 
 
 def run(
@@ -313,143 +396,282 @@ def run(
     target: Any,
     out_dir: str | Path,
     *,
+    group: Any = None,
+    **kwargs: Any,
+) -> Results:
+    """Explains every query of ``x [N, ...]`` towards its target, ``num_cfs`` times; resumable.
+
+    In-memory queries: the whole batch is checked by the explainer's ``check`` first, then run
+    as :func:`run_source` runs a :class:`~jaxcf.sources.ArraySource` of it (see there for the
+    keyword arguments).
+
+    Args:
+      explainer: any explainer (:mod:`jaxcf.explainer`).
+      x: ``[N, ...]`` queries (host array).
+      target: ``[N]`` int classes, ``[N, C]`` class distributions or ``[N]`` float regression
+        values, passed through untouched.
+      out_dir: where chunks, the manifest and ``results.npz`` go.
+      group: optional ``[N]`` int group id per query (a protocol's sets), copied to the rows.
+      **kwargs: ``config``, ``num_cfs``, ``seed``, ``mesh``, ``desc``, ``progress``, ``meta``,
+        ``on_chunk`` of :func:`run_source`.
+
+    Raises:
+      TypeError: ``explainer`` is no explainer, or bad input types (from its ``check``).
+      ValueError: bad inputs, a ``group`` of the wrong length, or as :func:`run_source`.
+    """
+    check_explainer(explainer)
+    xs, ts = explainer.check(x, target)
+    xs, ts = np.asarray(xs), np.asarray(ts)
+    n = len(xs)
+    group = np.zeros(n, np.int32) if group is None else np.asarray(group)
+    if group.shape != (n,) or not np.issubdtype(group.dtype, np.integer):
+        raise ValueError(f"group must be [N] = [{n}] integers, got {group.dtype} {group.shape}")
+    return run_source(explainer, ArraySource(xs, ts, group), out_dir, **kwargs)
+
+
+def run_source(
+    explainer: Any,
+    source: QuerySource | str | Path,
+    out_dir: str | Path,
+    *,
     config: RunnerConfig = RunnerConfig(),
     num_cfs: int = 1,
     seed: int = 0,
-    group: Any = None,
     mesh: Mesh | None = None,
     desc: str = "explaining",
     progress: bool = True,
     meta: Mapping[str, Any] | None = None,
     on_chunk: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Results:
-    """Explains every query of ``x [N, ...]`` towards its target, ``num_cfs`` times; resumable.
+    """Explains every query of a source, a chunk at a time, ``num_cfs`` times each; resumable.
+
+    Host memory stays at about one chunk whatever the number of queries: each chunk's rows are
+    read from ``source`` when it runs (each process reads only its own devices' rows), checked
+    by the explainer's ``check``, and written to ``out_dir/chunks``; the record is then written
+    a block at a time and returned memory-mapped.
 
     Args:
-      explainer: any explainer (:mod:`jaxcf.explainer`); its ``check`` validates the inputs
-        before anything is computed or written.
-      x: ``[N, ...]`` queries (host array).
-      target: ``[N]`` int classes, ``[N, C]`` class distributions or ``[N]`` float regression
-        values, passed through untouched.
+      explainer: any explainer (:mod:`jaxcf.explainer`).
+      source: a :class:`~jaxcf.sources.QuerySource`, or a directory of ``.npy`` files
+        (:class:`~jaxcf.sources.NpySource`).
       out_dir: where chunks, the manifest and ``results.npz`` go. A directory holding a run
-        with other arguments is an error rather than silently mixed.
+        with other arguments is an error rather than silently mixed. With several processes it
+        must be on a file system they all see.
       config: chunking and slot settings.
       num_cfs: counterfactuals per query, each with its own key; rows ``q * num_cfs + k``.
       seed: the run's PRNG seed (row keys are folded from it).
-      group: optional ``[N]`` int group id per query (a protocol's sets), copied to the rows.
-      mesh: 1-D device mesh with axis ``"data"``; default all devices.
+      mesh: 1-D device mesh with axis ``"data"``; default :func:`data_mesh` (every device of
+        every process).
       desc: progress-bar label.
-      progress: show the progress bar.
+      progress: show the progress bar (process 0 only).
       meta: JSON-ready metadata stored in the record (method name, config, ...).
       on_chunk: called as ``on_chunk(index, info)`` after each chunk is safely on disk (for
         logging; ``info`` holds the chunk's wall time and row count).
 
     Returns:
-      The :class:`~jaxcf.results.Results` also written to ``out_dir/results.npz``.
+      The :class:`~jaxcf.results.Results` written to ``out_dir/results.npz``, memory-mapped.
 
     Raises:
       TypeError: ``explainer`` is no explainer, or bad input types (from its ``check``).
-      ValueError: bad inputs, ``num_cfs < 1``, a ``group`` of the wrong length, or an
-        ``out_dir`` holding another run.
+      ValueError: bad inputs, ``num_cfs < 1``, an ``out_dir`` holding another run (other
+        explainer, data, seed, ``num_cfs``, chunk size or process count), processes started
+        with different arguments, or a source whose rows do not match what the run started
+        with.
     """
     check_explainer(explainer)
     if isinstance(num_cfs, bool) or not isinstance(num_cfs, int) or num_cfs < 1:
         raise ValueError(f"num_cfs must be a positive int, got {num_cfs!r}")
-    xs, ts = explainer.check(x, target)
-    x, target = np.asarray(xs), np.asarray(ts)
-    n = len(x)
-    group = np.zeros(n, np.int32) if group is None else np.asarray(group)
-    if group.shape != (n,) or not np.issubdtype(group.dtype, np.integer):
-        raise ValueError(f"group must be [N] = [{n}] integers, got {group.dtype} {group.shape}")
+    source = open_source(source)
+    n = len(source)
     mesh = mesh if mesh is not None else data_mesh()
+    nproc, pid = jax.process_count(), jax.process_index()
     chunk = _padded_chunk(mesh.size, config.chunk_size)
     rows = n * num_cfs
     n_chunks = -(-rows // chunk)
-    query = np.repeat(np.arange(n), num_cfs)
-    cf = np.tile(np.arange(num_cfs, dtype=np.int32), n)
+    share = _Share(mesh, chunk)
 
+    def local_inputs(c: int) -> dict[str, np.ndarray]:
+        """This process's rows of chunk ``c``, checked (padding repeats the last row)."""
+        lo, hi = c * chunk, min((c + 1) * chunk, rows)
+        row = np.minimum(np.arange(lo + share.a, lo + share.b), hi - 1)
+        query = row // num_cfs
+        block = source.read(int(query[0]), int(query[-1]) + 1)
+        picked = {k: v[query - query[0]] for k, v in block.items()}
+        xs, ts = explainer.check(picked["x"], picked["target"])
+        return {
+            "x": np.asarray(xs),
+            "target": np.asarray(ts),
+            "group": picked["group"],
+            "query": query.astype(np.uint32),
+            "cf": (row % num_cfs).astype(np.uint32),
+            "valid": np.arange(lo + share.a, lo + share.b) < hi,
+        }
+
+    local_inputs(0)  # bad input raises before anything is written
     out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
     settings = {"chunk": chunk, "num_cfs": num_cfs, "seed": seed}
-    fp = fingerprint(explainer, {"x": x, "target": target, "group": group}, settings)
+    fp = fingerprint(explainer, {}, {**settings, "source": source.identity()})
+    distributed.agree(fp, "arguments (explainer, data, seed, num_cfs or chunk size)")
     manifest_path = out_dir / MANIFEST_FILE
-    manifest = {"fingerprint": fp, "rows": rows, "chunk_size": chunk, "chunks": {}}
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("fingerprint") != fp:
-            raise ValueError(
-                f"{out_dir} holds a run with different arguments (explainer, inputs, seed, "
-                "num_cfs or chunk size); use a fresh out_dir or delete it"
-            )
-        manifest = old
-    write_json_atomic(manifest_path, manifest)
+    manifest = {
+        "fingerprint": fp,
+        "rows": rows,
+        "chunk_size": chunk,
+        "processes": nproc,
+        "source": describe(source),
+    }
+    problem = _manifest_problem(manifest_path, manifest)
+    bad = distributed.gather(np.asarray(problem is not None))
+    if bad.any():
+        raise ValueError(problem or f"{out_dir}: another process found its manifest unusable")
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    if pid == 0:
+        write_json_atomic(manifest_path, manifest)
+    distributed.barrier("jaxcf-runner-start")
 
     search = explainer.search if isinstance(explainer, SearchExplainer) else None
-    replicated = NamedSharding(mesh, P())
-    data = NamedSharding(mesh, P("data"))
-    runnable = jax.device_put(search if search is not None else explainer, replicated)
-    run_key = jax.random.key(seed)
-    todo = [c for c in range(n_chunks) if not _chunk_path(chunk_dir, c).exists()]
-    bar = _Progress(rows, min(rows, (n_chunks - len(todo)) * chunk), desc, progress)
+    runnable = _replicate(search if search is not None else explainer, mesh)
+    run_key = _replicate(jax.random.key(seed), mesh)
+    parts = [_part_path(chunk_dir, c, pid, nproc) for c in range(n_chunks)]
+    done = distributed.all_true([p.exists() for p in parts])
+    todo = [c for c in range(n_chunks) if not done[c]]
+    bar = _Progress(rows, min(rows, (n_chunks - len(todo)) * chunk), desc, progress and pid == 0)
     if len(todo) < n_chunks:
         bar.bar.set_postfix_str(f"resumed {n_chunks - len(todo)}/{n_chunks} chunks")
     for c in todo:
         lo, hi = c * chunk, min((c + 1) * chunk, rows)
-        idx = np.minimum(np.arange(lo, lo + chunk), hi - 1)  # pad with the last row
-        xc, tc = x[query[idx]], target[query[idx]]
-        keys = _row_keys(run_key, query[idx], cf[idx])
-        valid = np.arange(chunk) < hi - lo
-        put = lambda a: jax.device_put(a, data)  # noqa: E731
+        local = local_inputs(c)
+        inputs = (run_key, *(share.put(local[k]) for k in ("x", "target", "query", "cf", "valid")))
         t0 = time.perf_counter()
         if search is None:
-            result = _one_pass_program(mesh)(runnable, put(xc), put(tc), put(keys))
+            result, lead = _one_pass_program(mesh)(runnable, *inputs), False
         elif config.slots is None:
-            result = _solve_program(mesh)(runnable, put(xc), put(tc), put(keys), put(valid))
+            result, lead = _solve_program(mesh)(runnable, *inputs), False
         else:
-            result = _run_pool(
-                runnable, mesh, config, put(xc), put(tc), put(keys), put(valid), hi - lo, bar
-            )
-        result = jax.block_until_ready(result)
+            result, lead = _run_pool(runnable, mesh, config, inputs, hi - lo, bar), True
+        result = share.fetch(jax.block_until_ready(result), lead)
         seconds = time.perf_counter() - t0
-        arrays = {f: np.asarray(getattr(result, f))[: hi - lo] for f in _CHUNK_FIELDS}
-        arrays.update({f"extra_{k}": np.asarray(v)[: hi - lo] for k, v in result.extras.items()})
+        keep = local["valid"]  # this process's rows of the chunk that are not padding
+        arrays = {k: local[k][keep] for k in ("x", "target", "group")}
+        arrays.update({f: np.asarray(getattr(result, f))[keep] for f in _CHUNK_FIELDS})
+        arrays.update({f"extra_{k}": np.asarray(v)[keep] for k, v in result.extras.items()})
+        arrays["row_start"] = np.asarray(lo + min(share.a, hi - lo))
         arrays[_SECONDS] = np.asarray(seconds)  # lands with the data: a kill cannot split them
-        write_atomic(_chunk_path(chunk_dir, c), lambda f, a=arrays: np.savez(f, **a))
-        manifest["chunks"][str(c)] = {"seconds": seconds, "rows": hi - lo}
-        write_json_atomic(manifest_path, manifest)
-        bar.chunk_done(hi - lo, int(np.sum(arrays["success"])))
+        write_atomic(parts[c], lambda f, a=arrays: np.savez(f, **a))
+        solved = int(distributed.gather(np.asarray(arrays["success"].sum())).sum())
+        bar.chunk_done(hi - lo, solved)
         if on_chunk is not None:
-            on_chunk(c, manifest["chunks"][str(c)])
+            on_chunk(c, {"seconds": seconds, "rows": hi - lo})
     bar.close()
 
-    parts = []
+    distributed.barrier("jaxcf-runner-chunks-done")
+    if pid == 0:
+        _merge(
+            chunk_dir,
+            out_dir / RESULT_FILE,
+            n_chunks,
+            chunk,
+            rows,
+            num_cfs,
+            nproc,
+            {
+                **(meta or {}),
+                **settings,
+                "explainer": type(explainer).__name__,
+            },
+            mesh.size,
+        )
+    distributed.barrier("jaxcf-runner-merged")
+    return Results.load(out_dir, mmap=True)
+
+
+def _manifest_problem(path: Path, manifest: dict[str, Any]) -> str | None:
+    """Why an existing manifest forbids this run, or ``None``."""
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    if old.get("fingerprint") != manifest["fingerprint"]:
+        return (
+            f"{path.parent} holds a run with different arguments (explainer, inputs, seed, "
+            "num_cfs or chunk size); use a fresh out_dir or delete it"
+        )
+    if old.get("processes", 1) != manifest["processes"]:
+        return (
+            f"{path.parent} holds a run started with {old.get('processes', 1)} processes; "
+            f"resume it with that many (this job has {manifest['processes']})"
+        )
+    return None
+
+
+def _merge(chunk_dir, path, n_chunks, chunk, rows, num_cfs, nproc, meta, devices) -> None:
+    """Writes the record from every process's part of every chunk, a chunk at a time."""
+
+    def parts(c):
+        out = []
+        for p in range(nproc):
+            part = _part_path(chunk_dir, c, p, nproc)
+            if not part.exists():
+                raise FileNotFoundError(
+                    f"{part} is missing: with several processes, out_dir must be on a file "
+                    "system every process sees"
+                )
+            out.append(np.load(part, allow_pickle=False))
+        return out
+
+    chunk_seconds, fields = [], {}
     for c in range(n_chunks):
-        with np.load(_chunk_path(chunk_dir, c), allow_pickle=False) as f:
-            parts.append(dict(f))
-    chunk_seconds = [float(p.pop(_SECONDS)) for p in parts]
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    results = Results(
-        x=x[query],
-        target=target[query],
-        **{f: cat[f] for f in _CHUNK_FIELDS},
-        query=query,
-        cf=cf,
-        group=group[query],
-        extras={k[6:]: v for k, v in cat.items() if k.startswith("extra_")},
+        files = parts(c)
+        chunk_seconds.append(max(float(f[_SECONDS]) for f in files))
+        covered = sorted((int(f["row_start"]), len(f["success"])) for f in files)
+        position = c * chunk
+        for start, count in covered:
+            if start != position:
+                raise ValueError(f"chunk {c}: its parts do not cover rows {position} onwards")
+            position += count
+        if position != min((c + 1) * chunk, rows):
+            raise ValueError(f"chunk {c}: its parts end at row {position}")
+        if c == 0:
+            first = files[0]
+            names = [k for k in first.files if k not in ("row_start", _SECONDS)]
+            fields = {k: (first[k].shape[1:], first[k].dtype) for k in names}
+        for f in files:
+            f.close()
+    fields["query"] = ((), np.dtype(np.int64))
+    fields["cf"] = ((), np.dtype(np.int32))
+
+    def blocks(name):
+        for c in range(n_chunks):
+            if name in ("query", "cf"):
+                row = np.arange(c * chunk, min((c + 1) * chunk, rows))
+                yield row // num_cfs if name == "query" else (row % num_cfs).astype(np.int32)
+                continue
+            files = sorted(parts(c), key=lambda f: int(f["row_start"]))
+            for f in files:
+                yield f[name]
+                f.close()
+
+    assert set(ARRAY_FIELDS) <= set(fields), fields
+    write_record(
+        path,
+        rows,
+        fields,
+        blocks,
         timings={
             "seconds": float(sum(chunk_seconds)),
             "chunk_seconds": chunk_seconds,
-            "devices": mesh.size,
+            "devices": devices,
+            "processes": nproc,
         },
-        meta={**(meta or {}), **settings, "explainer": type(explainer).__name__},
+        meta=meta,
     )
-    results.save(out_dir / RESULT_FILE)
-    return results
 
 
-def _chunk_path(chunk_dir: Path, c: int) -> Path:
-    return chunk_dir / f"chunk_{c:05d}.npz"
+def _part_path(chunk_dir: Path, c: int, process: int, processes: int) -> Path:
+    """Chunk ``c``'s file, or with several processes, one process's part of it."""
+    if processes == 1:
+        return chunk_dir / f"chunk_{c:05d}.npz"
+    return chunk_dir / f"chunk_{c:05d}_p{process}.npz"
 
 
 def load_results(out_dir: str | Path) -> Results:
