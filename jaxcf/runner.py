@@ -507,11 +507,11 @@ def run_source(
             "valid": np.arange(lo + share.a, lo + share.b) < hi,
         }
 
-    local_inputs(0)  # bad input raises before anything is written
     out_dir = Path(out_dir)
     chunk_dir = out_dir / "chunks"
     settings = {"chunk": chunk, "num_cfs": num_cfs, "seed": seed}
-    fp = fingerprint(explainer, {}, {**settings, "source": source.identity()})
+    identity = source.identity()
+    fp = fingerprint(explainer, {}, {**settings, "source": identity})
     distributed.agree(fp, "arguments (explainer, data, seed, num_cfs or chunk size)")
     manifest_path = out_dir / MANIFEST_FILE
     manifest = {
@@ -520,11 +520,13 @@ def run_source(
         "chunk_size": chunk,
         "processes": nproc,
         "source": describe(source),
+        "source_identity": identity,
     }
     problem = _manifest_problem(manifest_path, manifest)
     bad = distributed.gather(np.asarray(problem is not None))
     if bad.any():
         raise ValueError(problem or f"{out_dir}: another process found its manifest unusable")
+    local_inputs(0)  # bad input raises before anything is written
     chunk_dir.mkdir(parents=True, exist_ok=True)
     if pid == 0:
         write_json_atomic(manifest_path, manifest)
@@ -591,6 +593,12 @@ def _manifest_problem(path: Path, manifest: dict[str, Any]) -> str | None:
     if not path.exists():
         return None
     old = json.loads(path.read_text())
+    if old.get("source_identity", manifest["source_identity"]) != manifest["source_identity"]:
+        return (
+            f"{path.parent} holds a run over other queries: they changed since it started "
+            f"(then: {old.get('source')}; now: {manifest['source']}); restore them or use a "
+            "fresh out_dir"
+        )
     if old.get("fingerprint") != manifest["fingerprint"]:
         return (
             f"{path.parent} holds a run with different arguments (explainer, inputs, seed, "
@@ -674,6 +682,6 @@ def _part_path(chunk_dir: Path, c: int, process: int, processes: int) -> Path:
     return chunk_dir / f"chunk_{c:05d}_p{process}.npz"
 
 
-def load_results(out_dir: str | Path) -> Results:
+def load_results(out_dir: str | Path, *, mmap: bool = False) -> Results:
     """Reads ``results.npz`` written by :func:`run` (same as :meth:`Results.load`)."""
-    return Results.load(out_dir)
+    return Results.load(out_dir, mmap=mmap)

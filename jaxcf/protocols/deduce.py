@@ -17,6 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxcf import assets, experiment, metrics, report, runner, validation
@@ -116,6 +117,11 @@ def get_classifier(checkpoint: str | None, train: TrainConfig | None, default: P
     if not path.exists():
         if checkpoint or train is None:
             raise FileNotFoundError(f"no checkpoint at {path}")
+        if jax.process_count() > 1:
+            raise FileNotFoundError(
+                f"no checkpoint at {path}: train the classifiers in one process first (several "
+                "processes would each train one)"
+            )
         print(f"no classifier at {path}: training one ({train.model})", flush=True)
         train_and_evaluate(train, path.parent)
     model, density, meta = load_classifier(checkpoint if checkpoint else path)
@@ -132,7 +138,11 @@ _META = ("model", "dataset", "test_accuracy")
 
 
 def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
-    """Runs the protocol; returns the metrics written to ``metrics.json``."""
+    """Runs the protocol; returns the metrics written to ``metrics.json``.
+
+    In a multi-process job (:mod:`jaxcf.distributed`) every process explains its share of the
+    pairs; process 0 alone evaluates and writes the report (the others return ``{}``).
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     model, density, meta, ckpt = get_classifier(config.checkpoint, config.train, workdir / "model")
@@ -149,6 +159,8 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     results = experiment.run_methods(
         config.methods, resources, x, target, workdir, group=sets, config=config.runner
     )
+    if jax.process_index() != 0:
+        return {}
     classifiers = {s.key: resources[s.resource_keys()["classifier"]] for s in config.methods}
     evaluation = experiment.evaluate(
         results, classifiers=classifiers, realism=(model, density), common_over=config.common_over

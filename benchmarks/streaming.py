@@ -1,0 +1,171 @@
+"""Data larger than memory: a run over millions of on-disk queries with bounded host memory.
+
+Writes ``--rows`` synthetic tabular queries (16 float32 features, 3 classes, targets drawn at
+random) to ``WORKDIR/queries`` a block at a time, then explains them all with one-step FGSM on a
+fixed linear classifier, streaming the queries from disk chunk by chunk
+(:func:`jaxcf.runner.run_source`). It measures the growth of the process's peak resident memory
+(``ru_maxrss``) over the run — after a warm-up run on a few chunks has compiled the programs and
+allocated chunk-sized buffers — and the rows read from the source.
+
+    python -m benchmarks.streaming --rows 16000000 --record   # the recorded large run
+    python -m benchmarks.streaming --rows 1000000 --kill-after 3 --json   # used by the tests
+
+``--kill-after K`` kills the process (SIGKILL) once chunk ``K`` is on disk, to test resuming;
+``--json`` prints the measurements as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks.common import device_name
+from jaxcf import runner, sources
+from jaxcf.classifier import FunctionClassifier
+from jaxcf.io import write_json_atomic, write_text_atomic
+from jaxcf.methods import FGSMConfig, make
+
+FEATURES, CLASSES, BLOCK = 16, 3, 1 << 20
+RESULTS = Path(__file__).parent / "results"
+
+
+def _linear(params, x):
+    return x @ params["w"] + params["b"][None, :]
+
+
+def classifier() -> FunctionClassifier:
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {
+        "w": jax.random.normal(k1, (FEATURES, CLASSES)),
+        "b": 0.1 * jax.random.normal(k2, (CLASSES,)),
+    }
+    return FunctionClassifier(_linear, params)
+
+
+def write_queries(directory: Path, rows: int) -> Path:
+    """``rows`` synthetic queries, written a block at a time (deterministic)."""
+    if (directory / "x.npy").exists() and len(sources.NpySource(directory)) == rows:
+        return directory
+    with sources.QueryWriter(directory, rows, x_shape=(FEATURES,)) as w:
+        for start in range(0, rows, BLOCK):
+            rng = np.random.default_rng(start)
+            n = min(BLOCK, rows - start)
+            w.append(
+                rng.standard_normal((n, FEATURES), np.float32),
+                rng.integers(0, CLASSES, n, dtype=np.int32),
+            )
+    return directory
+
+
+class CountingSource(sources.NpySource):
+    """An :class:`~jaxcf.sources.NpySource` that counts the rows read from it."""
+
+    rows_read = 0
+
+    def read(self, start, stop):
+        CountingSource.rows_read += stop - start
+        return super().read(start, stop)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def measure(workdir: Path, rows: int, chunk: int, kill_after: int | None = None) -> dict:
+    queries = write_queries(workdir / "queries", rows)
+    explainer = make("fgsm", FGSMConfig(eps=0.5), classifier=classifier())
+    config = runner.RunnerConfig(chunk_size=chunk)
+    warm = workdir / "warm"
+    shutil.rmtree(warm, ignore_errors=True)
+    small = sources.ArraySource(*_first_rows(queries, 3 * chunk))
+    runner.run_source(explainer, small, warm, config=config, progress=False)
+    before = peak_rss_bytes()
+
+    computed = []
+
+    def on_chunk(c, info):
+        computed.append(c)
+        if kill_after is not None and c >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    source = CountingSource(queries)
+    t0 = time.perf_counter()
+    results = runner.run_source(
+        explainer, source, workdir / "run", config=config, progress=False, on_chunk=on_chunk
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "rows": rows,
+        "chunk_size": chunk,
+        "data_bytes": os.path.getsize(queries / "x.npy") + os.path.getsize(queries / "target.npy"),
+        "record_bytes": os.path.getsize(workdir / "run" / runner.RESULT_FILE),
+        "peak_rss_before_bytes": before,
+        "peak_rss_growth_bytes": peak_rss_bytes() - before,
+        "seconds": seconds,
+        "rows_per_second": rows / seconds,
+        "chunks_computed": computed,
+        "rows_read": CountingSource.rows_read,
+        "success_rate": float(np.mean(results.success[: min(rows, 1 << 20)])),
+        "device": device_name(),
+    }
+
+
+def _first_rows(directory: Path, n: int):
+    block = sources.NpySource(directory).read(0, n)
+    return block["x"], block["target"]
+
+
+def write_record(m: dict) -> None:
+    stem = RESULTS / f"streaming_{'cpu' if jax.default_backend() == 'cpu' else 'gpu'}"
+    write_json_atomic(stem.with_suffix(".json"), m)
+    mib = 1 << 20
+    lines = [
+        "# Data larger than memory (runner streaming from disk)",
+        "",
+        f"Device: {m['device']}. One-step FGSM on a linear classifier over {m['rows']:,} "
+        f"on-disk queries (16 float32 features), chunks of {m['chunk_size']:,} rows. "
+        "Peak-memory growth is `ru_maxrss` after the run minus before it (after a warm-up run "
+        "that compiled the programs).",
+        "",
+        "| rows | queries on disk | record written | peak RSS growth | time | rows/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {m['rows']:,} | {m['data_bytes'] / mib:,.0f} MiB | {m['record_bytes'] / mib:,.0f} MiB "
+        f"| {m['peak_rss_growth_bytes'] / mib:,.1f} MiB | {m['seconds']:.1f} s "
+        f"| {m['rows_per_second']:,.0f} |",
+        "",
+        f"Rows read from the source: {m['rows_read']:,} (every row once, plus the first chunk "
+        "again for the up-front input check and a sample for the fingerprint).",
+        "",
+    ]
+    write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=16_000_000)
+    p.add_argument("--chunk", type=int, default=1 << 18)
+    p.add_argument("--workdir", type=Path, default=Path("workdir/streaming"))
+    p.add_argument("--kill-after", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.add_argument("--record", action="store_true", help="write benchmarks/results/")
+    args = p.parse_args()
+    m = measure(args.workdir, args.rows, args.chunk, args.kill_after)
+    if args.json:
+        print(json.dumps(m), flush=True)
+    else:
+        print(json.dumps(m, indent=2))
+    if args.record:
+        write_record(m)
+
+
+if __name__ == "__main__":
+    main()
