@@ -28,7 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import device_name
+from benchmarks.common import cpus, device_name
 from jaxcf import runner, sources
 from jaxcf.classifier import FunctionClassifier
 from jaxcf.io import write_json_atomic, write_text_atomic
@@ -116,6 +116,7 @@ def measure(workdir: Path, rows: int, chunk: int, kill_after: int | None = None)
         "rows_read": CountingSource.rows_read,
         "success_rate": float(np.mean(results.success[: min(rows, 1 << 20)])),
         "device": device_name(),
+        "cpus": cpus(),
     }
 
 
@@ -131,8 +132,8 @@ def write_record(m: dict) -> None:
     lines = [
         "# Data larger than memory (runner streaming from disk)",
         "",
-        f"Device: {m['device']}. One-step FGSM on a linear classifier over {m['rows']:,} "
-        f"on-disk queries (16 float32 features), chunks of {m['chunk_size']:,} rows. "
+        f"Device: {m['device']} ({m['cpus']} CPUs). One-step FGSM on a linear classifier over "
+        f"{m['rows']:,} on-disk queries (16 float32 features), chunks of {m['chunk_size']:,} rows. "
         "Peak-memory growth is `ru_maxrss` after the run minus before it (after a warm-up run "
         "that compiled the programs).",
         "",
