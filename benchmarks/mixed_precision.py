@@ -238,6 +238,7 @@ def main(argv=None):
     parser.add_argument("--replay", type=int, default=40, help="float32 updates replayed")
     parser.add_argument("--methods", default="deduce,jsma")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--arrays", type=Path, help="also save per-pair outputs to this .npz")
     args = parser.parse_args(argv)
 
     model, density, meta = load_classifier(args.checkpoint)
@@ -262,6 +263,7 @@ def main(argv=None):
         "near_total": NEAR_TOTAL,
         "methods": {},
     }
+    arrays = {}
     for name in args.methods.split(","):
         config = CONFIGS[name]
         searches = {p: _search(name, p, config, model, density) for p in PRECISIONS}
@@ -292,6 +294,13 @@ def main(argv=None):
             "timing": timing,
         }
         print(_markdown_method(name, results["methods"][name]), flush=True)
+        arrays[f"{name}/x"] = np.asarray(x)
+        arrays[f"{name}/target"] = np.asarray(t)
+        for p in PRECISIONS:
+            arrays[f"{name}/{p}/first"] = first[p]
+            arrays.update({f"{name}/{p}/{k}": v for k, v in full[p].items()})
+    if args.arrays:
+        np.savez_compressed(args.arrays, **arrays)
     results["bfloat16_default"] = all(m["near_total"] for m in results["methods"].values())
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"mixed_precision_{device.replace(' ', '_')}"
