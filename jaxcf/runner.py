@@ -595,9 +595,9 @@ def _manifest_problem(path: Path, manifest: dict[str, Any]) -> str | None:
     old = json.loads(path.read_text())
     if old.get("source_identity", manifest["source_identity"]) != manifest["source_identity"]:
         return (
-            f"{path.parent} holds a run over other queries: they changed since it started "
-            f"(then: {old.get('source')}; now: {manifest['source']}); restore them or use a "
-            "fresh out_dir"
+            f"{path.parent} holds a run with different arguments: its queries changed since "
+            f"it started (then: {old.get('source')}; now: {manifest['source']}); restore them "
+            "or use a fresh out_dir"
         )
     if old.get("fingerprint") != manifest["fingerprint"]:
         return (

@@ -89,7 +89,7 @@ def test_changed_queries_are_refused_on_resume(tmp_path):
     before = sorted(p.name for p in (out / "chunks").iterdir())
     for changed in ((np.concatenate([x, x[:4]]), np.concatenate([t, t[:4]])), (x[:, :8], t)):
         sources.save_queries(queries, *changed)
-        with pytest.raises(ValueError, match="queries: they changed since it started"):
+        with pytest.raises(ValueError, match="its queries changed since it started"):
             runner.run_source(explainer, queries, out, config=config, progress=False)
         assert sorted(p.name for p in (out / "chunks").iterdir()) == before
         assert not (out / runner.RESULT_FILE).exists()
