@@ -3,7 +3,9 @@
 Written for this package from the papers' descriptions and jaxcf's own searches
 (:mod:`jaxcf.methods._deduce`, :mod:`jaxcf.methods._jsma`); per query it is the same algorithm
 with the same hyper-parameters (the configs are jaxcf's), so on the same weights (see
-:mod:`jaxcf.peers.torch_export`) it finds the same counterfactuals up to float32 rounding:
+:mod:`jaxcf.peers.torch_export`) it finds bitwise the same counterfactuals, except where float32
+rounding decides a near-tie between two pixels (see ``tests/test_torch_peer.py``; 8 of 1,800
+protocol pairs):
 
 * the same loss and gradient (DeDUCE: density and cross-entropy terms, each divided by its own
   detached magnitude floored at 1e-12; JSMA: cross-entropy), with respect to the input only;
