@@ -79,7 +79,7 @@ _SECONDS = "chunk_seconds"
 class RunnerConfig:
     """Attributes:
     chunk_size: rows (query x counterfactual) per chunk, rounded up to a multiple of the device
-      count.
+      count; a run with fewer rows makes one chunk of its own size.
     slots: refillable slots per device for iterative searches; ``None`` runs each device's share
       of a chunk as one batch until its slowest query finishes (no progress within a chunk).
     segment: search iterations between slot refills.
@@ -485,8 +485,9 @@ def run_source(
     n = len(source)
     mesh = mesh if mesh is not None else data_mesh()
     nproc, pid = jax.process_count(), jax.process_index()
-    chunk = _padded_chunk(mesh.size, config.chunk_size)
     rows = n * num_cfs
+    # A run smaller than a chunk gets a chunk of its own size: padding rows would hold slots.
+    chunk = _padded_chunk(mesh.size, min(config.chunk_size, rows))
     n_chunks = -(-rows // chunk)
     share = _Share(mesh, chunk)
 
