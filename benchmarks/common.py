@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import jax
 
@@ -17,3 +18,13 @@ def device_name() -> str:
 def cpus() -> int:
     """Host CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def environment() -> dict:
+    """What every benchmark record names: device, device count, host CPU and JAX version."""
+    return {
+        "device": device_name(),
+        "device_count": jax.device_count(),
+        "host": {"processor": platform.processor() or platform.machine(), "cpus": cpus()},
+        "jax": jax.__version__,
+    }

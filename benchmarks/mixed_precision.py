@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import cpus, device_name
+from benchmarks.common import device_name, environment
 from jaxcf import metrics
 from jaxcf.data import load_mnist
 from jaxcf.explainer import tree_where
@@ -246,10 +245,7 @@ def main(argv=None):
     index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=args.seed)
     device = device_name()
     results = {
-        "device": device,
-        "device_count": jax.device_count(),
-        "host": {"processor": platform.processor() or platform.machine(), "cpus": cpus()},
-        "jax": jax.__version__,
+        **environment(),
         "classifier": {
             "checkpoint": args.checkpoint,
             "model": meta["model"],

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import cpus, device_name
+from benchmarks.common import device_name, environment
 from jaxcf import report
 from jaxcf.data import load_mnist
 from jaxcf.explainer import tree_where
@@ -188,10 +187,7 @@ def main(argv=None):
     index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
     device = device_name()
     results = {
-        "device": device,
-        "device_count": jax.device_count(),
-        "host": {"processor": platform.processor() or platform.machine(), "cpus": cpus()},
-        "jax": jax.__version__,
+        **environment(),
         "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
         "pairs": len(index),
         "slots": args.slots,

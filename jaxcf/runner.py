@@ -67,7 +67,7 @@ from jaxcf.methods.search import (
     stage_sizes,
 )
 from jaxcf.pure import _plain
-from jaxcf.results import ARRAY_FIELDS, RESULT_FILE, Results, write_record
+from jaxcf.results import RESULT_FILE, Results, write_record
 from jaxcf.sources import ArraySource, QuerySource, describe, open_source
 
 MANIFEST_FILE = "manifest.json"
@@ -527,7 +527,7 @@ def run_source(
     bad = distributed.gather(np.asarray(problem is not None))
     if bad.any():
         raise ValueError(problem or f"{out_dir}: another process found its manifest unusable")
-    local_inputs(0)  # bad input raises before anything is written
+    pending = {0: local_inputs(0)}  # bad input raises before anything is written
     chunk_dir.mkdir(parents=True, exist_ok=True)
     if pid == 0:
         write_json_atomic(manifest_path, manifest)
@@ -539,12 +539,14 @@ def run_source(
     parts = [_part_path(chunk_dir, c, pid, nproc) for c in range(n_chunks)]
     done = distributed.all_true([p.exists() for p in parts])
     todo = [c for c in range(n_chunks) if not done[c]]
+    if 0 not in todo:
+        pending.clear()  # checked only; chunk 0 is on disk already
     bar = _Progress(rows, min(rows, (n_chunks - len(todo)) * chunk), desc, progress and pid == 0)
     if len(todo) < n_chunks:
         bar.bar.set_postfix_str(f"resumed {n_chunks - len(todo)}/{n_chunks} chunks")
     for c in todo:
         lo, hi = c * chunk, min((c + 1) * chunk, rows)
-        local = local_inputs(c)
+        local = pending.pop(c) if c in pending else local_inputs(c)
         inputs = (run_key, *(share.put(local[k]) for k in ("x", "target", "query", "cf", "valid")))
         t0 = time.perf_counter()
         if search is None:
@@ -660,7 +662,6 @@ def _merge(chunk_dir, path, n_chunks, chunk, rows, num_cfs, nproc, meta, devices
                 yield f[name]
                 f.close()
 
-    assert set(ARRAY_FIELDS) <= set(fields), fields
     write_record(
         path,
         rows,
