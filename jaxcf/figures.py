@@ -1,0 +1,489 @@
+"""Figures for counterfactual generators: embeddings, target against achieved, time series.
+
+* :func:`embedding_plot`: originals and counterfactuals in two dimensions, coloured by predicted
+  class (Van Looveren et al. 2021, Figures 4 and 7): do counterfactuals land among the real
+  instances of the class they are predicted as?
+* :func:`target_scatter`: the target each counterfactual was asked for against what the model
+  gives it (soft targets: the target class's probability; regression: the value).
+* :func:`series_grid`: original and counterfactual series overlaid, one panel per query.
+
+Image grids are :func:`jaxcf.report.counterfactual_grid`. As in :mod:`jaxcf.report`, figures
+are drawn on a bare :class:`matplotlib.figure.Figure` with an Agg canvas (importing this module
+changes neither the global backend nor pyplot's state), written atomically with
+:func:`jaxcf.report.save_figure_atomic`, and returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from jaxcf.report import PathLike, save_figure_atomic
+
+__all__ = ["embedding_plot", "pca_2d", "series_grid", "target_scatter"]
+
+
+def _rows(a: Any, name: str) -> np.ndarray:
+    """``[N, ...]`` finite numbers -> ``[N, D]`` float64."""
+    a = np.asarray(a)
+    if a.ndim < 2:
+        raise ValueError(f"{name} must be [N, D] (or [N, ...]), got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+        raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
+    a = a.reshape(a.shape[0], -1).astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def _vector(a: Any, n: int, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    return a
+
+
+def _classes(a: Any, n: int, num_classes: int, name: str) -> np.ndarray:
+    a = _vector(a, n, name)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer classes, got dtype {a.dtype}")
+    if a.min() < 0 or a.max() >= num_classes:
+        raise ValueError(f"{name} has classes outside [0, {num_classes})")
+    return a
+
+
+def _new_figure(size: tuple[float, float], dpi: int) -> Figure:
+    fig = Figure(figsize=size, dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding
+
+
+def pca_2d(fit: Any, *others: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """A 2-D PCA fitted on ``fit`` and applied to it and to ``others``.
+
+    The components are the top two right singular vectors of ``fit`` centred on its mean
+    (``numpy.linalg.svd``), each signed so that its largest-magnitude loading is positive: the
+    picture does not flip between LAPACK builds.
+
+    Args:
+      fit: ``[N, D]`` the points that define the axes (any ``[N, ...]``, flattened), ``N >= 2``.
+      *others: ``[M, D]`` further points projected on the same axes.
+
+    Returns:
+      ``([fit_2d [N, 2], *others_2d [M, 2]], ratio [2])``: coordinates (input units, centred on
+      ``fit``'s mean) and the fraction of ``fit``'s variance each axis explains.
+    """
+    x = _rows(fit, "fit")
+    if len(x) < 2:
+        raise ValueError("a PCA needs at least 2 points to fit")
+    rest = [_rows(o, f"others[{i}]") for i, o in enumerate(others)]
+    for i, o in enumerate(rest):
+        if o.shape[1] != x.shape[1]:
+            raise ValueError(f"others[{i}] has {o.shape[1]} features, fit has {x.shape[1]}")
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comps = np.zeros((2, x.shape[1]))
+    k = min(2, vt.shape[0])
+    comps[:k] = vt[:k]
+    sign = np.sign(comps[np.arange(2), np.argmax(np.abs(comps), axis=1)])
+    comps *= np.where(sign == 0, 1.0, sign)[:, None]
+    var = np.square(s)
+    ratio = np.zeros(2)
+    if var.sum() > 0:
+        ratio[:k] = var[:k] / var.sum()
+    return [(p - mean) @ comps.T for p in (x, *rest)], ratio
+
+
+def _umap_2d(fit: np.ndarray, other: np.ndarray, seed: int) -> list[np.ndarray]:
+    try:
+        import umap  # optional; not a dependency of jaxcf
+    except ImportError:
+        raise ImportError(
+            "method='umap' needs the umap-learn package (pip install umap-learn); "
+            "method='pca' needs nothing"
+        ) from None
+    reducer = umap.UMAP(n_components=2, random_state=seed).fit(fit)
+    return [reducer.embedding_, reducer.transform(other)]
+
+
+def _palette(num_classes: int) -> list:
+    # Qualitative palettes keep neighbouring classes distinguishable; beyond 20, a continuous one.
+    name = "tab10" if num_classes <= 10 else "tab20" if num_classes <= 20 else "viridis"
+    cmap = matplotlib.colormaps[name]
+    if name == "viridis":
+        return [cmap(i / max(1, num_classes - 1)) for i in range(num_classes)]
+    return [cmap(i) for i in range(num_classes)]
+
+
+def embedding_plot(
+    path: PathLike,
+    originals: Any,
+    counterfactuals: Any,
+    pred_orig: Any,
+    pred_cf: Any,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    *,
+    query: Any = None,
+    method: str = "pca",
+    seed: int = 0,
+    dpi: int = 100,
+) -> Figure:
+    """Originals (circles) and counterfactuals (crosses) in 2-D, coloured by predicted class.
+
+    With ``method="pca"`` (default) the axes are a PCA fitted on the originals only
+    (:func:`pca_2d`), so the counterfactuals are placed in the originals' frame and a
+    counterfactual far from every original stays visibly far. ``method="umap"`` uses umap-learn
+    when it is installed (fitted on the originals, counterfactuals transformed; ``seed`` is its
+    ``random_state``); jaxcf does not depend on it.
+
+    Args:
+      path: the PNG to write (atomically).
+      originals: ``[N, D]`` real instances or their encodings (any ``[N, ...]``, flattened).
+      counterfactuals: ``[M, D]`` counterfactuals in the same space.
+      pred_orig: ``[N]`` int, the classifier's prediction on each original.
+      pred_cf: ``[M]`` int, its prediction on each counterfactual.
+      class_names: one name per class (their number is the number of classes); None names
+        classes by index, ``max(pred) + 1`` of them.
+      title: optional axes title.
+      query: optional ``[M]`` int, the original each counterfactual explains (an index into
+        ``originals``); draws a faint line from it to its counterfactual.
+      method: ``"pca"`` or ``"umap"``.
+      seed: umap's ``random_state`` (PCA is deterministic).
+      dpi: resolution of the PNG.
+
+    Returns:
+      The figure (already saved).
+    """
+    x = _rows(originals, "originals")
+    x_cf = _rows(counterfactuals, "counterfactuals")
+    if x_cf.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"counterfactuals have {x_cf.shape[1]} features per row, originals {x.shape[1]}"
+        )
+    if class_names is None:
+        top = max(int(np.max(np.asarray(pred_orig))), int(np.max(np.asarray(pred_cf))))
+        class_names = [str(c) for c in range(top + 1)]
+    names = [str(c) for c in class_names]
+    c = len(names)
+    if c < 1:
+        raise ValueError("class_names is empty")
+    pred_orig = _classes(pred_orig, len(x), c, "pred_orig")
+    pred_cf = _classes(pred_cf, len(x_cf), c, "pred_cf")
+    if query is not None:
+        query = _classes(query, len(x_cf), len(x), "query")
+    if method == "pca":
+        (p, p_cf), ratio = pca_2d(x, x_cf)
+        labels = [f"PC{i + 1} ({100 * r:.1f}% of variance)" for i, r in enumerate(ratio)]
+    elif method == "umap":
+        p, p_cf = _umap_2d(x, x_cf, seed)
+        labels = ["UMAP 1", "UMAP 2"]
+    else:
+        raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
+
+    colours = _palette(c)
+    fig = _new_figure((6.4, 5.2), dpi)
+    ax = fig.subplots()
+    if query is not None:
+        segments = np.stack([p[query], p_cf], axis=1)  # [M, 2 ends, 2 coords]
+        for seg in segments:
+            ax.plot(seg[:, 0], seg[:, 1], color="0.6", lw=0.4, alpha=0.4, zorder=1)
+    # Markers stay small and translucent: thousands of points overlap.
+    size = float(np.clip(3000.0 / math.sqrt(len(x) + len(x_cf)), 4.0, 40.0))
+    for k in range(c):
+        mine = pred_orig == k
+        if mine.any():
+            ax.scatter(*p[mine].T, s=size, marker="o", color=colours[k], alpha=0.35, lw=0, zorder=2)
+        mine = pred_cf == k
+        if mine.any():
+            ax.scatter(*p_cf[mine].T, s=size * 1.3, marker="x", color=colours[k], lw=1.0, zorder=3)
+    present = sorted(set(pred_orig.tolist()) | set(pred_cf.tolist()))
+    handles = [Line2D([], [], ls="", marker="s", color=colours[k], label=names[k]) for k in present]
+    handles += [
+        Line2D([], [], ls="", marker="o", color="0.3", alpha=0.5, label="original"),
+        Line2D([], [], ls="", marker="x", color="0.3", label="counterfactual"),
+    ]
+    ax.legend(
+        handles=handles,
+        title="predicted class",
+        fontsize=7,
+        title_fontsize=7,
+        loc="center left",
+        bbox_to_anchor=(1.01, 0.5),
+    )
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title or "Originals and counterfactuals by predicted class", fontsize=10)
+    ax.grid(alpha=0.2)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Target against achieved
+
+
+def target_scatter(
+    path: PathLike,
+    target: Any,
+    achieved: Any,
+    kind: str = "soft",
+    *,
+    success: Any = None,
+    tolerance: float | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Target against achieved prediction per counterfactual, with the identity line.
+
+    For ``kind="soft"``, each point is the probability the target distribution gives its
+    target class (its argmax) against the probability the model gives that class on the
+    counterfactual; both axes span [0, 1]. For ``kind="regression"``, the target value against
+    the model's output. The corner shows the mean absolute error and Pearson's r.
+
+    Args:
+      path: the PNG to write (atomically).
+      target: soft: ``[N, C]`` target distributions, or ``[N]`` target-class probabilities
+        already taken; regression: ``[N]`` target values.
+      achieved: soft: ``[N, C]`` the model's probabilities (softmax, not logits) on the
+        counterfactuals, or ``[N]`` its probability of each target class; regression: ``[N]``
+        (or ``[N, 1]``) outputs.
+      kind: ``"soft"`` or ``"regression"``.
+      success: optional ``[N]`` bool: successes drawn as dots, failures as crosses.
+      tolerance: regression only: draws the band ``|achieved - target| <= tolerance``, the
+        success criterion of :mod:`jaxcf.targets`. (A soft target's criterion, total variation,
+        is not a band on one class's probability.)
+      title: optional axes title.
+      dpi: resolution of the PNG.
+
+    Returns:
+      The figure (already saved).
+    """
+    if kind not in ("soft", "regression"):
+        raise ValueError(f"kind must be 'soft' or 'regression', got {kind!r}")
+    t = np.asarray(target, np.float64)
+    a = np.asarray(achieved, np.float64)
+    if kind == "soft":
+        if t.ndim == 2:
+            if a.shape != t.shape:
+                raise ValueError(
+                    f"achieved {a.shape} must match the target distributions {t.shape}"
+                )
+            cls = np.argmax(t, axis=1)
+            rows = np.arange(len(t))
+            t, a = t[rows, cls], a[rows, cls]
+    elif a.ndim == 2 and a.shape[1] == 1:  # a regression model returns [N, 1]
+        a = a[:, 0]
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(
+            f"target must be a non-empty [N] array (or [N, C] for soft), got {t.shape}"
+        )
+    a = _vector(a, len(t), "achieved")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(a))):
+        raise ValueError("target and achieved must be finite")
+    if kind == "soft" and (t.min() < 0 or t.max() > 1 or a.min() < 0 or a.max() > 1):
+        raise ValueError("soft targets compare probabilities: values must lie in [0, 1]")
+    ok = None if success is None else _vector(success, len(t), "success").astype(bool)
+    if tolerance is not None:
+        if kind != "regression":
+            raise ValueError("tolerance bands are drawn for regression targets only")
+        if not (math.isfinite(float(tolerance)) and tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+
+    fig = _new_figure((4.8, 4.6), dpi)
+    ax = fig.subplots()
+    if kind == "soft":
+        lo, hi = 0.0, 1.0
+    else:
+        lo, hi = float(min(t.min(), a.min())), float(max(t.max(), a.max()))
+        pad = 0.05 * (hi - lo) if hi > lo else 0.5
+        lo, hi = lo - pad, hi + pad
+    line = np.array([lo, hi])
+    ax.plot(line, line, color="k", lw=0.8, ls="--", label="achieved = target", zorder=1)
+    if tolerance is not None:
+        ax.fill_between(
+            line,
+            line - tolerance,
+            line + tolerance,
+            color="tab:green",
+            alpha=0.12,
+            lw=0,
+            label=f"|error| \u2264 {tolerance:g}",
+        )
+    size = float(np.clip(600.0 / math.sqrt(len(t)), 3.0, 25.0))
+    if ok is None:
+        ax.scatter(t, a, s=size, color="tab:blue", alpha=0.6, lw=0, zorder=2)
+    else:
+        ax.scatter(t[ok], a[ok], s=size, color="tab:blue", alpha=0.6, lw=0, label="success")
+        ax.scatter(
+            t[~ok], a[~ok], s=size * 1.3, marker="x", color="tab:red", lw=0.8, label="failure"
+        )
+    mae = float(np.mean(np.abs(a - t)))
+    r = float(np.corrcoef(t, a)[0, 1]) if len(t) > 1 and t.std() > 0 and a.std() > 0 else math.nan
+    ax.text(
+        0.03,
+        0.97,
+        f"n = {len(t)}\nMAE = {mae:.3g}\nr = {r:.3f}" if math.isfinite(r) else f"MAE = {mae:.3g}",
+        transform=ax.transAxes,
+        va="top",
+        fontsize=8,
+    )
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    if kind == "soft":
+        ax.set_xlabel("target probability of the target class")
+        ax.set_ylabel("model's probability of that class")
+    else:
+        ax.set_xlabel("target value")
+        ax.set_ylabel("model output on the counterfactual")
+    ax.set_title(title or ("Soft targets" if kind == "soft" else "Regression targets"), fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.2)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Time series
+
+
+def _series(a: Any, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:  # [N, T]: one channel
+        a = a[..., None]
+    if a.ndim != 3:
+        raise ValueError(f"{name} must be [N, T, C] (or [N, T]), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} has no queries or no time steps: shape {a.shape}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {shape} like x")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return a
+
+
+def series_grid(
+    path: PathLike,
+    x: Any,
+    x_cf: Any,
+    *,
+    pred: Any = None,
+    target: Any = None,
+    class_names: Sequence[str] | None = None,
+    titles: Sequence[str] | None = None,
+    channel_names: Sequence[str] | None = None,
+    n: int = 8,
+    cols: int = 4,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """Original and counterfactual series overlaid, one panel per query (e.g. ECG beats).
+
+    The original is solid, the counterfactual dashed; one channel is drawn blue and red, several
+    take one colour per channel (both lines) and a legend entry each. Panels are
+    titled ``"pred -> target"`` (with class names when given) from ``pred`` and ``target``,
+    or with ``titles``.
+
+    Args:
+      path: the PNG to write (atomically).
+      x: ``[N, T, C]`` original series (``[N, T]`` for one channel).
+      x_cf: counterfactuals, same shape.
+      pred: optional ``[N]`` int, the classifier's prediction on each original.
+      target: optional ``[N]`` int target classes (or any ``[N]`` values, shown as they are).
+      class_names: optional names for the int classes in ``pred`` and ``target``.
+      titles: optional ``[N]`` panel titles; replace the ones built from ``pred`` and ``target``.
+      channel_names: optional ``C`` names for the legend.
+      n: number of queries shown (the first ``n``).
+      cols: panels per row.
+      title: optional figure title.
+      dpi: resolution of the PNG.
+
+    Returns:
+      The figure (already saved).
+    """
+    x = _series(x, "x")
+    x_cf = _series(x_cf, "x_cf", x.shape)
+    b, steps, channels = x.shape
+    if int(n) < 1 or int(cols) < 1:
+        raise ValueError(f"n and cols must be >= 1, got n={n}, cols={cols}")
+    if pred is not None:
+        pred = _vector(pred, b, "pred")
+    if target is not None:
+        target = np.asarray(target)
+        target = np.full((b,), target.item()) if target.ndim == 0 else _vector(target, b, "target")
+    if titles is not None:
+        titles = [str(t) for t in titles]
+        if len(titles) != b:
+            raise ValueError(f"titles must have {b} entries (one per query), got {len(titles)}")
+    if channel_names is not None and len(channel_names) != channels:
+        raise ValueError(f"channel_names must have {channels} entries, got {len(channel_names)}")
+
+    def name(v: Any) -> str:
+        if class_names is not None and np.issubdtype(np.asarray(v).dtype, np.integer):
+            return str(class_names[int(v)])
+        return f"{v:g}" if isinstance(v, float | np.floating) else str(v)
+
+    shown = min(int(n), b)
+    ncols = min(int(cols), shown)
+    nrows = math.ceil(shown / ncols)
+    fig = _new_figure((2.8 * ncols + 0.4, 2.0 * nrows + (0.6 if title else 0.3)), dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colours = _palette(channels)
+    # One channel: colour tells original from counterfactual; several: colour is the channel.
+    orig_colours = colours if channels > 1 else ["tab:blue"]
+    cf_colours = colours if channels > 1 else ["tab:red"]
+    neutral = "0.2" if channels > 1 else None
+    t_axis = np.arange(steps)
+    for i in range(nrows * ncols):
+        ax = axes.flat[i]
+        if i >= shown:
+            ax.set_axis_off()
+            continue
+        for ch in range(channels):
+            ax.plot(t_axis, x[i, :, ch], color=orig_colours[ch], lw=1.0)
+            ax.plot(t_axis, x_cf[i, :, ch], color=cf_colours[ch], lw=1.0, ls="--")
+        if titles is not None:
+            label = titles[i]
+        elif pred is not None and target is not None:
+            label = f"pred {name(pred[i])} \u2192 {name(target[i])}"
+        elif target is not None:
+            label = f"target {name(target[i])}"
+        elif pred is not None:
+            label = f"pred {name(pred[i])}"
+        else:
+            label = f"query {i}"
+        ax.set_title(label, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.2)
+        if i + ncols >= shown:  # the lowest panel of its column
+            ax.set_xlabel("time step", fontsize=7)
+    handles = [
+        Line2D([], [], color=neutral or orig_colours[0], lw=1.0, label="original"),
+        Line2D([], [], color=neutral or cf_colours[0], lw=1.0, ls="--", label="counterfactual"),
+    ]
+    if channels > 1:
+        cnames = channel_names or [f"channel {ch}" for ch in range(channels)]
+        handles += [
+            Line2D([], [], color=colours[ch], lw=2, label=str(cnames[ch])) for ch in range(channels)
+        ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
