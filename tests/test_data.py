@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import jaxcf.data.ecg5000 as ecg_module
 import jaxcf.data.mnist as mnist_module
 from jaxcf.data import (
     DATA_DIR_ENV,
@@ -25,11 +26,14 @@ from jaxcf.data import (
     MNIST_CLASS_NAMES,
     DataError,
     Dataset,
+    ECG5000Dataset,
+    Standardization,
     dataset_names,
     dataset_spec,
     default_data_dir,
     find_idx_files,
     load_dataset,
+    load_ecg5000,
     load_mnist,
     read_idx_images,
     read_idx_labels,
@@ -539,3 +543,187 @@ def test_dataset_record_checks_its_arrays() -> None:
         Dataset(inputs=np.zeros(5), labels=None, name="t", split="s", source="m")
     data = Dataset(inputs=x, labels=None, name="t", split="s", source="m", domain=(-1, 1))
     assert data.domain == (-1.0, 1.0) and isinstance(data.domain[0], float)
+
+
+# ----------------------------------------------------------------------------- ECG5000
+#
+# The archive's files are swapped on purpose: split "train" reads ECG5000_TEST.tsv (4,500
+# beats), "test" reads ECG5000_TRAIN.tsv (500), as the paper trained on 4,500 beats.
+
+ECG_SIZES = {"train": 4500, "test": 500}
+# From the data folder's ecg5000/README.md ("Parsed contents"): archive classes 1..5 per file.
+ECG_README_COUNTS = {"train": [2627, 1590, 86, 175, 22], "test": [292, 177, 10, 19, 2]}
+
+
+@pytest.fixture
+def ecg_shared_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points the ECG loader's "shared" source at an empty tmp dir."""
+    folder = tmp_path / "shared_data"
+    folder.mkdir()
+    monkeypatch.setattr(ecg_module, "default_data_dir", lambda: folder)
+    return folder
+
+
+def _ecg_tables(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fake archive contents per split: labels 1..5 sorted as in the archive (a fifth each)
+    and values whose mean (3 in "train", -1 in "test") and spread (2, 0.5) make the
+    standardisation visible."""
+    rng = np.random.default_rng(seed)
+    tables = {}
+    for split, (loc, scale) in {"train": (3.0, 2.0), "test": (-1.0, 0.5)}.items():
+        n = ECG_SIZES[split]
+        labels = np.repeat(np.arange(1, 6), n // 5)
+        tables[split] = (labels, rng.normal(loc, scale, (n, ecg_module.SERIES_LENGTH)))
+    return tables
+
+
+def _write_ecg(
+    folder: Path, tables: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+) -> dict[str, Path]:
+    """Writes both archive files (UCR-2018 TSV) into ``folder``; returns the path per split."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, (labels, values) in (tables or _ecg_tables()).items():
+        path = folder / ecg_module.ARCHIVE_FILES[split]
+        table = np.column_stack([labels, values])
+        np.savetxt(path, table, fmt=["%d"] + ["%.8g"] * values.shape[1], delimiter="\t")
+        paths[split] = path
+    return paths
+
+
+def _edit_line(path: Path, number: int, edit) -> None:
+    """Replaces line ``number`` (1-based) of ``path`` by ``edit(fields)`` joined by tabs;
+    ``edit`` returning ``None`` deletes the line."""
+    lines = path.read_text().splitlines()
+    fields = edit(lines[number - 1].split("\t"))
+    if fields is None:
+        del lines[number - 1]
+    else:
+        lines[number - 1] = "\t".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_ecg5000_real_data_matches_readme() -> None:
+    try:
+        ecg_module.find_ecg5000_files(REAL_DATA_DIR)
+    except FileNotFoundError:
+        pytest.skip(f"no ecg5000 files in {REAL_DATA_DIR}")
+    for split, n in ECG_SIZES.items():
+        data = load_dataset("ecg5000", split, data_dir=REAL_DATA_DIR)
+        assert (data.name, data.split, len(data)) == ("ecg5000", split, n)
+        assert data.inputs.shape == (n, 140, 1) and data.inputs.dtype == np.float32
+        assert data.labels.dtype == np.int32
+        counts = ECG_README_COUNTS[split]
+        assert np.bincount(data.labels).tolist() == [counts[0], sum(counts[1:])]
+        assert data.class_names == ("normal", "abnormal") and data.domain is None
+        assert Path(data.source).name == "ecg5000"
+        # The archive z-normalised every beat (sample std), hence mean ~0 and std sqrt(139/140).
+        assert data.standardization.mean == pytest.approx(0.0, abs=1e-9)
+        assert data.standardization.std == pytest.approx(0.99642217, abs=1e-8)
+        assert np.bincount(data.archive_labels).tolist() == [0, *counts]
+    train = load_dataset("ecg5000", "train", data_dir=REAL_DATA_DIR)
+    assert float(train.inputs.mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(train.inputs.std()) == pytest.approx(1.0, abs=1e-5)
+    # The files are sorted by class; the loader's fixed order mixes them from the start.
+    assert 0.3 < train.labels[:100].mean() < 0.6
+
+
+def test_ecg5000_splits_standardised_with_train_statistics(tmp_path: Path) -> None:
+    tables = _ecg_tables()
+    _write_ecg(tmp_path / "ecg5000", tables)
+    train = load_ecg5000("train", data_dir=tmp_path)
+    test = load_dataset("ecg5000", "test", data_dir=tmp_path)
+    assert isinstance(test, ECG5000Dataset)
+    assert (len(train), len(test)) == (4500, 500)
+    assert train.input_shape == test.input_shape == (140, 1)
+    assert train.source == str((tmp_path / "ecg5000").resolve())
+    for data in (train, test):
+        # A fixed permutation of the file's lines (sorted by class there), mixed from the start.
+        rows = data.archive_rows
+        assert sorted(rows.tolist()) == list(range(len(data)))
+        np.testing.assert_array_equal(
+            rows, load_ecg5000(data.split, data_dir=tmp_path).archive_rows
+        )
+        assert 0 < data.labels[:50].sum() < 50
+        # Archive class 1 -> 0 (normal), 2..5 -> 1 (abnormal).
+        archive_labels = tables[data.split][0][rows]
+        np.testing.assert_array_equal(data.archive_labels, archive_labels)
+        np.testing.assert_array_equal(data.labels, (archive_labels != 1).astype(np.int32))
+        assert np.bincount(data.labels).tolist() == [len(data) // 5, len(data) * 4 // 5]
+    # One mean and one std over every training value, applied to both splits.
+    train_raw, test_raw = tables["train"][1], tables["test"][1][test.archive_rows]
+    stats = train.standardization
+    assert test.standardization == stats and isinstance(stats, Standardization)
+    # The files hold 8 significant digits, hence approx.
+    assert stats.mean == pytest.approx(train_raw.mean(), rel=1e-8)
+    assert stats.std == pytest.approx(train_raw.std(), rel=1e-8)
+    assert stats.mean == pytest.approx(3.0, abs=0.01) and stats.std == pytest.approx(2.0, rel=0.01)
+    assert float(train.inputs.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(train.inputs.std()) == pytest.approx(1.0, abs=1e-5)
+    expected = ((test_raw - stats.mean) / stats.std).astype(np.float32)[..., None]
+    np.testing.assert_allclose(test.inputs, expected, rtol=1e-6, atol=1e-6)
+    assert float(test.inputs.mean()) == pytest.approx(-2.0, abs=0.01)  # not its own statistics
+    np.testing.assert_allclose(stats.invert(test.inputs[..., 0]), test_raw, rtol=1e-5, atol=1e-5)
+    assert ecg_module.ecg5000_standardization(data_dir=tmp_path) == stats
+    with pytest.raises(ValueError, match="read-only"):
+        test.inputs[0, 0, 0] = 1.0
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda f: f[:-1], r"line 7 has 140 tab-separated fields, expected 141"),
+        (lambda f: [*f, "0.5"], r"line 7 has 142 tab-separated fields, expected 141"),
+        (lambda f: [f[0], "nan", *f[2:]], r"line 7, column 2 is nan, expected a finite number"),
+        (lambda f: [*f[:-1], "-inf"], r"line 7, column 141 is -inf, expected a finite number"),
+        (lambda f: [f[0], "abc", *f[2:]], r"line 7 holds 'abc', which is not a number"),
+        (lambda f: ["6", *f[1:]], r"line 7 has label 6, expected one of 1, 2, 3, 4, 5"),
+        (lambda f: ["0", *f[1:]], r"line 7 has label 0, expected one of"),
+        (lambda f: ["1.5", *f[1:]], r"line 7 has label 1.5, expected one of"),
+        (lambda f: None, r"499 beats, expected 500"),
+    ],
+    ids=["short", "long", "nan", "inf", "text", "label6", "label0", "label1.5", "rows"],
+)
+def test_ecg5000_malformed_file_raises(tmp_path: Path, edit, message: str) -> None:
+    paths = _write_ecg(tmp_path)
+    _edit_line(paths["test"], 7, edit)
+    with pytest.raises(DataError, match=re.escape(str(paths["test"])) + ": " + message):
+        load_ecg5000("test", data_dir=tmp_path)
+    load_ecg5000("train", data_dir=tmp_path)  # the other file is fine
+
+
+def test_ecg5000_broken_train_file_breaks_both_splits(tmp_path: Path) -> None:
+    """Either split standardises with the training file, so either needs it intact."""
+    paths = _write_ecg(tmp_path)
+    _edit_line(paths["train"], 4500, lambda f: [f[0], "inf", *f[2:]])
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match="ECG5000_TEST.tsv: line 4500, column 2 is inf"):
+            load_ecg5000(split, data_dir=tmp_path)
+    paths["test"].write_text("")
+    with pytest.raises(DataError, match="ECG5000_TRAIN.tsv: the file is empty"):
+        ecg_module.read_ucr_tsv(paths["test"])
+
+
+def test_ecg5000_lookup_order(
+    tmp_path: Path, ecg_shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = _write_ecg(ecg_shared_dir / "ecg5000")
+    assert load_ecg5000("test").source == str(shared["test"].parent.resolve())
+    _write_ecg(tmp_path / "env")  # directly, no ecg5000/ subfolder
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert load_dataset("ecg5000", "test").source == str((tmp_path / "env").resolve())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match=r"empty does not hold ecg5000"):
+        assert load_ecg5000("test").source == str(shared["test"].parent.resolve())
+    with pytest.raises(FileNotFoundError, match="looked for ECG5000_TEST.tsv and ECG5000_TRAIN"):
+        load_ecg5000("test", data_dir=tmp_path / "empty")  # explicit: nothing else is tried
+    shared["train"].unlink()  # the training file is needed for either split
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError) as info:
+        load_ecg5000("test")
+    message = str(info.value)
+    assert "could not load ecg5000 test from any source" in message
+    assert "found ECG5000_TRAIN.tsv but not ECG5000_TEST.tsv" in message
+    with pytest.raises(ValueError, match="unknown split"):
+        load_ecg5000("validation")
+    assert dataset_spec("ecg5000").splits == ("train", "test")

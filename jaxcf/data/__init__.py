@@ -10,6 +10,7 @@ naming the file; data that cannot be found raises ``FileNotFoundError``.
 """
 
 from jaxcf.data.dataset import Dataset
+from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
 from jaxcf.data.mnist import (
     CLASS_NAMES,
@@ -41,11 +42,14 @@ __all__ = [
     "DataError",
     "Dataset",
     "DatasetSpec",
+    "ECG5000Dataset",
+    "Standardization",
     "dataset_names",
     "dataset_spec",
     "default_data_dir",
     "find_idx_files",
     "load_dataset",
+    "load_ecg5000",
     "load_mnist",
     "read_idx_images",
     "read_idx_labels",
