@@ -1,4 +1,5 @@
-"""Classifier zoo: protocol, config round trip, soft spectral norm, the custom-VJP convolution."""
+"""Classifier zoo: protocol, config round trip, soft spectral norm, the custom-VJP convolution,
+the bidirectional LSTM for series."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from flax import nnx
 
 from jaxcf.models import (
+    BiLSTMConfig,
     CNNConfig,
     MLPConfig,
     ResNetConfig,
@@ -29,6 +31,7 @@ CONFIGS = [
     ResNetConfig(base_width=4, coeff=4.0),
     ResNetConfig(base_width=4, coeff=None),
     StandardResNetConfig(base_width=4),
+    BiLSTMConfig(input_shape=(12, 2), num_classes=3, hidden=8),
 ]
 
 
@@ -36,9 +39,9 @@ CONFIGS = [
 def test_protocol_and_eval_mode_purity(config):
     model = build(config)
     model.eval()
-    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+    x = jax.random.uniform(jax.random.key(0), (3, *config.input_shape))
     logits = model.logits(x)
-    assert logits.shape == (3, 10)
+    assert logits.shape == (3, config.num_classes)
     np.testing.assert_allclose(model.head(model.features(x)), logits, rtol=1e-6)
     # Eval mode is pure: calling again under jit changes no state and gives the same output.
     state_before = jax.tree.map(np.asarray, nnx.state(model))
@@ -149,3 +152,112 @@ def _unnormalised(layer: SpectralConv) -> SpectralConv:
     copy = nnx.clone(layer)
     copy.coeff = 1e9  # rescaling never triggers
     return copy
+
+
+# ----------------------------------------------------------------------------- BiLSTM
+
+
+def test_bilstm_features_are_final_forward_and_backward_states():
+    config = BiLSTMConfig(input_shape=(20, 3), num_classes=2, hidden=6)
+    model = build(config)
+    assert model.domain is None  # standardised series are unbounded
+    x = jax.random.normal(jax.random.key(0), (4, 20, 3))
+    features = model.features(x)
+    assert features.shape == (4, 12)  # [B, 2 * hidden]
+    assert float(jnp.max(jnp.abs(features))) < 1.0  # o * tanh(c): bounded
+    np.testing.assert_allclose(model.head(features), model.logits(x), rtol=1e-6)
+    # With the backward cell's weights set to the forward one's, reading x backwards is reading
+    # the flipped series forwards: the two halves swap.
+    nnx.update(model.backward, nnx.state(model.forward))
+    ahead, back = np.split(np.asarray(model.features(x)), 2, axis=-1)
+    flipped_ahead, flipped_back = np.split(np.asarray(model.features(x[:, ::-1])), 2, axis=-1)
+    np.testing.assert_allclose(back, flipped_ahead, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ahead, flipped_back, rtol=1e-5, atol=1e-6)
+    # The forward state has read the whole series: the first step still matters.
+    nudged = x.at[:, 0].add(1.0)
+    assert not np.allclose(np.split(np.asarray(model.features(nudged)), 2, -1)[0], ahead)
+
+
+def test_bilstm_is_jittable_in_every_form():
+    from jaxcf.classifier import as_pure
+
+    model = build(BiLSTMConfig(hidden=8))  # the paper's (140, 1) series, 2 classes
+    x = jax.random.normal(jax.random.key(1), (2, 140, 1))
+    expected = model.logits(x)
+    pure = as_pure(model, need_features=True)
+    assert pure.input_shape == (140, 1) and pure.domain is None
+    for out in (
+        jax.jit(lambda p, xb: p.logits(xb))(pure, x),
+        nnx.jit(lambda m, xb: m.logits(xb))(model, x),
+        jax.jit(lambda xb: model.logits(xb))(x),  # a module captured by a plain transform
+    ):
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    shape = jax.eval_shape(lambda xb: model.features(xb), jax.ShapeDtypeStruct(x.shape, x.dtype))
+    assert shape.shape == (2, 16)
+    grad = jax.grad(lambda xb: pure.logits(xb)[:, 1].sum())(x)  # what gradient methods take
+    assert grad.shape == x.shape and bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 139, 1), (2, 140, 2), (2, 140), (140, 1), (2, 1, 140)],
+    ids=["short", "channels", "no-channel-axis", "no-batch-axis", "channels-first"],
+)
+def test_bilstm_rejects_inputs_of_another_shape(shape):
+    model = build(BiLSTMConfig(hidden=4))
+    x = jnp.zeros(shape)
+    message = r"BiLSTM takes series \[B, T, C\] = \[B, 140, 1\], got shape"
+    for call in (model.logits, model.features, jax.jit(lambda xb: model.logits(xb))):
+        with pytest.raises(ValueError, match=message):
+            call(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"input_shape": (140,)},
+        {"input_shape": (140, 0)},
+        {"input_shape": (140.0, 1)},
+        {"num_classes": 1},
+        {"hidden": 0},
+        {"hidden": True},
+    ],
+)
+def test_bilstm_config_rejects_impossible_values(kwargs):
+    with pytest.raises(ValueError, match="BiLSTMConfig"):
+        BiLSTMConfig(**kwargs)
+
+
+@pytest.mark.standard_promotion  # optax's Adam
+def test_bilstm_trains_saves_and_reloads_on_ecg5000(tmp_path):
+    """train_and_evaluate / load_classifier take the series model unchanged (shape check,
+    feature density on its final states, rebuilt from the stored config)."""
+    from jaxcf.data import load_dataset
+    from jaxcf.training import TrainConfig, load_classifier, train_and_evaluate
+
+    try:
+        test = load_dataset("ecg5000", "test")
+    except FileNotFoundError:
+        pytest.skip("no ECG5000 files")
+    config = TrainConfig(
+        model=BiLSTMConfig(hidden=8),
+        dataset="ecg5000",
+        optimizer="adam",
+        learning_rate=1e-2,
+        lr_boundaries=(),
+        epochs=1,
+        batch_size=128,
+        train_examples=1024,
+    )
+    model, density, meta = train_and_evaluate(config, tmp_path)
+    assert meta["data"]["input_shape"] == [140, 1] and meta["data"]["domain"] is None
+    assert meta["data"]["class_names"] == ["normal", "abnormal"]
+    assert meta["test_accuracy"] > 0.6  # 8 steps of a tiny network: well above chance
+    loaded, loaded_density, _ = load_classifier(tmp_path / "checkpoint")
+    x = jnp.asarray(test.inputs[:16])
+    np.testing.assert_allclose(loaded.logits(x), model.logits(x), rtol=1e-6)
+    features = loaded.features(x)
+    assert features.shape == (16, 16)
+    np.testing.assert_allclose(
+        loaded_density.log_prob(features), density.log_prob(features), rtol=1e-6
+    )

@@ -1,4 +1,4 @@
-"""Flax NNX models: classifiers offering the jaxcf classifier protocol."""
+"""Flax NNX models: classifiers offering the jaxcf classifier protocol (images and series)."""
 
 from jaxcf.models.classifiers import (
     MLP,
@@ -14,10 +14,13 @@ from jaxcf.models.classifiers import (
     config_from_dict,
     config_to_dict,
 )
+from jaxcf.models.sequence import BiLSTM, BiLSTMConfig
 from jaxcf.models.spectral import SpectralConv, operator_norm, refine_spectral_norms
 
 __all__ = [
     "MLP",
+    "BiLSTM",
+    "BiLSTMConfig",
     "CNNConfig",
     "MLPConfig",
     "ModelConfig",

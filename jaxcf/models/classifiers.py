@@ -15,6 +15,10 @@ by a frozen, hashable config dataclass so that a checkpoint can record the archi
   on: ImageNet-style 7x7 stride-2 stem and 3x3 stride-2 max-pool (28 -> 14 -> 7), stages at
   7/4/2/1, ReLU, 1x1 convolution + batch-norm projection shortcuts, no spectral norm; same
   width multiplier.
+
+The series classifier :class:`~jaxcf.models.sequence.BiLSTM` (``[B, T, C]`` inputs, unbounded)
+lives in :mod:`jaxcf.models.sequence`; it is registered here so that :func:`build` and the
+config round trip cover every model.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcf.models.conv import Conv
+from jaxcf.models.sequence import BiLSTM, BiLSTMConfig
 from jaxcf.models.spectral import SpectralConv
 
 Array = jax.Array
@@ -73,7 +78,7 @@ class StandardResNetConfig:
     blocks: tuple[int, int, int, int] = (2, 2, 2, 2)
 
 
-ModelConfig = MLPConfig | CNNConfig | ResNetConfig | StandardResNetConfig
+ModelConfig = MLPConfig | CNNConfig | ResNetConfig | StandardResNetConfig | BiLSTMConfig
 
 
 class _Classifier(nnx.Module):
@@ -272,6 +277,7 @@ _REGISTRY = {
     "cnn": (CNNConfig, SmallCNN),
     "resnet18": (ResNetConfig, ResNet18),
     "resnet18_standard": (StandardResNetConfig, StandardResNet18),
+    "bilstm": (BiLSTMConfig, BiLSTM),
 }
 
 
