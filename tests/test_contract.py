@@ -24,8 +24,18 @@ from flax import struct
 from jaxcf import experiment, metrics, report, runner, targets
 from jaxcf.classifier import FunctionClassifier, as_pure
 from jaxcf.explainer import CFResult
-from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, WachterConfig, checks, make, solve
+from jaxcf.methods import (
+    DeDUCEConfig,
+    FGSMConfig,
+    GeneratorConfig,
+    JSMAConfig,
+    WachterConfig,
+    checks,
+    make,
+    solve,
+)
 from jaxcf.methods.search import SearchExplainer, solve_jit
+from jaxcf.models import generators
 from jaxcf.results import Results
 from tests import references
 from tests.conftest import FAKE_DEVICES, mesh
@@ -71,6 +81,43 @@ def reference_noisy(explainer, x, t, key):
     x_cf = start - explainer.step * g / (np.sqrt((g * g).sum()) + 1e-12)
     s, ok = references.score(outputs(jnp.asarray(x_cf, jnp.float32)), t, 0.5, 0.2)
     return x_cf, ok, 1, s
+
+
+# ----------------------------------------------------------------------------- a generator
+
+
+def _untrained_generator(seed: int = 1, scale: float = 0.1):
+    """A small image generator whose every weight is jolted away from its initialisation (the
+    zero-initialised output layer would otherwise return the query unchanged), so that its
+    counterfactuals move the classifier: some reach their targets, some do not."""
+    from flax import nnx
+
+    g = generators.build(generators.ImageGeneratorConfig(width=8, blocks=1, groups=4), seed=0)
+    state = nnx.state(g, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    jolted = [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    nnx.update(g, jax.tree.unflatten(treedef, jolted))
+    return g
+
+
+def reference_generator(e, x, t, key):
+    """One query through the generator on its own (a batch of one, eager), scored by hand."""
+    outputs, _, _ = references._fns_for(e.classifier)
+    logits = np.asarray(outputs(jnp.asarray(x, jnp.float32)), np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    t = np.asarray(t)
+    y_t = np.eye(len(p))[int(t)] if t.ndim == 0 else t
+    x_cf = e.generator.generate(
+        jnp.asarray(x[None], jnp.float32),
+        jnp.asarray(p[None], jnp.float32),
+        jnp.asarray(y_t[None], jnp.float32),
+        key[None],
+    )[0]
+    cfg = e.config
+    s, ok = references.score(outputs(x_cf), t, cfg.threshold, cfg.tolerance)
+    return np.asarray(x_cf), ok, 1, s
 
 
 # ----------------------------------------------------------------------------- the table
@@ -156,6 +203,23 @@ VARIANTS = [
         criterion=0.2,
     ),
 ]
+for _kind, _cfg in (
+    ("class", GeneratorConfig(threshold=0.12)),
+    ("soft", GeneratorConfig(tolerance=0.6)),
+):
+    VARIANTS.append(
+        Variant(
+            f"generator-{_kind}",
+            _kind,
+            lambda m, d, cfg=_cfg: make(
+                "generator", cfg, classifier=m, generator=_untrained_generator()
+            ),
+            lambda e, m, d, x, t, k: reference_generator(e, x, t, k),
+            atol=1e-5,
+            num_cfs=2,
+            criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
+        )
+    )
 IDS = [v.name for v in VARIANTS]
 
 

@@ -1,16 +1,19 @@
 """Counterfactual methods.
 
-Each method has a public function that checks its inputs and returns a
+Each search method has a public function that checks its inputs and returns a
 :class:`~jaxcf.explainer.CFResult` for a batch of queries and per-query targets (``deduce``,
 ``jsma``, ``wachter``, ``fgsm``), and a builder of the underlying jittable object: an
 :class:`IterativeSearch` (``deduce_search``, ...) that :func:`solve`, :func:`solve_pool` and the
-runner drive, or an explainer (``fgsm_explainer``). :func:`make` builds any registered method
-from its name and config (see :mod:`jaxcf.methods.registry`).
+runner drive, or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
+trained model (``generator_explainer``: one forward pass of a conditional generator).
+:func:`make` builds any registered method from its name and config (see
+:mod:`jaxcf.methods.registry`).
 """
 
 from jaxcf.explainer import CFResult, Explainer, Retry
 from jaxcf.methods._deduce import DeDUCEConfig, DeDUCESearch, deduce, deduce_search
 from jaxcf.methods._fgsm import FGSM, FGSMConfig, fgsm, fgsm_explainer
+from jaxcf.methods._generator import GeneratorConfig, GeneratorExplainer, generator_explainer
 from jaxcf.methods._jsma import JSMAConfig, JSMASearch, jsma, jsma_search
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
 from jaxcf.methods.registry import MethodSpec, make, method_names, register
@@ -28,6 +31,8 @@ __all__ = [
     "DeDUCESearch",
     "Explainer",
     "FGSMConfig",
+    "GeneratorConfig",
+    "GeneratorExplainer",
     "IterativeSearch",
     "JSMAConfig",
     "JSMASearch",
@@ -40,6 +45,7 @@ __all__ = [
     "deduce_search",
     "fgsm",
     "fgsm_explainer",
+    "generator_explainer",
     "jsma",
     "jsma_search",
     "make",

@@ -143,6 +143,7 @@ def make(
 def _register_builtins() -> None:
     from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
     from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
+    from jaxcf.methods._generator import GeneratorConfig, generator_explainer
     from jaxcf.methods._jsma import JSMAConfig, jsma_search
     from jaxcf.methods._wachter import WachterConfig, wachter_search
     from jaxcf.methods.search import SearchExplainer
@@ -172,6 +173,12 @@ def _register_builtins() -> None:
         lambda config, classifier: fgsm_explainer(classifier, config),
         config_type=FGSMConfig,
         needs=("classifier",),
+    )
+    register(
+        "generator",
+        lambda config, classifier, generator: generator_explainer(classifier, generator, config),
+        config_type=GeneratorConfig,
+        needs=("classifier", "generator"),
     )
 
 

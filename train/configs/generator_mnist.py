@@ -1,0 +1,40 @@
+"""The MNIST counterfactual generator (residual, full resolution, cycle loss) against a small
+CNN: the classifier trains in about 2 minutes, the generator in about 40 on 2 CPU cores.
+
+python -m train.generator --config train/configs/generator_mnist.py \
+    --workdir workdir/generator_mnist
+"""
+
+from jaxcf.models import CNNConfig
+from jaxcf.models.generators import ImageDiscriminatorConfig, ImageGeneratorConfig
+from jaxcf.protocols.amortised import GeneratorJob
+from jaxcf.training import TrainConfig
+from jaxcf.training.counterfactual import GeneratorTrainConfig
+
+
+def get_config() -> GeneratorJob:
+    classifier = TrainConfig(
+        model=CNNConfig(),
+        dataset="mnist",
+        optimizer="adam",
+        learning_rate=1e-3,
+        lr_boundaries=(),
+        epochs=3,
+        train_examples=60_000,
+    )
+    generator = GeneratorTrainConfig(
+        generator=ImageGeneratorConfig(input_shape=(28, 28, 1), cond_dim=10, width=32, blocks=3),
+        discriminator=ImageDiscriminatorConfig(input_shape=(28, 28, 1), cond_dim=10),
+        target="flip",
+        # The paper's image weights.
+        w_model=0.5,
+        w_l1=2.0,
+        w_cycle=2.0,
+        w_gan=1.0,
+        gan_loss="hinge",
+        batch_size=64,
+        steps=3000,
+        eval_every=500,
+        save_every=250,
+    )
+    return GeneratorJob(dataset="mnist", classifier=classifier, generator=generator)
