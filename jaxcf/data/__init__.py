@@ -9,6 +9,13 @@ Every problem with the contents of a data file raises :class:`DataError` (a ``Va
 naming the file; data that cannot be found raises ``FileNotFoundError``.
 """
 
+from jaxcf.data.adult import (
+    ADULT_CONSTRAINTS,
+    ADULT_SCHEMA,
+    adult_transform,
+    load_adult,
+    load_adult_table,
+)
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
@@ -33,6 +40,8 @@ from jaxcf.data.registry import (
 )
 
 __all__ = [
+    "ADULT_CONSTRAINTS",
+    "ADULT_SCHEMA",
     "CLASS_NAMES",
     "DATA_DIR_ENV",
     "DEFAULT_SOURCES",
@@ -44,10 +53,13 @@ __all__ = [
     "DatasetSpec",
     "ECG5000Dataset",
     "Standardization",
+    "adult_transform",
     "dataset_names",
     "dataset_spec",
     "default_data_dir",
     "find_idx_files",
+    "load_adult",
+    "load_adult_table",
     "load_dataset",
     "load_ecg5000",
     "load_mnist",
