@@ -299,7 +299,9 @@ def fit_mixture_1d(
     seeding over the distinct values (``seed``), so isolated spikes (Adult's capital-gain
     values) get a mode of their own. Standard deviations are floored at ``1e-3`` times the
     column's standard deviation: point masses are common (zero capital gain) and an unfloored
-    mode would collapse to zero width.
+    mode would collapse to zero width. A mode can end up a copy of another (Adult's capital
+    gain and loss put two on the zero spike) or dominated everywhere: it keeps its slot, so
+    the width stays ``1 + K``, but ``encode`` never picks it (``decode`` still reads it).
 
     Args:
       values: ``[N]`` finite numbers.
@@ -745,13 +747,16 @@ def _hard(logits: Array) -> Array:
 
 def numeric_value(block: Block, enc: Array) -> Array:
     """The value ``mu_k + 4 sigma_k alpha`` of a numeric block, ``k`` the argmax mode, before
-    :meth:`TabularTransform.decode`'s clipping and rounding; ``[B]`` float32 (pure JAX)."""
+    :meth:`TabularTransform.decode`'s clipping and rounding; ``float32 [B]`` (pure JAX).
+
+    Computed in float32 whatever ``enc``'s dtype: in bfloat16 a capital gain near 10^5 would
+    be off by hundreds, and callers compare it with what ``decode`` reads."""
     if block.kind != "numeric":
         raise ValueError(f"column {block.name!r} is not numeric")
     k = jnp.argmax(enc[:, block.modes[0] : block.modes[1]], axis=1)
-    means = jnp.asarray(block.means, enc.dtype)[k]
-    stds = jnp.asarray(block.stds, enc.dtype)[k]
-    return means + 4.0 * stds * enc[:, block.scalar]
+    means = jnp.asarray(block.means, jnp.float32)[k]
+    stds = jnp.asarray(block.stds, jnp.float32)[k]
+    return means + 4.0 * stds * enc[:, block.scalar].astype(jnp.float32)
 
 
 # ---------------------------------------------------------------------------------------------
