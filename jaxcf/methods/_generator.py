@@ -125,7 +125,7 @@ def generator_explainer(
     classifier = as_pure(classifier)
     transform = getattr(generator, "transform", None)
     if transform is not None:
-        input_shape = (transform.width,)
+        input_shape = (transform.dim,)
     else:
         input_shape = tuple(gcfg.input_shape)
     n_out = checks.classifier_io(classifier, input_shape)
@@ -140,7 +140,7 @@ def generator_explainer(
         )
     fixed_mask = None
     if transform is not None:
-        names = [c.name for c in transform.columns]
+        names = list(transform.names)
         unknown = [c for c in config.fixed if c not in names]
         if unknown:
             raise ValueError(f"fixed names unknown columns {unknown}; columns: {names}")

@@ -41,7 +41,7 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class MLPConfig:
     kind: Literal["mlp"] = "mlp"
-    input_shape: tuple[int, int, int] = (28, 28, 1)
+    input_shape: tuple[int, ...] = (28, 28, 1)  # any shape: inputs are flattened
     num_classes: int = 10
     hidden: int = 256
 

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcf import validation
+from jaxcf.models.spectral import SpectralConv
 
 Array = jax.Array
 
@@ -283,15 +284,22 @@ class ImageGenerator(_Generator):
 
 
 class ImageDiscriminator(nnx.Module):
-    """Stride-2 convolutions with LeakyReLU(0.2), summed over space, projection head: ``[B]``."""
+    """Spectrally normalised stride-2 convolutions with LeakyReLU(0.2), averaged over space,
+    projection head: ``[B]``."""
 
     def __init__(self, config: ImageDiscriminatorConfig, *, rngs: nnx.Rngs):
         self.config = config
         chans = (config.input_shape[-1], *config.widths)
+        # Spectral normalisation (bound 1) keeps the hinge discriminator Lipschitz (Miyato et
+        # al.), so it cannot overpower the generator early on.
+        sizes, side = [], config.input_shape[0]
+        for _ in config.widths:
+            sizes.append(side)
+            side = -(-side // 2)
         self.convs = nnx.List(
             [
-                nnx.Conv(a, b, (4, 4), strides=(2, 2), rngs=rngs)
-                for a, b in zip(chans[:-1], chans[1:], strict=True)
+                SpectralConv(a, b, kernel_size=3, input_size=n, strides=2, coeff=1.0, rngs=rngs)
+                for a, b, n in zip(chans[:-1], chans[1:], sizes, strict=True)
             ]
         )
         self.linear = nnx.Linear(chans[-1], 1, rngs=rngs)
@@ -308,10 +316,36 @@ class ImageDiscriminator(nnx.Module):
 # ----------------------------------------------------------------------------- series
 
 
-def _bilstm(d_in: int, hidden: int, rngs: nnx.Rngs) -> nnx.Bidirectional:
-    fwd = nnx.RNN(nnx.OptimizedLSTMCell(d_in, hidden, rngs=rngs), rngs=rngs)
-    bwd = nnx.RNN(nnx.OptimizedLSTMCell(d_in, hidden, rngs=rngs), rngs=rngs)
-    return nnx.Bidirectional(fwd, bwd, rngs=rngs)
+def _lstm_outputs(cell: nnx.OptimizedLSTMCell, x: Array, hidden: int, reverse: bool) -> Array:
+    """Runs ``cell`` over ``x [B, T, C]`` from a zero carry; every step's hidden state
+    ``[B, T, H]`` (in the input's time order also when ``reverse``). A plain ``lax.scan``: unlike
+    ``nnx.RNN`` it also runs under ``jax.eval_shape`` of a captured module."""
+    zeros = jnp.zeros((x.shape[0], hidden), x.dtype)
+
+    def step(carry, x_t):
+        carry, h = cell(carry, x_t)
+        return carry, h
+
+    _, hs = jax.lax.scan(step, (zeros, zeros), jnp.swapaxes(x, 0, 1), reverse=reverse)
+    return jnp.swapaxes(hs, 0, 1)
+
+
+class _BiLSTM(nnx.Module):
+    """A bidirectional LSTM layer: ``[B, T, C]`` -> ``[B, T, 2H]`` (forward, backward)."""
+
+    def __init__(self, d_in: int, hidden: int, *, rngs: nnx.Rngs):
+        self.hidden = hidden
+        self.fwd = nnx.OptimizedLSTMCell(d_in, hidden, rngs=rngs)
+        self.bwd = nnx.OptimizedLSTMCell(d_in, hidden, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        return jnp.concatenate(
+            [
+                _lstm_outputs(self.fwd, x, self.hidden, reverse=False),
+                _lstm_outputs(self.bwd, x, self.hidden, reverse=True),
+            ],
+            axis=-1,
+        )
 
 
 def _per_step(v: Array, steps: int) -> Array:
@@ -330,7 +364,7 @@ class SeriesGenerator(_Generator):
         self.config = config
         t, c = config.input_shape
         d_in = c + config.noise_dim + 2 * config.cond_dim
-        self.rnn = _bilstm(d_in, config.hidden, rngs)
+        self.rnn = _BiLSTM(d_in, config.hidden, rngs=rngs)
         self.out = nnx.Linear(
             2 * config.hidden, c, kernel_init=nnx.initializers.zeros_init(), rngs=rngs
         )
@@ -352,12 +386,12 @@ class SeriesDiscriminator(nnx.Module):
     def __init__(self, config: SeriesDiscriminatorConfig, *, rngs: nnx.Rngs):
         self.config = config
         c = config.input_shape[1]
-        self.rnn = nnx.RNN(nnx.OptimizedLSTMCell(c, config.hidden, rngs=rngs), rngs=rngs)
+        self.cell = nnx.OptimizedLSTMCell(c, config.hidden, rngs=rngs)
         self.linear = nnx.Linear(config.hidden, 1, rngs=rngs)
         self.embed = nnx.Linear(config.cond_dim, config.hidden, use_bias=False, rngs=rngs)
 
     def __call__(self, x: Array, y: Array) -> Array:
-        h = self.rnn(x)
+        h = _lstm_outputs(self.cell, x, self.config.hidden, reverse=False)
         return self.linear(h)[..., 0] + jnp.einsum("btd,bd->bt", h, self.embed(y))
 
 
@@ -372,9 +406,9 @@ class SeriesAutoencoder(_Generator):
     def __init__(self, config: SeriesAutoencoderConfig, *, rngs: nnx.Rngs):
         self.config = config
         c = config.input_shape[1]
-        self.encoder = _bilstm(c, config.hidden, rngs)
+        self.encoder = _BiLSTM(c, config.hidden, rngs=rngs)
         self.code = nnx.Linear(2 * config.hidden, config.latent, rngs=rngs)
-        self.decoder = _bilstm(config.latent + 2 * config.cond_dim, config.hidden, rngs)
+        self.decoder = _BiLSTM(config.latent + 2 * config.cond_dim, config.hidden, rngs=rngs)
         self.out = nnx.Linear(
             2 * config.hidden, c, kernel_init=nnx.initializers.zeros_init(), rngs=rngs
         )
@@ -405,26 +439,35 @@ class _DenseBlock(nnx.Module):
 
 
 class TabularGenerator(_Generator):
-    """Residual MLP over ``[x, y_m, y_t, noise, fixed]`` emitting raw block scores, turned into a
-    valid encoded row (Gumbel-softmax heads) with the constraints applied exactly.
+    """Residual MLP over ``[x, y_m, y_t, fixed, noise]`` emitting raw block scores, turned into a
+    valid encoded row (Gumbel-softmax heads in training, hard one-hot otherwise) with the
+    constraints applied exactly (:func:`jaxcf.constraints.enforce`).
 
     Shapes: ``x [B, D]`` encoded rows, ``y_m, y_t [B, K]``, ``keys [B]``, optional
-    ``fixed [B, n_columns]`` (1 = keep this column as in the query) -> ``[B, D]``.
+    ``fixed [B, n_columns]`` (nonzero = keep this column as in the query) -> ``[B, D]``.
     """
 
     def __init__(self, config: TabularGeneratorConfig, *, rngs: nnx.Rngs):
-        from jaxcf import tabular
+        from jaxcf.constraints import Constraints
+        from jaxcf.tabular import TabularTransform
 
         self.config = config
-        self.transform = tabular.TabularTransform.from_dict(config.transform)
-        self.constraints = tabular.Constraints(**(config.constraints or {}))
-        self.constraints.check(self.transform)
-        d = self.transform.width
-        n_cols = len(self.transform.columns)
-        d_in = d + 2 * config.cond_dim + config.noise_dim + n_cols
+        transform = TabularTransform.from_dict(config.transform)
+        self.constraints = Constraints(**(config.constraints or {}))
+        self.constraints.check(transform.schema)
+        self.layout = transform.layout  # static and hashable
+        n_cols = len(transform.schema)
+        d_in = transform.dim + 2 * config.cond_dim + config.noise_dim + n_cols
         self.inp = nnx.Linear(d_in, config.width, rngs=rngs)
         self.blocks = nnx.List([_DenseBlock(config.width, rngs=rngs) for _ in range(config.blocks)])
-        self.out = nnx.Linear(config.width, d, rngs=rngs)
+        self.out = nnx.Linear(config.width, transform.dim, rngs=rngs)
+
+    @property
+    def transform(self):
+        """The :class:`~jaxcf.tabular.TabularTransform` the generator writes rows of."""
+        from jaxcf.tabular import TabularTransform
+
+        return TabularTransform.from_dict(self.config.transform)
 
     def __call__(
         self,
@@ -436,10 +479,11 @@ class TabularGenerator(_Generator):
         train: bool = False,
         fixed: Array | None = None,
     ) -> Array:
-        from jaxcf import tabular
+        from jaxcf.constraints import enforce
+        from jaxcf.tabular import activate
 
         _check_keys(keys, x.shape[0])
-        n_cols = len(self.transform.columns)
+        n_cols = len(self.layout.blocks)
         if fixed is None:
             fixed = jnp.zeros((x.shape[0], n_cols), jnp.float32)
         fixed = fixed.astype(jnp.float32)
@@ -450,15 +494,16 @@ class TabularGenerator(_Generator):
         for block in self.blocks:
             h = block(h)
         raw = self.out(nnx.relu(h))
-        if train:
-            gumbel_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-            cf = tabular.activate(
-                self.transform.layout, raw, gumbel_keys, temperature=self.config.temperature
-            )
+        if train:  # a Gumbel draw per row from the row's own key
+            t = self.config.temperature
+
+            def one(r, k):
+                return activate(self.layout, r[None], jax.random.fold_in(k, 1), temperature=t)[0]
+
+            cf = jax.vmap(one)(raw, keys)
         else:
-            cf = tabular.activate(self.transform.layout, raw)
-        keep = self.constraints.mask(self.transform, x.shape[0]) | (fixed > 0.5)
-        return tabular.enforce(self.transform.layout, x, cf, keep, self.constraints.increasing_idx)
+            cf = activate(self.layout, raw)
+        return enforce(self.layout, self.constraints, x, cf, fixed > 0.5)
 
 
 class TabularDiscriminator(nnx.Module):

@@ -22,7 +22,8 @@ The generator ``G(x, y_m, y_t, z)`` learns to produce, in one forward pass, a co
 * discriminator loss (when there is one): ``D(x, y_m)`` is real, ``D(x_cf, y_t)`` fake; hinge
   ``relu(1 - real) + relu(1 + fake)`` or vanilla ``softplus(-real) + softplus(fake)``, means over
   the batch (and over steps for per-step series logits).
-* the generator's EMA copy is updated after every step; it is what gets saved and explains.
+* the generator's EMA copy is updated after every step with decay ``min(ema_decay,
+  (1 + t) / (10 + t))`` at step ``t`` (a warm-up); it is what gets saved and explains.
 
 Data-parallel: with a ``mesh``, each step's batch is split over the mesh's ``data`` axis and the
 modules are replicated, so XLA all-reduces the gradients (plain ``jit`` with ``NamedSharding``).
@@ -267,7 +268,7 @@ class _StepSettings:
             gan_loss=config.gan_loss,
             fixed_prob=config.fixed_prob,
             ema_decay=config.ema_decay,
-            num_columns=0 if transform is None else len(transform.columns),
+            num_columns=0 if transform is None else len(transform.names),
         )
 
 
@@ -306,7 +307,7 @@ def train_step(
             opt_discriminator.update(discriminator, grads)
         metrics["loss_d"] = loss_d
 
-    def g_loss(g):
+    def g_loss(g, d):
         x_cf = g(x, y_m, y_t, gen_keys, train=True, **kwargs)
         out_cf = classifier.logits(x_cf)
         terms = {
@@ -315,9 +316,8 @@ def train_step(
         }
         total = s.w_model * terms["model"] + s.w_l1 * terms["l1"]
         if discriminator is not None and s.w_gan > 0:
-            terms["gan"] = gan_losses(discriminator(x, y_m), discriminator(x_cf, y_t), s.gan_loss)[
-                1
-            ]
+            fake = d(x_cf, y_t)
+            terms["gan"] = gan_losses(fake, fake, s.gan_loss)[1]  # L_G reads only the fake logits
             total = total + s.w_gan * terms["gan"]
         if s.w_cycle > 0:
             y_cf = jax.lax.stop_gradient(model_view(out_cf, s.target))
@@ -330,10 +330,18 @@ def train_step(
             total = total + s.w_mmd * terms["mmd"]
         return total, (terms, out_cf)
 
-    (loss_g, (terms, out_cf)), grads = nnx.value_and_grad(g_loss, has_aux=True)(generator)
+    # The discriminator is an argument (not captured) so that the state its forward pass
+    # updates (spectral-norm vectors) stays within this trace; only the generator is
+    # differentiated.
+    (loss_g, (terms, out_cf)), grads = nnx.value_and_grad(g_loss, has_aux=True)(
+        generator, discriminator
+    )
     with jax.numpy_dtype_promotion("standard"):
         opt_generator.update(generator, grads)
-    update_ema(generator_ema, generator, s.ema_decay)
+    # EMA warm-up: the average follows the generator closely early on, so that periodic
+    # validation of the EMA copy means something before ~1/(1 - decay) steps have passed.
+    t = opt_generator.step[...].astype(jnp.float32)
+    update_ema(generator_ema, generator, jnp.minimum(s.ema_decay, (1.0 + t) / (10.0 + t)))
     metrics.update({"loss_g": loss_g, **terms})
     metrics["validity"] = jnp.mean(_at_target(out_cf, y_t, s.target))
     return metrics
@@ -537,7 +545,7 @@ def _check_compatible(config: GeneratorTrainConfig, classifier: Any, x: np.ndarr
     if want is None and getattr(gcfg, "kind", "") == "tabular_generator":
         from jaxcf.tabular import TabularTransform
 
-        want = (TabularTransform.from_dict(gcfg.transform).width,)
+        want = (TabularTransform.from_dict(gcfg.transform).dim,)
     if want is not None and tuple(x.shape[1:]) != tuple(want):
         raise ValueError(
             f"training inputs have per-example shape {tuple(x.shape[1:])} but the generator "
