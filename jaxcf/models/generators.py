@@ -440,7 +440,8 @@ class _DenseBlock(nnx.Module):
 
 class TabularGenerator(_Generator):
     """Residual MLP over ``[x, y_m, y_t, fixed, noise]`` emitting raw block scores, turned into a
-    valid encoded row (Gumbel-softmax heads in training, hard one-hot otherwise) with the
+    valid encoded row (straight-through Gumbel-softmax heads in training, hard one-hot
+    otherwise) with the
     constraints applied exactly (:func:`jaxcf.constraints.enforce`).
 
     Shapes: ``x [B, D]`` encoded rows, ``y_m, y_t [B, K]``, ``keys [B]``, optional
@@ -497,8 +498,12 @@ class TabularGenerator(_Generator):
         if train:  # a Gumbel draw per row from the row's own key
             t = self.config.temperature
 
+            # Straight-through: the classifier and the discriminator see hard one-hot rows, as
+            # real rows and explained rows are (soft rows are trivially told apart from real
+            # ones), while the gradient is the soft sample's.
             def one(r, k):
-                return activate(self.layout, r[None], jax.random.fold_in(k, 1), temperature=t)[0]
+                k = jax.random.fold_in(k, 1)
+                return activate(self.layout, r[None], k, temperature=t, straight_through=True)[0]
 
             cf = jax.vmap(one)(raw, keys)
         else:
