@@ -412,6 +412,10 @@ class GeneratorTask:
             modules["opt_discriminator"] = nnx.Optimizer(d, adam_d, wrt=nnx.Param)
         if self.mesh is not None:
             _replicate(modules, self.mesh)
+        else:  # committed, as the step's outputs are: otherwise the second step recompiles
+            device = jax.config.jax_default_device or jax.devices()[0]
+            for m in modules.values():
+                nnx.update(m, jax.device_put(nnx.state(m), device))
         return modules
 
     def _settings(self, modules) -> _StepSettings:
