@@ -1,0 +1,276 @@
+"""Counterfactuals per second: an amortised generator against per-query search (and DiCE).
+
+    python -m benchmarks.amortised [--workdir workdir] [--modalities mnist,ecg,adult]
+                                   [--batch 1000] [--repeats 5] [--wachter-queries 100]
+                                   [--dice-queries 20] [--out benchmarks/results]
+
+For each modality, the trained models of ``<workdir>/generator_<modality>`` (``python -m
+train.generator --config train/configs/generator_<modality>.py``; a modality without them is
+skipped) explain the first ``--batch`` queries of a seeded permutation of the test split
+towards the protocol's flip targets (:func:`jaxcf.protocols.amortised.flip_targets`), all in
+one process on the same device:
+
+* **generator**: the explainer's forward pass over the whole batch as one jitted call
+  (``jax.jit(...).lower(...).compile()`` timed apart as compilation); the steady state is the
+  median of ``--repeats`` calls, each ended by ``jax.block_until_ready``.
+* **generator via the runner**: :func:`jaxcf.runner.run` on the same batch, end to end
+  (chunking, host transfers, chunk files and the record written to a temporary directory), on
+  a second run once the first has compiled the runner's program.
+* **Wachter**: the per-query Adam search with the explain config's settings
+  (``explain/configs/generator_<modality>.py``) on the first ``--wachter-queries`` queries,
+  all of them through refillable slots in one jitted program
+  (:func:`jaxcf.methods.solve_pool`, compilation timed apart), one run.
+* **DiCE** (Adult only): :class:`jaxcf.peers.dice.DicePeer` (``random``, the explain config's
+  counterfactuals per query and constraints) on the first ``--dice-queries`` queries; its
+  setup is reported apart, its per-query wall times are summed.
+
+Counterfactuals per second = counterfactuals / steady-state seconds; the ratios (generator /
+peer) come from the same run. The issue's goal: the generator gives at least 100x more
+counterfactuals per second than Wachter's search on the same CPU. Results go to
+``<out>/amortised_<device>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks.common import device_name, environment
+from jaxcf import metrics, report, runner
+from jaxcf.config_file import load_config
+from jaxcf.data import load_dataset
+from jaxcf.io import to_jsonable
+from jaxcf.methods import GeneratorConfig, make, solve_pool, wachter_search
+from jaxcf.protocols.amortised import encoded_box, flip_targets, load_models
+
+ROOT = Path(__file__).resolve().parents[1]
+MODALITIES = ("mnist", "ecg", "ecg_ae", "adult")
+
+
+def _compile(fn, *args) -> tuple[object, float]:
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _timed(fn, *args) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def bench_generator(explainer, x, target, repeats: int) -> dict:
+    xs, ts = explainer.check(x, target)
+    keys = jax.random.split(jax.random.key(0), len(x))
+
+    def fn(e, x, t, k):
+        return e(x, t, k)
+
+    compiled, compile_s = _compile(fn, explainer, xs, ts, keys)
+    result, first = _timed(compiled, explainer, xs, ts, keys)
+    times = [_timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
+    seconds = float(np.median(times))
+    return {
+        "counterfactuals": len(x),
+        "compile_seconds": compile_s,
+        "first_call_seconds": first,
+        "seconds": seconds,
+        "repeats_seconds": times,
+        "counterfactuals_per_second": len(x) / seconds,
+        "success_rate": float(np.mean(np.asarray(result.success))),
+    }
+
+
+def bench_runner(explainer, x, target) -> dict:
+    cfg = runner.RunnerConfig(chunk_size=len(x))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        runner.run(explainer, x, target, Path(tmp) / "warm", config=cfg, progress=False)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        runner.run(explainer, x, target, Path(tmp) / "timed", config=cfg, progress=False)
+        seconds = time.perf_counter() - start
+    return {
+        "counterfactuals": len(x),
+        "first_run_seconds": first,
+        "seconds": seconds,
+        "counterfactuals_per_second": len(x) / seconds,
+    }
+
+
+def bench_wachter(classifier, config, x, target, slots: int) -> dict:
+    search = wachter_search(classifier, config)
+    xs, ts = search.check(x, target)
+    keys = jax.random.split(jax.random.key(0), len(x))
+    slots = min(slots, len(x))
+
+    def fn(s, x, t, k):
+        return solve_pool(s, x, t, k, slots=slots, segment=4)
+
+    compiled, compile_s = _compile(fn, search, xs, ts, keys)
+    result, seconds = _timed(compiled, search, xs, ts, keys)
+    n_iter = np.asarray(result.n_iter)
+    return {
+        "counterfactuals": len(x),
+        "config": dataclasses.asdict(config),
+        "slots": slots,
+        "compile_seconds": compile_s,
+        "seconds": seconds,
+        "counterfactuals_per_second": len(x) / seconds,
+        "success_rate": float(np.mean(np.asarray(result.success))),
+        "mean_iterations": float(n_iter.mean()),
+    }
+
+
+def bench_dice(classifier, generator, train, x, target, method: str, num_cfs: int) -> dict:
+    from jaxcf.constraints import Constraints
+    from jaxcf.peers.dice import DicePeer
+
+    transform = generator.transform
+    constraints = Constraints(**(generator.config.constraints or {}))
+    table = transform.decode(train.inputs)
+    peer = DicePeer(
+        classifier, transform, (table, train.labels), method=method, constraints=constraints
+    )
+    result = peer.explain(transform.decode(x), [int(t) for t in target], total_CFs=num_cfs, seed=0)
+    seconds = float(result.seconds.sum())
+    n = len(x) * num_cfs
+    return {
+        "counterfactuals": n,
+        "method": method,
+        "num_cfs": num_cfs,
+        "setup_seconds": result.setup_seconds,
+        "seconds": seconds,
+        "counterfactuals_per_second": n / seconds,
+        "found": int(result.found.sum()),
+    }
+
+
+def bench_modality(name: str, args) -> dict | None:
+    workdir = args.workdir / f"generator_{name}"
+    explain = load_config(ROOT / "explain" / "configs" / f"generator_{name}.py")
+    job = explain.resolved_job()
+    try:
+        classifier, generator, gen_meta, clf_meta = load_models(job, workdir)
+    except FileNotFoundError as exc:
+        print(f"[{name}] skipped: {exc}", flush=True)
+        return None
+    train = load_dataset(job.dataset, "train")
+    test = load_dataset(job.dataset, "test")
+    n = min(args.batch, len(test))
+    order = np.random.default_rng(0).permutation(len(test))[:n]
+    x = np.asarray(test.inputs[order], np.float32)
+    pred = metrics.predict(classifier, x)
+    target = flip_targets(pred, test.num_classes, 1)
+    explainer = make("generator", GeneratorConfig(), classifier=classifier, generator=generator)
+    out = {
+        "dataset": job.dataset,
+        "classifier": {"model": clf_meta.get("model"), "test_accuracy": clf_meta["test_accuracy"]},
+        "generator_model": gen_meta.get("configs", {}).get("generator"),
+    }
+    print(f"[{name}] generator, one jitted pass over {n} queries...", flush=True)
+    out["generator"] = bench_generator(explainer, x, target, args.repeats)
+    print(f"[{name}] generator via the runner...", flush=True)
+    out["generator_runner"] = bench_runner(explainer, x, target)
+    k = min(args.wachter_queries, n)
+    wachter = explain.wachter
+    if getattr(generator, "transform", None) is not None:
+        wachter = encoded_box(wachter, train.inputs, x)
+    print(f"[{name}] Wachter on {k} queries...", flush=True)
+    out["wachter"] = bench_wachter(classifier, wachter, x[:k], target[:k], args.slots)
+    gen_rate = out["generator"]["counterfactuals_per_second"]
+    out["speedup_vs_wachter"] = gen_rate / out["wachter"]["counterfactuals_per_second"]
+    if "dice" in explain.peers:
+        k = min(args.dice_queries, n)
+        print(f"[{name}] DiCE on {k} queries...", flush=True)
+        out["dice"] = bench_dice(
+            classifier, generator, train, x[:k], target[:k], explain.dice_method, explain.num_cfs
+        )
+        out["speedup_vs_dice"] = gen_rate / out["dice"]["counterfactuals_per_second"]
+    print(_markdown_modality(name, out), flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("workdir"))
+    parser.add_argument("--modalities", default=",".join(MODALITIES))
+    parser.add_argument("--batch", type=int, default=1000, help="queries the generator explains")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--wachter-queries", type=int, default=100)
+    parser.add_argument("--slots", type=int, default=32, help="Wachter's refillable slots")
+    parser.add_argument("--dice-queries", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    results = {**environment(), "batch": args.batch, "modalities": {}}
+    for name in args.modalities.split(","):
+        if name not in MODALITIES:
+            raise SystemExit(f"unknown modality {name!r}; choose from {MODALITIES}")
+        out = bench_modality(name, args)
+        if out is not None:
+            results["modalities"][name] = out
+    if not results["modalities"]:
+        raise SystemExit("no trained models found: nothing measured")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"amortised_{device_name().replace(' ', '_')}"
+    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
+    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    print(f"wrote {stem}.json and .md")
+
+
+def _rate(r: dict) -> str:
+    return f"{r['counterfactuals_per_second']:,.1f}"
+
+
+def _markdown_modality(name: str, m: dict) -> str:
+    gen, run, w = m["generator"], m["generator_runner"], m["wachter"]
+    lines = [
+        f"### {name} ({m['dataset']}; classifier {m['classifier']['model']['kind']}, test "
+        f"accuracy {m['classifier']['test_accuracy']:.4f})\n",
+        "| method | counterfactuals | compile s | steady-state s | CF/s | generator speed-up |"
+        " success |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| generator: one jitted pass | {gen['counterfactuals']} | "
+        f"{gen['compile_seconds']:.2f} | {gen['seconds']:.4f} | {_rate(gen)} | 1 | "
+        f"{100 * gen['success_rate']:.1f}% |",
+        f"| generator: runner, end to end | {run['counterfactuals']} | "
+        f"({run['first_run_seconds']:.2f} first run) | {run['seconds']:.4f} | {_rate(run)} | "
+        f"{gen['counterfactuals_per_second'] / run['counterfactuals_per_second']:.1f} | \u2014 |",
+        f"| Wachter: slots, one program ({w['mean_iterations']:.0f} iterations on average) | "
+        f"{w['counterfactuals']} | {w['compile_seconds']:.2f} | {w['seconds']:.2f} | "
+        f"{_rate(w)} | **{m['speedup_vs_wachter']:,.0f}x** | {100 * w['success_rate']:.1f}% |",
+    ]
+    if "dice" in m:
+        d = m["dice"]
+        lines.append(
+            f"| DiCE {d['method']} ({d['num_cfs']} per query) | {d['counterfactuals']} | "
+            f"({d['setup_seconds']:.2f} setup) | {d['seconds']:.2f} | {_rate(d)} | "
+            f"**{m['speedup_vs_dice']:,.0f}x** | {d['found']} found |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(results: dict) -> str:
+    head = (
+        f"# Amortised generator throughput on {results['device']} "
+        f"({results['device_count']} device(s), {results['host']['cpus']} host CPUs, jax "
+        f"{results['jax']})\n\n"
+        "Counterfactuals per second, steady state (compilation timed apart, every timing ended "
+        "by `jax.block_until_ready`); the generator's speed-up is its CF/s over the peer's, "
+        "from the same run. The generator explains the whole batch in one jitted call (median "
+        "of the repeats); the runner row adds chunking, host transfers and writing the record. "
+        "Wachter runs the explain config's settings through refillable slots in one program; "
+        "DiCE's time is its per-query wall time, setup excluded. Goal: the generator >= 100x "
+        "Wachter's CF/s on the same CPU.\n\n"
+    )
+    return head + "\n".join(_markdown_modality(k, v) for k, v in results["modalities"].items())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The amortised generator's explanation protocol end to end on a tiny Adult job: a small MLP and
+a tabular generator trained for a few steps on real rows, explained with Wachter and DiCE as
+peers; the report holds every metric, the generator never breaks a constraint, every method's
+MMD shares one bandwidth, and bad configs fail where they are written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.methods import WachterConfig
+from jaxcf.models import MLPConfig
+from jaxcf.models.generators import TabularGeneratorConfig
+from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob, flip_targets, run_protocol
+from jaxcf.runner import RunnerConfig
+from jaxcf.training import TrainConfig
+from jaxcf.training.counterfactual import GeneratorTrainConfig
+
+pytestmark = pytest.mark.standard_promotion  # training and Wachter run optax's Adam
+
+
+def _tiny_job() -> GeneratorJob:
+    transform = adult_transform()
+    classifier = TrainConfig(
+        model=MLPConfig(input_shape=(transform.dim,), num_classes=2, hidden=16),
+        dataset="adult",
+        optimizer="adam",
+        learning_rate=3e-3,
+        lr_boundaries=(),
+        epochs=1,
+        batch_size=128,
+        train_examples=4000,
+    )
+    generator = GeneratorTrainConfig(
+        generator=TabularGeneratorConfig(
+            transform=transform.to_dict(),
+            constraints={
+                "immutable": list(ADULT_CONSTRAINTS.immutable),
+                "increasing": list(ADULT_CONSTRAINTS.increasing),
+            },
+            cond_dim=2,
+            width=32,
+            blocks=1,
+            noise_dim=4,
+        ),
+        discriminator=None,  # the autoencoder-style loss: no GAN step to compile
+        target="flip",
+        w_model=1.0,
+        w_l1=1.0,
+        w_cycle=0.0,
+        w_gan=0.0,
+        w_mmd=1.0,
+        fixed_prob=0.1,
+        lr_generator=2e-3,
+        lr_discriminator=2e-3,
+        batch_size=64,
+        steps=60,
+        eval_every=60,
+        save_every=60,
+        val_examples=64,
+    )
+    return GeneratorJob("adult", classifier, generator, train_examples=4000)
+
+
+def _config(job, **overrides) -> ExplainConfig:
+    base = ExplainConfig(
+        job=job,
+        queries=24,
+        num_cfs=2,
+        peers=("wachter", "dice"),
+        wachter=WachterConfig(learning_rate=0.05, max_iter=60),
+        wachter_queries=12,
+        dice_queries=4,
+        soft_queries=8,
+        mmd_reference=400,
+        runner=RunnerConfig(chunk_size=16),
+        wachter_runner=RunnerConfig(chunk_size=8, slots=8),
+        changes_queries=6,
+        train_missing=True,
+        progress=False,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture(scope="module")
+def protocol(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("amortised")
+    doc = run_protocol(_config(_tiny_job()), workdir)
+    return doc, workdir
+
+
+def test_report_has_every_metric_and_no_generator_violations(protocol):
+    doc, workdir = protocol
+    report = workdir / "report"
+    assert (report / "report.md").is_file()
+    on_disk = json.loads((report / "report.json").read_text())
+    assert on_disk["methods"].keys() == doc["methods"].keys()
+    labels = set(doc["methods"])
+    assert {"generator", "wachter", "dice", "generator (first 12)", "generator (first 4)"} <= labels
+    for label, m in doc["methods"].items():
+        for key in ("validity", "validity_raw", "mmd2", "l1", "l0", "violations"):
+            assert m[key] is not None, (label, key)
+        assert len(m["class_mmd2"]) == 2
+        assert m["seconds_per_cf"] > 0, label
+        assert m["generator_speedup"] is not None, label
+    gen = doc["methods"]["generator"]
+    assert gen["counterfactuals"] == 24 * 2 and gen["queries"] == 24
+    assert gen["violations"] == 0 and gen["rows_violating"] == 0
+    assert gen["timing"]["steady_state"]  # 48 rows in chunks of 16: the first one left out
+    assert doc["methods"]["wachter"]["counterfactuals"] == 12
+    assert doc["methods"]["wachter"]["diversity"] is None  # one counterfactual per query
+    assert doc["methods"]["dice"]["counterfactuals"] == 4 * 2
+    soft = doc["soft_targets"]
+    assert soft["queries"] == 8 and 0.0 <= soft["within_tolerance"] <= 1.0
+    assert doc["published"]["l0"] == 2.13
+    text = (report / "report.md").read_text()
+    assert "MMD\u00b2" in text and "paper (generator)" in text
+    for name in doc["figures"]:
+        assert (report / name).is_file(), name
+    assert "changes_generator.csv" in doc["figures"] and "changes_dice.csv" in doc["figures"]
+
+
+def test_one_bandwidth_shared_by_every_method(protocol):
+    doc, _ = protocol
+    bandwidth = doc["bandwidth"]["value"]
+    assert bandwidth > 0
+    assert {m["bandwidth"] for m in doc["methods"].values()} == {bandwidth}
+
+
+def test_rerun_reuses_runs(protocol):
+    """The runs are resumable and DiCE's result is cached: a second call only re-evaluates."""
+    doc, workdir = protocol
+    again = run_protocol(_config(_tiny_job(), soft_queries=0), workdir)
+    for label in ("generator", "wachter", "dice"):
+        assert again["methods"][label]["mmd2"] == doc["methods"][label]["mmd2"]
+        assert again["methods"][label]["validity"] == doc["methods"][label]["validity"]
+
+
+def test_flip_targets():
+    pred = np.array([0, 1, 1, 0])
+    assert flip_targets(pred, 2, 0).tolist() == [1, 0, 0, 1]
+    pred = np.arange(100) % 10
+    t = flip_targets(pred, 10, 0)
+    assert t.dtype == np.int32 and np.all(t != pred) and np.all((t >= 0) & (t < 10))
+    assert np.array_equal(t, flip_targets(pred, 10, 0))
+
+
+@pytest.mark.parametrize(
+    "overrides, error",
+    [
+        ({"queries": 0}, ValueError),
+        ({"num_cfs": 0}, ValueError),
+        ({"peers": ("wachter", "lime")}, ValueError),
+        ({"peers": ("wachter", "wachter")}, ValueError),
+        ({"peers": "wachter"}, ValueError),
+        ({"target": "soft"}, ValueError),
+        ({"wachter_queries": 100}, ValueError),  # more than the 24 queries
+        ({"dice_method": "gradient"}, ValueError),
+        ({"mmd_reference": 1}, ValueError),
+        ({"soft_queries": -1}, ValueError),
+        ({"wachter": RunnerConfig()}, TypeError),
+        ({"job": 3}, TypeError),
+    ],
+)
+def test_bad_config_raises(overrides, error):
+    job = _tiny_job()
+    with pytest.raises(error):
+        _config(job, **overrides)
+
+
+def test_peer_counts_only_checked_for_peers_that_run():
+    config = _config(_tiny_job(), peers=("wachter",), dice_queries=1000)
+    assert config.dice_queries == 1000
+
+
+def test_dice_and_fixed_need_a_tabular_job():
+    from pathlib import Path
+
+    from jaxcf.config_file import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    job = load_config(root / "train" / "configs" / "generator_mnist.py")
+    with pytest.raises(ValueError, match="tabular"):
+        ExplainConfig(job=job, peers=("wachter", "dice"))
+    with pytest.raises(ValueError, match="tabular"):
+        ExplainConfig(job=job, fixed=("Age",))
+
+
+def test_missing_checkpoints_name_the_training_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train.generator"):
+        run_protocol(_config(_tiny_job(), train_missing=False), tmp_path)
