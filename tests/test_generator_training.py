@@ -192,6 +192,12 @@ def test_batched_equals_one_query_at_a_time(family, adult):
         assert not np.allclose(np.asarray(other)[0], batch[0])
 
 
+def adult_table():
+    from jaxcf.data.adult import load_adult_table
+
+    return load_adult_table("train")[0]
+
+
 def test_bad_setups_raise_before_compiling(adult, adult_classifier, tmp_path):
     transform, train, test = adult
     cfg = _tabular_config(transform)
@@ -213,7 +219,10 @@ def test_bad_setups_raise_before_compiling(adult, adult_classifier, tmp_path):
     g = generators.build(cfg.generator)
     with pytest.raises(ValueError, match="unknown columns"):
         generator_explainer(adult_classifier, g, GeneratorConfig(fixed=("Colour",)))
-    e = generator_explainer(adult_classifier, g)
+    other_fit = type(transform).fit(transform.schema, adult_table(), n_modes=5)
+    with pytest.raises(ValueError, match="another tabular schema"):
+        generator_explainer(adult_classifier, g, transform=other_fit)
+    e = generator_explainer(adult_classifier, g, transform=transform)
     with pytest.raises(ValueError, match="per-query shape"):
         e.check(test.inputs[:4, :80], np.zeros(4, np.int32))
     with pytest.raises(ValueError, match="NaN"):

@@ -111,19 +111,38 @@ class GeneratorExplainer(struct.PyTreeNode):
 
 
 def generator_explainer(
-    classifier: Any, generator: Any, config: GeneratorConfig = GeneratorConfig()
+    classifier: Any,
+    generator: Any,
+    config: GeneratorConfig = GeneratorConfig(),
+    *,
+    transform: Any = None,
 ) -> GeneratorExplainer:
     """An explainer from a classifier and a generator (an NNX generator of
     :mod:`jaxcf.models.generators`, e.g. from :func:`jaxcf.training.load_generator`).
 
+    Args:
+      transform: for tabular generators, the :class:`~jaxcf.tabular.TabularTransform` the
+        queries were encoded with; it must be the one the generator was trained on.
+
     Raises:
-      ValueError: the generator's condition width does not fit the classifier's outputs, or
+      ValueError: the generator's condition width does not fit the classifier's outputs; the
+        queries' transform is not the generator's (another schema or another fit);
         ``config.fixed`` names a column the data do not have (or is given for a generator
         without columns).
     """
     gcfg = generator.config
     classifier = as_pure(classifier)
-    transform = getattr(generator, "transform", None)
+    own = getattr(generator, "transform", None)
+    if transform is not None:
+        if own is None:
+            raise ValueError("a transform was given but the generator is not a tabular one")
+        if transform.digest() != own.digest():
+            raise ValueError(
+                "the generator was trained on another tabular schema or fit (transform digest "
+                f"{own.digest()[:12]}, the queries' {transform.digest()[:12]}): encode the "
+                "queries with the generator's own transform (generator.transform)"
+            )
+    transform = own
     if transform is not None:
         input_shape = (transform.dim,)
     else:
