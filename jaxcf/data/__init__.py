@@ -1,4 +1,5 @@
-"""Data sets by name, and their loaders: MNIST and Fashion-MNIST (IDX files or TFDS).
+"""Data sets by name, and their loaders: MNIST and Fashion-MNIST (IDX files or TFDS), ECG5000
+beats (UCR files) and UCI Adult (the raw files, encoded by :mod:`jaxcf.tabular`).
 
 ``load_dataset(name, split, data_dir=None)`` loads any registered data set as a :class:`Dataset`
 (inputs, labels, class names, value domain); ``dataset_names()`` lists them and
