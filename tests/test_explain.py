@@ -11,7 +11,8 @@ import pytest
 
 from jaxcf.config_file import load_config
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
-from jaxcf.models import config_from_dict, config_to_dict
+from jaxcf.models import config_from_dict, config_to_dict, generators
+from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob
 from jaxcf.protocols.deduce import (
     BASELINE,
     DEFAULT_METHODS,
@@ -146,7 +147,15 @@ _CONFIG_FILES = sorted(
 def test_config_files_load(path):
     """Every shipped config file builds its config, and each named model architecture exists."""
     config = load_config(_ROOT / path)
-    if path.startswith("explain"):
+    if isinstance(config, ExplainConfig):  # an amortised generator's explanation run
+        config = config.resolved_job()
+    if isinstance(config, GeneratorJob):
+        trains = [config.classifier]
+        gen = config.generator
+        for part in (gen.generator, gen.discriminator):
+            if part is not None:
+                assert generators.config_from_dict(generators.config_to_dict(part)) == part
+    elif path.startswith("explain"):
         assert isinstance(config, ProtocolConfig)
         assert config.methods and all(isinstance(s, MethodSpec) for s in config.methods)
         assert config.checkpoint is not None or config.train is not None
