@@ -117,6 +117,7 @@ def test_report_has_every_metric_and_no_generator_violations(protocol):
     soft = doc["soft_targets"]
     assert soft["queries"] == 8 and 0.0 <= soft["within_tolerance"] <= 1.0
     assert doc["published"]["l0"] == 2.13
+    assert doc["real_queries"]["mmd2"] is not None and len(doc["real_queries"]["class_mmd2"]) == 2
     text = (report / "report.md").read_text()
     assert "MMD\u00b2" in text and "paper (generator)" in text
     for name in doc["figures"]:

@@ -1,6 +1,6 @@
 """The autoencoder variant of train/configs/generator_ecg_ae.py (no discriminator, class MMD
 loss) on all 500 ECG5000 test beats. It has no noise input, so one counterfactual per query
-(more would coincide); Wachter on the first 100 beats as in generator_ecg.py.
+(more would coincide); Wachter on the first 200 beats as in generator_ecg.py.
 
     python -m train.generator --config train/configs/generator_ecg_ae.py \
         --workdir workdir/generator_ecg_ae                                  # once

@@ -559,7 +559,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
       The dict written to ``report.json``.
     """
     from jaxcf import runner
-    from jaxcf.distribution import median_bandwidth
+    from jaxcf.distribution import class_mmd2, median_bandwidth, mmd2
     from jaxcf.methods import GeneratorConfig, make
 
     workdir = Path(workdir)
@@ -689,12 +689,23 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             ev["seconds_per_cf"] / gen_s if gen_s and ev["seconds_per_cf"] else None
         )
 
+    # The noise floor: the real test queries themselves, by their predicted class.
+    query_feats = space.features(x)
+    real = {
+        "mmd2": mmd2(query_feats, ref_feats, bandwidth),
+        "class_mmd2": [
+            None if not np.isfinite(v) else float(v)
+            for v in class_mmd2(query_feats, pred, ref_feats, reference[1], num_classes, bandwidth)
+        ],
+        "queries": n,
+    }
+
     soft = None
     if config.soft_queries:
         soft = _soft_run(config, explainer, classifier, x, pred, target, num_classes, out, runs)
 
     figures = _figures(
-        config, space, out, method_rows, extras, x, pred, ref_feats, class_names, soft
+        config, space, out, method_rows, extras, x, pred, query_feats, class_names, soft
     )
     published = PUBLISHED.get(job.dataset)
     doc = {
@@ -724,6 +735,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         },
         "conventions": _conventions(space),
         "methods": evaluation,
+        "real_queries": real,
         "soft_targets": soft,
         "published": published,
         "figures": figures,
@@ -883,7 +895,7 @@ def _soft_run(config, explainer, classifier, x, pred, flip, num_classes, out, ru
 # ------------------------------------------------------------------------------- figures
 
 
-def _figures(config, space, out, method_rows, extras, x, pred, ref_feats, class_names, soft):
+def _figures(config, space, out, method_rows, extras, x, pred, query_feats, class_names, soft):
     from jaxcf import report
     from jaxcf.figures import embedding_plot, series_grid
     from jaxcf.tabular import write_changes_csv
@@ -961,7 +973,6 @@ def _figures(config, space, out, method_rows, extras, x, pred, ref_feats, class_
             written.append(path.name)
     # Embeddings: originals (the queries) against each method's counterfactuals, by predicted
     # class, in the MMD feature space.
-    query_feats = space.features(x)
     for label in method_rows:
         if label.startswith("generator ("):
             continue
@@ -1001,7 +1012,9 @@ def _conventions(space: _Space) -> dict[str, str]:
         "(metrics.query_metrics), averaged over queries ('diversity_valid' in report.json: "
         "among its valid ones, over queries with at least two)",
         "seconds_per_cf": "steady state: the runner's chunk times without the first "
-        "(compiling) chunk, per counterfactual; DiCE: its per-query wall time / num_cfs",
+        "(compiling) chunk, per counterfactual, end to end (host steps, transfers, chunk "
+        "files: on small models these dominate; benchmarks/amortised.py times the compute "
+        "alone); DiCE: its per-query wall time / num_cfs",
     }
     if space.kind == "tabular":
         out["l1"] = (
@@ -1128,6 +1141,13 @@ def _report_markdown(doc: Mapping[str, Any], space: _Space) -> str:
             "\n'paper (generator)': Van Looveren et al. (2021), their conditional generator's "
             "own numbers (other classifier, other training budget).\n"
         )
+    real = doc["real_queries"]
+    text += (
+        f"\nFor scale: the {real['queries']} real test queries themselves (unchanged, by "
+        f"predicted class) give MMD\u00b2 {_fmt(real['mmd2'], '.4f')}, class MMD\u00b2 "
+        + " / ".join(_fmt(v, ".4f") for v in real["class_mmd2"])
+        + ".\n"
+    )
     text += "\nClass MMD\u00b2 per predicted class (counterfactuals predicted as the class):\n\n"
     text += _class_table(doc)
     soft = doc.get("soft_targets")
@@ -1144,5 +1164,7 @@ def _report_markdown(doc: Mapping[str, Any], space: _Space) -> str:
         )
     text += f"\n## Conventions\n\n{conv}\n\n## Figures\n\n"
     for f in doc["figures"]:
+        if soft and f == soft["figure"]:
+            continue  # shown with its section
         text += f"![{f}]({f})\n\n" if f.endswith(".png") else f"* [{f}]({f})\n\n"
     return text
