@@ -115,6 +115,12 @@ class MLP(_Classifier):
         self.fc2 = nnx.Linear(config.hidden, config.hidden, rngs=rngs)
         self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
 
+    @property
+    def domain(self) -> tuple[float, float] | None:
+        """``(0, 1)`` for images ``(H, W, C)``; unbounded for other inputs (e.g. encoded table
+        rows, whose numeric columns go below 0)."""
+        return (0.0, 1.0) if len(self.config.input_shape) == 3 else None
+
     def features(self, x: Array) -> Array:
         x = x.reshape(x.shape[0], -1)
         return nnx.relu(self.fc2(nnx.relu(self.fc1(x))))
