@@ -70,6 +70,10 @@ class Constraints:
                 f"already keeps it at the query's value"
             )
 
+    def to_dict(self) -> dict[str, list[str]]:
+        """JSON form (``Constraints(**d)`` reads it back), as generator configs store it."""
+        return {"immutable": list(self.immutable), "increasing": list(self.increasing)}
+
     def check(self, schema: Schema) -> None:
         """Raises ``ValueError`` naming a column the schema lacks, or an increasing column that
         is not numeric."""

@@ -36,6 +36,24 @@ def mesh(n: int):
     return data_mesh(jax.devices()[:n])
 
 
+def adult_mlp(transform, *, hidden: int, **overrides):
+    """A small MLP classifier on Adult's encoded rows: Adam at 3e-3 for one epoch (the
+    classifier tests of the tabular generators train)."""
+    from jaxcf.models import MLPConfig
+    from jaxcf.training import TrainConfig
+
+    base = dict(
+        optimizer="adam",
+        learning_rate=3e-3,
+        lr_boundaries=(),
+        epochs=1,
+        batch_size=128,
+        train_examples=32_561,
+    )
+    model = MLPConfig(input_shape=(transform.dim,), num_classes=2, hidden=hidden)
+    return TrainConfig(model=model, dataset="adult", **{**base, **overrides})
+
+
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """Work dir holding ``checkpoint/``: a SmallCNN trained for one epoch on 6,000 real MNIST

@@ -13,35 +13,22 @@ import pytest
 
 from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.methods import WachterConfig
-from jaxcf.models import MLPConfig
 from jaxcf.models.generators import TabularGeneratorConfig
 from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob, flip_targets, run_protocol
 from jaxcf.runner import RunnerConfig
-from jaxcf.training import TrainConfig
 from jaxcf.training.counterfactual import GeneratorTrainConfig
+from tests.conftest import adult_mlp
 
 pytestmark = pytest.mark.standard_promotion  # training and Wachter run optax's Adam
 
 
 def _tiny_job() -> GeneratorJob:
     transform = adult_transform()
-    classifier = TrainConfig(
-        model=MLPConfig(input_shape=(transform.dim,), num_classes=2, hidden=16),
-        dataset="adult",
-        optimizer="adam",
-        learning_rate=3e-3,
-        lr_boundaries=(),
-        epochs=1,
-        batch_size=128,
-        train_examples=4000,
-    )
+    classifier = adult_mlp(transform, hidden=16, train_examples=4000)
     generator = GeneratorTrainConfig(
         generator=TabularGeneratorConfig(
             transform=transform.to_dict(),
-            constraints={
-                "immutable": list(ADULT_CONSTRAINTS.immutable),
-                "increasing": list(ADULT_CONSTRAINTS.increasing),
-            },
+            constraints=ADULT_CONSTRAINTS.to_dict(),
             cond_dim=2,
             width=32,
             blocks=1,

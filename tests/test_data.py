@@ -19,7 +19,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import jaxcf.data.ecg5000 as ecg_module
-import jaxcf.data.mnist as mnist_module
+import jaxcf.data.lookup as lookup_module
 from jaxcf.data import (
     DATA_DIR_ENV,
     FASHION_MNIST_CLASS_NAMES,
@@ -65,7 +65,7 @@ def shared_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points the "shared" source (../shared/data beside the checkout) at an empty tmp dir."""
     folder = tmp_path / "shared_data"
     folder.mkdir()
-    monkeypatch.setattr(mnist_module, "default_data_dir", lambda: folder)
+    monkeypatch.setattr(lookup_module, "default_data_dir", lambda: folder)
     return folder
 
 
@@ -560,7 +560,7 @@ def ecg_shared_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points the ECG loader's "shared" source at an empty tmp dir."""
     folder = tmp_path / "shared_data"
     folder.mkdir()
-    monkeypatch.setattr(ecg_module, "default_data_dir", lambda: folder)
+    monkeypatch.setattr(lookup_module, "default_data_dir", lambda: folder)
     return folder
 
 

@@ -17,10 +17,10 @@ from jaxcf import constraints as constraints_lib
 from jaxcf.data import load_dataset
 from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.methods import GeneratorConfig, generator_explainer
-from jaxcf.models import MLPConfig, generators
-from jaxcf.training import TrainConfig, train_and_evaluate
+from jaxcf.models import generators
 from jaxcf.training import counterfactual as cf_train
-from tests.conftest import mesh
+from jaxcf.training import train_and_evaluate
+from tests.conftest import adult_mlp, mesh
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs inside the train step
 
@@ -34,16 +34,7 @@ def adult():
 @pytest.fixture(scope="module")
 def adult_classifier(adult, tmp_path_factory):
     transform, _, _ = adult
-    config = TrainConfig(
-        model=MLPConfig(input_shape=(transform.dim,), num_classes=2, hidden=32),
-        dataset="adult",
-        optimizer="adam",
-        learning_rate=3e-3,
-        lr_boundaries=(),
-        epochs=1,
-        batch_size=128,
-        train_examples=32_561,
-    )
+    config = adult_mlp(transform, hidden=32)
     model, _, meta = train_and_evaluate(config, tmp_path_factory.mktemp("adult_clf"))
     assert meta["test_accuracy"] > 0.8
     return model
@@ -53,7 +44,7 @@ def _tabular_config(transform, **overrides):
     base = cf_train.GeneratorTrainConfig(
         generator=generators.TabularGeneratorConfig(
             transform=transform.to_dict(),
-            constraints={"immutable": ["Race", "Sex"], "increasing": ["Age"]},
+            constraints=ADULT_CONSTRAINTS.to_dict(),
             cond_dim=2,
             width=64,
             blocks=1,
@@ -116,15 +107,7 @@ def test_checkpoint_is_tied_to_its_classifier(short_run, adult, tmp_path):
     loaded, meta2 = cf_train.load_generator(workdir)
     assert meta2["classifier_digest"] == meta["classifier_digest"]
     other = train_and_evaluate(
-        TrainConfig(
-            model=MLPConfig(input_shape=(transform.dim,), num_classes=2, hidden=8),
-            dataset="adult",
-            optimizer="adam",
-            learning_rate=1e-3,
-            lr_boundaries=(),
-            epochs=0.05,
-            train_examples=32_561,
-        ),
+        adult_mlp(transform, hidden=8, learning_rate=1e-3, epochs=0.05, batch_size=128),
         tmp_path,
     )[0]
     with pytest.raises(ValueError, match="another classifier"):

@@ -20,14 +20,13 @@ from jaxcf.data.adult import (
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
+from jaxcf.data.lookup import DATA_DIR_ENV, default_data_dir
 from jaxcf.data.mnist import (
     CLASS_NAMES,
-    DATA_DIR_ENV,
     DEFAULT_SOURCES,
     FASHION_MNIST_CLASS_NAMES,
     MNIST_CLASS_NAMES,
     SPLIT_SIZES,
-    default_data_dir,
     find_idx_files,
     load_mnist,
 )

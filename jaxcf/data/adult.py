@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import numpy as np
 from jaxcf.constraints import Constraints
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.idx import DataError
-from jaxcf.data.mnist import DATA_DIR_ENV, default_data_dir
+from jaxcf.data.lookup import DATA_DIR_ENV, first_available, from_env, from_shared
 from jaxcf.data.registry import register_dataset
 from jaxcf.tabular import Column, Schema, TabularTransform
 
@@ -275,28 +274,13 @@ def _find(split: str, data_dir: str | os.PathLike[str] | None) -> Path:
     _check_split(split)
     if data_dir is not None:
         return find_adult_file(data_dir, split)
-    reasons = []
-    env = os.environ.get(DATA_DIR_ENV, "")
-    if env:
-        try:
-            return find_adult_file(env, split)
-        except FileNotFoundError as exc:
-            warnings.warn(
-                f"${DATA_DIR_ENV}={env} does not hold adult {split}, trying the next source: {exc}",
-                UserWarning,
-                stacklevel=3,
-            )
-            reasons.append(f"  - env: ${DATA_DIR_ENV}={env}: {exc}")
-    else:
-        reasons.append(f"  - env: ${DATA_DIR_ENV} is not set")
-    try:
-        return find_adult_file(default_data_dir(), split)
-    except FileNotFoundError as exc:
-        reasons.append(f"  - shared: {exc}")
-    raise FileNotFoundError(
-        f"could not find adult {split} ({SPLIT_FILES[split]}); tried, in order:\n"
-        + "\n".join(reasons)
-        + f"\nPass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding adult/."
+    return first_available(
+        f"adult {split}",
+        {
+            "env": lambda: from_env(lambda d: find_adult_file(d, split), f"adult {split}"),
+            "shared": lambda: from_shared(lambda d: find_adult_file(d, split)),
+        },
+        f"Pass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding adult/.",
     )
 
 

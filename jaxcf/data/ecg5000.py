@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -57,7 +56,7 @@ import numpy as np
 
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.idx import DataError
-from jaxcf.data.mnist import DATA_DIR_ENV, default_data_dir
+from jaxcf.data.lookup import DATA_DIR_ENV, check_sources, first_available, from_env, from_shared
 from jaxcf.data.registry import register_dataset
 
 Split = Literal["train", "test"]
@@ -118,10 +117,6 @@ class ECG5000Dataset(Dataset):
     archive_rows: np.ndarray | None = None
 
 
-class _SourceUnavailable(Exception):
-    """A source does not have the files; the message says why."""
-
-
 def load_ecg5000(
     split: Split = "train",
     *,
@@ -158,27 +153,14 @@ def load_ecg5000(
             raise ValueError("pass either data_dir or sources, not both")
         return _load_files(find_ecg5000_files(data_dir), split)
 
-    sources = DEFAULT_SOURCES if sources is None else sources
-    if isinstance(sources, str) or not sources:
-        raise ValueError(
-            f"sources must be a non-empty sequence of {DEFAULT_SOURCES}, got {sources!r}"
-        )
-    for source in sources:
-        _check_choice("source", source, DEFAULT_SOURCES)
-    reasons: list[str] = []
-    last_exc: Exception | None = None
-    for source in sources:
-        try:
-            return _load_files(_SOURCE_FINDERS[source](), split)
-        except _SourceUnavailable as exc:
-            reasons.append(f"  - {source}: {exc}")
-            last_exc = exc
-    raise FileNotFoundError(
-        f"could not load {NAME} {split} from any source; tried, in order:\n"
-        + "\n".join(reasons)
-        + f"\nPass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding "
-        f"{NAME}/{ARCHIVE_FILES['train']} and {NAME}/{ARCHIVE_FILES['test']}."
-    ) from last_exc
+    sources = check_sources(sources, DEFAULT_SOURCES)
+    files = first_available(
+        f"{NAME} {split}",
+        {source: _SOURCE_FINDERS[source] for source in sources},
+        f"Pass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding "
+        f"{NAME}/{ARCHIVE_FILES['train']} and {NAME}/{ARCHIVE_FILES['test']}.",
+    )
+    return _load_files(files, split)
 
 
 def ecg5000_standardization(
@@ -289,31 +271,10 @@ def _check_choice(what: str, value: Any, choices: Any) -> None:
         raise ValueError(f"unknown {what} {value!r}; expected one of {tuple(choices)}")
 
 
-def _find_in_env() -> dict[str, Path]:
-    """The files in ``$JAXCF_DATA_DIR``; unset, or set without the files: unavailable."""
-    value = os.environ.get(DATA_DIR_ENV, "")
-    if not value:
-        raise _SourceUnavailable(f"${DATA_DIR_ENV} is not set")
-    try:
-        return find_ecg5000_files(value)
-    except FileNotFoundError as exc:
-        warnings.warn(
-            f"${DATA_DIR_ENV}={value} does not hold {NAME}, trying the next source: {exc}",
-            UserWarning,
-            stacklevel=4,
-        )
-        raise _SourceUnavailable(f"${DATA_DIR_ENV}={value}: {exc}") from exc
-
-
-def _find_in_shared() -> dict[str, Path]:
-    """The files in :func:`~jaxcf.data.default_data_dir`; missing: unavailable."""
-    try:
-        return find_ecg5000_files(default_data_dir())
-    except FileNotFoundError as exc:
-        raise _SourceUnavailable(f"the shared data folder beside the checkout: {exc}") from exc
-
-
-_SOURCE_FINDERS = {"env": _find_in_env, "shared": _find_in_shared}
+_SOURCE_FINDERS = {
+    "env": lambda: from_env(find_ecg5000_files, NAME),
+    "shared": lambda: from_shared(find_ecg5000_files),
+}
 
 
 def _read(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

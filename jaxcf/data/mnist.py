@@ -36,23 +36,28 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-import jaxcf
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
+from jaxcf.data.lookup import (
+    DATA_DIR_ENV,
+    SourceUnavailable,
+    check_sources,
+    first_available,
+    from_env,
+    from_shared,
+)
 from jaxcf.data.registry import register_dataset
 
 Split = Literal["train", "test"]
 DatasetName = Literal["mnist", "fashion_mnist"]
 Source = Literal["env", "shared", "tfds"]
 
-DATA_DIR_ENV = "JAXCF_DATA_DIR"
 """Environment variable naming a data directory, tried after an explicit ``data_dir``."""
 DEFAULT_SOURCES: tuple[Source, ...] = ("env", "shared", "tfds")
 """Sources tried, in order, when no ``data_dir`` is given."""
@@ -82,10 +87,6 @@ IMAGE_SHAPE = (28, 28)
 DOMAIN = (0.0, 1.0)
 """Pixel intensities are raw bytes / 255, so every input lies in ``[0, 1]``."""
 _FILE_PREFIX = {"train": "train", "test": "t10k"}
-
-
-class _SourceUnavailable(Exception):
-    """A source does not have the requested data; the message says why."""
 
 
 def load_mnist(
@@ -124,37 +125,12 @@ def load_mnist(
         images_path, labels_path = find_idx_files(data_dir, dataset, split)
         return _load_idx_pair(images_path, labels_path, dataset, split)
 
-    sources = DEFAULT_SOURCES if sources is None else sources
-    if isinstance(sources, str) or not sources:
-        raise ValueError(
-            f"sources must be a non-empty sequence of {DEFAULT_SOURCES}, got {sources!r}"
-        )
-    for source in sources:
-        _check_choice("source", source, DEFAULT_SOURCES)
-
-    reasons: list[str] = []
-    last_exc: Exception | None = None
-    for source in sources:
-        try:
-            return _SOURCE_LOADERS[source](dataset, split)
-        except _SourceUnavailable as exc:
-            reasons.append(f"  - {source}: {exc}")
-            last_exc = exc
-    raise FileNotFoundError(
-        f"could not load {dataset} {split} from any source; tried, in order:\n"
-        + "\n".join(reasons)
-        + f"\nPass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding the IDX files."
-    ) from last_exc
-
-
-def default_data_dir() -> Path:
-    """Returns ``../shared/data`` beside the checkout: ``<repo>/../shared/data``.
-
-    The repository root is the folder above the ``jaxcf`` package. The path may not exist
-    (e.g. for an installed, non-editable package).
-    """
-    repo_root = Path(jaxcf.__file__).resolve().parents[1]
-    return repo_root.parent / "shared" / "data"
+    sources = check_sources(sources, DEFAULT_SOURCES)
+    return first_available(
+        f"{dataset} {split}",
+        {source: functools.partial(_SOURCE_LOADERS[source], dataset, split) for source in sources},
+        f"Pass data_dir=..., or set ${DATA_DIR_ENV} to a directory holding the IDX files.",
+    )
 
 
 def idx_file_stems(split: Split) -> tuple[str, str]:
@@ -220,29 +196,14 @@ def _first_existing(folder: Path, stem: str) -> Path | None:
 
 def _load_from_env(dataset: DatasetName, split: Split) -> Dataset:
     """Loads from ``$JAXCF_DATA_DIR``; unset, or set without the files: unavailable."""
-    value = os.environ.get(DATA_DIR_ENV, "")
-    if not value:
-        raise _SourceUnavailable(f"${DATA_DIR_ENV} is not set")
-    try:
-        images_path, labels_path = find_idx_files(value, dataset, split)
-    except FileNotFoundError as exc:
-        warnings.warn(
-            f"${DATA_DIR_ENV}={value} does not hold {dataset} {split}, trying the next "
-            f"source: {exc}",
-            UserWarning,
-            stacklevel=3,
-        )
-        raise _SourceUnavailable(f"${DATA_DIR_ENV}={value}: {exc}") from exc
-    return _load_idx_pair(images_path, labels_path, dataset, split)
+    paths = from_env(lambda d: find_idx_files(d, dataset, split), f"{dataset} {split}")
+    return _load_idx_pair(*paths, dataset, split)
 
 
 def _load_from_shared(dataset: DatasetName, split: Split) -> Dataset:
     """Loads from :func:`default_data_dir`; missing directory or files: unavailable."""
-    try:
-        images_path, labels_path = find_idx_files(default_data_dir(), dataset, split)
-    except FileNotFoundError as exc:
-        raise _SourceUnavailable(f"../shared/data beside the checkout: {exc}") from exc
-    return _load_idx_pair(images_path, labels_path, dataset, split)
+    paths = from_shared(lambda d: find_idx_files(d, dataset, split))
+    return _load_idx_pair(*paths, dataset, split)
 
 
 def _load_from_tfds(dataset: DatasetName, split: Split) -> Dataset:
@@ -259,7 +220,7 @@ def _load_from_tfds(dataset: DatasetName, split: Split) -> Dataset:
         # One by one: `__getitems__` is not supported by `tfds.testing.mock_data`.
         examples = [source[i] for i in range(len(source))]
     except Exception as exc:  # Any failure here means "TFDS cannot provide it".
-        raise _SourceUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise SourceUnavailable(f"{type(exc).__name__}: {exc}") from exc
     where = f"tfds:{dataset}/{split}"
     if not examples:
         raise DataError(f"{where}: the split is empty")

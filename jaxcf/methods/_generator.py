@@ -25,6 +25,7 @@ from jaxcf import validation
 from jaxcf.classifier import as_pure
 from jaxcf.explainer import CFResult
 from jaxcf.methods import checks
+from jaxcf.models import generators
 from jaxcf.pure import PureModule
 
 Array = jax.Array
@@ -48,23 +49,6 @@ class GeneratorConfig:
         object.__setattr__(self, "fixed", tuple(self.fixed))
         if not all(isinstance(c, str) for c in self.fixed):
             raise ValueError(f"GeneratorConfig.fixed must be column names, got {self.fixed!r}")
-
-
-def target_vector(target: Array, num_outputs: int) -> Array:
-    """The generator's ``y_t`` ``[B, K]`` for a target batch of any kind."""
-    kind = targets_lib.kind_of(target)
-    if kind == "class":
-        return jax.nn.one_hot(target, num_outputs, dtype=jnp.float32)
-    if kind == "soft":
-        return target.astype(jnp.float32)
-    return target.astype(jnp.float32)[:, None]
-
-
-def model_vector(outputs: Array, kind: str) -> Array:
-    """The generator's ``y_m`` ``[B, K]``: probabilities, or the raw regression output."""
-    if kind == "regression":
-        return outputs.astype(jnp.float32)
-    return jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
 
 
 class GeneratorExplainer(struct.PyTreeNode):
@@ -96,8 +80,8 @@ class GeneratorExplainer(struct.PyTreeNode):
         cfg = self.config
         kind = targets_lib.kind_of(target)
         outputs = self.classifier.logits(x)
-        y_m = model_vector(outputs, kind)
-        y_t = target_vector(target, outputs.shape[1])
+        y_m = generators.model_condition(outputs, regression=kind == "regression")
+        y_t = generators.target_condition(target, outputs.shape[1])
         kwargs = {}
         if self.fixed_mask is not None:
             kwargs["fixed"] = jnp.broadcast_to(

@@ -45,7 +45,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcf import validation
+from jaxcf.constraints import Constraints, enforce
 from jaxcf.models.spectral import SpectralConv
+from jaxcf.tabular import TabularTransform, activate
+from jaxcf.targets import kind_of
 
 Array = jax.Array
 
@@ -188,6 +191,27 @@ class TabularDiscriminatorConfig:
 
     def __post_init__(self):
         validation.at_least(self, 1, "input_dim", "cond_dim", "width", "blocks")
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def model_condition(outputs: Array, *, regression: bool) -> Array:
+    """``y_m`` ``[B, K]`` from classifier outputs ``[B, C]``: class probabilities, or a
+    regressor's raw ``[B, 1]`` output."""
+    outputs = outputs.astype(jnp.float32)
+    return outputs if regression else jax.nn.softmax(outputs, axis=-1)
+
+
+def target_condition(target: Array, num_outputs: int) -> Array:
+    """``y_t`` ``[B, K]`` for a target batch of any kind (:mod:`jaxcf.targets`): the one-hot
+    of a class index, a distribution as it is, a regression value as ``[B, 1]``."""
+    kind = kind_of(target)
+    if kind == "class":
+        return jax.nn.one_hot(target, num_outputs, dtype=jnp.float32)
+    if kind == "soft":
+        return target.astype(jnp.float32)
+    return target.astype(jnp.float32)[:, None]
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -449,8 +473,6 @@ class TabularGenerator(_Generator):
     """
 
     def __init__(self, config: TabularGeneratorConfig, *, rngs: nnx.Rngs):
-        from jaxcf.constraints import Constraints
-        from jaxcf.tabular import TabularTransform
 
         self.config = config
         transform = TabularTransform.from_dict(config.transform)
@@ -466,8 +488,6 @@ class TabularGenerator(_Generator):
     @property
     def transform(self):
         """The :class:`~jaxcf.tabular.TabularTransform` the generator writes rows of."""
-        from jaxcf.tabular import TabularTransform
-
         return TabularTransform.from_dict(self.config.transform)
 
     def __call__(
@@ -480,8 +500,6 @@ class TabularGenerator(_Generator):
         train: bool = False,
         fixed: Array | None = None,
     ) -> Array:
-        from jaxcf.constraints import enforce
-        from jaxcf.tabular import activate
 
         _check_keys(keys, x.shape[0])
         n_cols = len(self.layout.blocks)

@@ -443,6 +443,21 @@ class _Rows:
     timing: dict[str, Any]
     num_cfs: int
 
+    @classmethod
+    def from_results(cls, label: str, results, timing: dict[str, Any], num_cfs: int) -> _Rows:
+        """The rows of a runner record, labelled ``label`` (also the method's name)."""
+        return cls(
+            label,
+            label,
+            np.asarray(results.x),
+            np.asarray(results.x_cf),
+            np.asarray(results.target),
+            np.asarray(results.query),
+            timing["seconds_per_cf"],
+            timing,
+            num_cfs,
+        )
+
 
 def _steady_timing(results) -> dict[str, Any]:
     """Seconds per counterfactual from the runner's chunk timings, leaving out the first chunk
@@ -609,19 +624,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         meta={"method": "generator", "dataset": job.dataset},
     )
     gen_timing = _steady_timing(gen)
-    method_rows = {
-        "generator": _Rows(
-            "generator",
-            "generator",
-            np.asarray(gen.x),
-            np.asarray(gen.x_cf),
-            np.asarray(gen.target),
-            np.asarray(gen.query),
-            gen_timing["seconds_per_cf"],
-            gen_timing,
-            config.num_cfs,
-        )
-    }
+    method_rows = {"generator": _Rows.from_results("generator", gen, gen_timing, config.num_cfs)}
 
     def generator_subset(k: int) -> None:
         if k >= n:
@@ -659,17 +662,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             meta={"method": "wachter", "config": dataclasses.asdict(wachter_config)},
         )
         timing = {**_steady_timing(res), "config": dataclasses.asdict(wachter_config)}
-        method_rows["wachter"] = _Rows(
-            "wachter",
-            "wachter",
-            np.asarray(res.x),
-            np.asarray(res.x_cf),
-            np.asarray(res.target),
-            np.asarray(res.query),
-            timing["seconds_per_cf"],
-            timing,
-            1,
-        )
+        method_rows["wachter"] = _Rows.from_results("wachter", res, timing, 1)
     if "dice" in config.peers:
         if space.transform is None:
             raise ValueError("the DiCE peer explains tabular data only")

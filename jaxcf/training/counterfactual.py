@@ -54,6 +54,7 @@ from jax.sharding import PartitionSpec as P
 from jaxcf import checkpoint, validation
 from jaxcf.classifier import as_pure
 from jaxcf.models import generators as gen_lib
+from jaxcf.tabular import TabularTransform
 from jaxcf.training.ema import update_ema
 from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit
 
@@ -163,14 +164,6 @@ def classifier_digest(classifier: Any) -> str:
     return h.hexdigest()
 
 
-def model_view(outputs: Array, mode: TargetMode) -> Array:
-    """``y_m`` from classifier outputs ``[B, C]``: probabilities, or the raw ``[B, 1]`` output
-    of a regressor."""
-    if mode == "regression":
-        return outputs.astype(jnp.float32)
-    return jax.nn.softmax(outputs.astype(jnp.float32), axis=-1)
-
-
 def draw_targets(
     key: Array, y_m: Array, mode: TargetMode, regression_range: tuple[float, float] | None
 ) -> Array:
@@ -255,8 +248,8 @@ class _StepSettings:
     num_columns: int
 
     @classmethod
-    def of(cls, config: GeneratorTrainConfig, generator: nnx.Module) -> _StepSettings:
-        transform = getattr(generator, "transform", None)
+    def of(cls, config: GeneratorTrainConfig) -> _StepSettings:
+        table = getattr(config.generator, "transform", None)  # tabular: the transform's dict
         return cls(
             target=config.target,
             regression_range=config.regression_range,
@@ -268,7 +261,7 @@ class _StepSettings:
             gan_loss=config.gan_loss,
             fixed_prob=config.fixed_prob,
             ema_decay=config.ema_decay,
-            num_columns=0 if transform is None else len(transform.names),
+            num_columns=0 if table is None else len(TabularTransform.from_dict(table).names),
         )
 
 
@@ -287,7 +280,7 @@ def train_step(
     """One discriminator step then one generator step on a batch ``x [B, ...]``; returns the
     batch's loss terms and its validity (share of generated samples at the target)."""
     b = x.shape[0]
-    y_m = model_view(classifier.logits(x), s.target)
+    y_m = gen_lib.model_condition(classifier.logits(x), regression=s.target == "regression")
     y_t = draw_targets(jax.random.fold_in(key, 0), y_m, s.target, s.regression_range)
     gen_keys = _keys(key, b, 1)
     kwargs = {}
@@ -320,7 +313,9 @@ def train_step(
             terms["gan"] = gan_losses(fake, fake, s.gan_loss)[1]  # L_G reads only the fake logits
             total = total + s.w_gan * terms["gan"]
         if s.w_cycle > 0:
-            y_cf = jax.lax.stop_gradient(model_view(out_cf, s.target))
+            y_cf = jax.lax.stop_gradient(
+                gen_lib.model_condition(out_cf, regression=s.target == "regression")
+            )
             x_back = g(x_cf, y_cf, y_m, _keys(key, b, 3), train=True, **kwargs)
             terms["cycle"] = l1_distance(x, x_back)
             total = total + s.w_cycle * terms["cycle"]
@@ -361,7 +356,7 @@ def _at_target(outputs: Array, y_t: Array, mode: str, tolerance: float = 0.1) ->
 
 @functools.partial(nnx.jit, static_argnames=("s",))
 def _validate(s: _StepSettings, classifier, generator, x, key):
-    y_m = model_view(classifier.logits(x), s.target)
+    y_m = gen_lib.model_condition(classifier.logits(x), regression=s.target == "regression")
     y_t = draw_targets(jax.random.fold_in(key, 0), y_m, s.target, s.regression_range)
     x_cf = generator(x, y_m, y_t, _keys(key, x.shape[0], 1))
     ok = _at_target(classifier.logits(x_cf), y_t, s.target)
@@ -392,6 +387,11 @@ class GeneratorTask:
     val_x: np.ndarray
     mesh: jax.sharding.Mesh | None = None
 
+    def __post_init__(self):
+        # Pure once: each step then passes the same pytree (rebuilding it per step would
+        # merge the module on the host every time).
+        object.__setattr__(self, "classifier", as_pure(self.classifier))
+
     def config_dict(self) -> dict[str, Any]:
         return {**self.config.to_dict(), "classifier": classifier_digest(self.classifier)}
 
@@ -418,16 +418,17 @@ class GeneratorTask:
                 nnx.update(m, jax.device_put(nnx.state(m), device))
         return modules
 
-    def _settings(self, modules) -> _StepSettings:
-        return _StepSettings.of(self.config, modules["generator"])
+    @functools.cached_property
+    def _settings(self) -> _StepSettings:  # once per task, not per step
+        return _StepSettings.of(self.config)
 
     def train_step(self, modules, batch, key) -> dict[str, Array]:
         x = batch["x"]
         if self.mesh is not None:
             x = jax.device_put(x, NamedSharding(self.mesh, P("data")))
         return train_step(
-            self._settings(modules),
-            as_pure(self.classifier),
+            self._settings,
+            self.classifier,
             modules["generator"],
             modules["generator_ema"],
             modules["opt_generator"],
@@ -440,8 +441,8 @@ class GeneratorTask:
     def evaluate(self, modules) -> dict[str, float]:
         x = jnp.asarray(self.val_x[: self.config.val_examples])
         validity, l1 = _validate(
-            self._settings(modules),
-            as_pure(self.classifier),
+            self._settings,
+            self.classifier,
             modules["generator_ema"],
             x,
             jax.random.key(self.config.seed + 12345),
@@ -488,7 +489,7 @@ def train_generator(
             f"batch_size {config.batch_size} must be a multiple of the mesh's "
             f"{mesh.devices.size} devices"
         )
-    task = GeneratorTask(config, as_pure(classifier), np.asarray(val_x), mesh)
+    task = GeneratorTask(config, classifier, np.asarray(val_x), mesh)
     result = fit(
         task,
         {"x": np.asarray(train_x, np.float32)},
@@ -547,8 +548,6 @@ def _check_compatible(config: GeneratorTrainConfig, classifier: Any, x: np.ndarr
     gcfg = config.generator
     want = getattr(gcfg, "input_shape", None)
     if want is None and getattr(gcfg, "kind", "") == "tabular_generator":
-        from jaxcf.tabular import TabularTransform
-
         want = (TabularTransform.from_dict(gcfg.transform).dim,)
     if want is not None and tuple(x.shape[1:]) != tuple(want):
         raise ValueError(

@@ -32,10 +32,7 @@ def get_config() -> GeneratorJob:
     generator = GeneratorTrainConfig(
         generator=TabularGeneratorConfig(
             transform=transform.to_dict(),
-            constraints={
-                "immutable": list(ADULT_CONSTRAINTS.immutable),
-                "increasing": list(ADULT_CONSTRAINTS.increasing),
-            },
+            constraints=ADULT_CONSTRAINTS.to_dict(),
             cond_dim=2,
             width=128,
             blocks=2,
