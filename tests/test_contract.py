@@ -23,6 +23,7 @@ from flax import struct
 
 from jaxcf import experiment, metrics, report, runner, targets
 from jaxcf.classifier import FunctionClassifier, as_pure
+from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.explainer import CFResult
 from jaxcf.methods import (
     DeDUCEConfig,
@@ -41,6 +42,8 @@ from tests import references
 from tests.conftest import FAKE_DEVICES, mesh
 
 N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
+# Success criteria of the untrained generators, set so that some queries succeed and some fail.
+THRESHOLDS = {"series": 0.5, "autoencoder": 0.3, "tabular": 0.5}
 
 
 # ----------------------------------------------------------------------------- a user's explainer
@@ -86,13 +89,15 @@ def reference_noisy(explainer, x, t, key):
 # ----------------------------------------------------------------------------- a generator
 
 
-def _untrained_generator(seed: int = 1, scale: float = 0.1):
-    """A small image generator whose every weight is jolted away from its initialisation (the
-    zero-initialised output layer would otherwise return the query unchanged), so that its
-    counterfactuals move the classifier: some reach their targets, some do not."""
+def _untrained_generator(config=None, seed: int = 1, scale: float = 0.1):
+    """A small generator (an image one unless ``config`` says otherwise) whose every weight is
+    jolted away from its initialisation (the zero-initialised output layer would otherwise
+    return the query unchanged), so that its counterfactuals move the classifier: some reach
+    their targets, some do not."""
     from flax import nnx
 
-    g = generators.build(generators.ImageGeneratorConfig(width=8, blocks=1, groups=4), seed=0)
+    config = config or generators.ImageGeneratorConfig(width=8, blocks=1, groups=4)
+    g = generators.build(config, seed=0)
     state = nnx.state(g, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -109,11 +114,13 @@ def reference_generator(e, x, t, key):
     p /= p.sum()
     t = np.asarray(t)
     y_t = np.eye(len(p))[int(t)] if t.ndim == 0 else t
+    kwargs = {} if e.fixed_mask is None else {"fixed": e.fixed_mask[None]}
     x_cf = e.generator.generate(
         jnp.asarray(x[None], jnp.float32),
         jnp.asarray(p[None], jnp.float32),
         jnp.asarray(y_t[None], jnp.float32),
         key[None],
+        **kwargs,
     )[0]
     cfg = e.config
     s, ok = references.score(outputs(x_cf), t, cfg.threshold, cfg.tolerance)
@@ -137,6 +144,7 @@ class Variant:
     num_cfs: int = 1
     promotion: str = "strict"  # "standard" where optax's Adam runs inside
     criterion: float | None = None  # the threshold or tolerance success is decided at
+    problem: str = "mnist"  # the classifier and queries: mnist, ecg or adult (fixtures below)
 
 
 def _regressor(model):
@@ -203,21 +211,55 @@ VARIANTS = [
         criterion=0.2,
     ),
 ]
-for _kind, _cfg in (
-    ("class", GeneratorConfig(threshold=0.12)),
-    ("soft", GeneratorConfig(tolerance=0.6)),
+# Every generator family, untrained but jolted, on the classifier and queries of its modality.
+_SERIES = dict(input_shape=(140, 1), cond_dim=2, hidden=8)
+for _name, _kind, _cfg, _problem, _gen in (
+    ("image-class", "class", GeneratorConfig(threshold=0.12), "mnist", None),
+    ("image-soft", "soft", GeneratorConfig(tolerance=0.6), "mnist", None),
+    (
+        "series-class",
+        "class",
+        GeneratorConfig(threshold=THRESHOLDS["series"]),
+        "ecg",
+        lambda: generators.SeriesGeneratorConfig(**_SERIES),
+    ),
+    (
+        "autoencoder-soft",
+        "soft",
+        GeneratorConfig(tolerance=THRESHOLDS["autoencoder"]),
+        "ecg",
+        lambda: generators.SeriesAutoencoderConfig(**_SERIES, latent=4),
+    ),
+    (
+        "tabular-class",
+        "class",
+        GeneratorConfig(threshold=THRESHOLDS["tabular"], fixed=("Age",)),
+        "adult",
+        lambda: generators.TabularGeneratorConfig(
+            transform=adult_transform().to_dict(),
+            constraints=ADULT_CONSTRAINTS.to_dict(),
+            cond_dim=2,
+            width=16,
+            blocks=1,
+        ),
+    ),
 ):
     VARIANTS.append(
         Variant(
-            f"generator-{_kind}",
+            f"generator-{_name}",
             _kind,
-            lambda m, d, cfg=_cfg: make(
-                "generator", cfg, classifier=m, generator=_untrained_generator()
+            lambda m, d, cfg=_cfg, gen=_gen: make(
+                "generator",
+                cfg,
+                classifier=m,
+                generator=_untrained_generator(gen and gen()),
             ),
             lambda e, m, d, x, t, k: reference_generator(e, x, t, k),
             atol=1e-5,
-            num_cfs=2,
+            # The autoencoder variant has no noise input: one counterfactual per query.
+            num_cfs=1 if _name.startswith("autoencoder") else 2,
             criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
+            problem=_problem,
         )
     )
 IDS = [v.name for v in VARIANTS]
@@ -229,7 +271,7 @@ def make_targets(kind: str, model, x: np.ndarray) -> np.ndarray:
     order = np.argsort(logits, axis=-1)
     runner_up, top = order[:, -2], order[:, -1]
     if kind == "class":
-        other = (top + 3) % 10  # usually out of reach in a few steps: failures too
+        other = (top + 3) % logits.shape[1]  # usually out of reach in a few steps: failures too
         return np.where(np.arange(len(x)) % 3 == 2, other, runner_up).astype(np.int32)
     if kind == "soft":
         q = np.zeros(logits.shape, np.float32)
@@ -239,11 +281,35 @@ def make_targets(kind: str, model, x: np.ndarray) -> np.ndarray:
     return (logits[:, 0] + np.where(np.arange(len(x)) % 2, 1.0, 4.0)).astype(np.float32)
 
 
+@pytest.fixture(scope="module")
+def ecg_problem():
+    """An untrained small BiLSTM on 10 real ECG5000 test beats (the contract does not need a
+    good classifier, only a fixed one)."""
+    from jaxcf.data import load_dataset
+    from jaxcf.models import BiLSTMConfig, build
+
+    model = build(BiLSTMConfig(input_shape=(140, 1), hidden=8), seed=3)
+    return model, None, np.asarray(load_dataset("ecg5000", "test").inputs[:N])
+
+
+@pytest.fixture(scope="module")
+def adult_problem():
+    """An untrained small MLP on 10 encoded Adult test rows."""
+    from jaxcf.data import load_dataset
+    from jaxcf.models import MLPConfig, build
+
+    model = build(MLPConfig(input_shape=(adult_transform().dim,), num_classes=2, hidden=16), seed=3)
+    return model, None, np.asarray(load_dataset("adult", "test").inputs[:N])
+
+
 @pytest.fixture(params=VARIANTS, ids=IDS)
-def case(request, trained, mnist_test):
-    model, density, _ = trained
+def case(request):
     v = request.param
-    x = np.asarray(mnist_test.images[:N])
+    if v.problem == "mnist":
+        model, density, _ = request.getfixturevalue("trained")
+        x = np.asarray(request.getfixturevalue("mnist_test").images[:N])
+    else:
+        model, density, x = request.getfixturevalue(f"{v.problem}_problem")
     with jax.numpy_dtype_promotion(v.promotion):
         yield v, v.build(model, density), model, density, x, make_targets(v.kind, model, x)
 
