@@ -32,8 +32,10 @@ from jaxcf.data import (
     dataset_spec,
     default_data_dir,
     find_idx_files,
+    find_medmnist_file,
     load_dataset,
     load_ecg5000,
+    load_medmnist,
     load_mnist,
     read_idx_images,
     read_idx_labels,
@@ -727,3 +729,218 @@ def test_ecg5000_lookup_order(
     with pytest.raises(ValueError, match="unknown split"):
         load_ecg5000("validation")
     assert dataset_spec("ecg5000").splits == ("train", "test")
+
+
+# ----------------------------------------------------------------------------- MedMNIST
+#
+# PneumoniaMNIST and BreastMNIST: the official MedMNIST v2 28x28 .npz files, three splits each.
+# The real-data tests read <data dir>/medmnist/; the rest write small BreastMNIST-shaped files
+# (780 images) into tmp_path.
+
+# From the data folder's medmnist/README.md ("Parsed contents"): images per label (0, 1).
+MEDMNIST_README_COUNTS = {
+    "pneumoniamnist": {"train": [1214, 3494], "val": [135, 389], "test": [234, 390]},
+    "breastmnist": {"train": [147, 399], "val": [21, 57], "test": [42, 114]},
+}
+MEDMNIST_CLASS_NAMES = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal/benign"),
+}
+MEDMNIST_PIXELS = {"train": 10, "val": 20, "test": 30}
+
+
+def _medmnist_arrays(dataset: str = "breastmnist") -> dict[str, np.ndarray]:
+    """Official-shaped arrays: split images all of value MEDMNIST_PIXELS[split] except one 0
+    and one 255 pixel, labels with the README's counts (sorted)."""
+    arrays = {}
+    for split, counts in MEDMNIST_README_COUNTS[dataset].items():
+        images = np.full((sum(counts), 28, 28), MEDMNIST_PIXELS[split], np.uint8)
+        images[0, 0, :2] = (0, 255)
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = np.repeat([0, 1], counts).astype(np.uint8)[:, None]
+    return arrays
+
+
+def _write_medmnist(folder: Path, arrays: dict[str, np.ndarray] | None = None) -> Path:
+    """Writes ``folder/breastmnist.npz`` (compressed, as upstream) and returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "breastmnist.npz"
+    np.savez_compressed(path, **(_medmnist_arrays() if arrays is None else arrays))
+    return path
+
+
+def _has_real_medmnist(dataset: str) -> bool:
+    try:
+        find_medmnist_file(REAL_DATA_DIR, dataset)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("dataset", list(MEDMNIST_README_COUNTS))
+def test_medmnist_real_data_matches_readme(dataset: str) -> None:
+    if not _has_real_medmnist(dataset):
+        pytest.skip(f"no {dataset}.npz in {REAL_DATA_DIR}")
+    for split, counts in MEDMNIST_README_COUNTS[dataset].items():
+        data = load_dataset(dataset, split, data_dir=REAL_DATA_DIR)
+        n = sum(counts)
+        assert (data.name, data.split, len(data)) == (dataset, split, n)
+        assert data.inputs.shape == (n, 28, 28, 1) and data.inputs.dtype == np.float32
+        assert data.labels.shape == (n,) and data.labels.dtype == np.int32
+        assert 0.0 <= data.inputs.min() and data.inputs.max() <= 1.0
+        assert data.inputs.max() > 0.99  # bytes / 255, not raw bytes or [-1, 1]
+        np.testing.assert_array_equal(data.inputs * 255, np.round(data.inputs * 255))
+        assert np.bincount(data.labels).tolist() == counts
+        assert data.class_names == MEDMNIST_CLASS_NAMES[dataset] and data.num_classes == 2
+        assert data.domain == (0.0, 1.0)
+        assert Path(data.source).name == "medmnist"
+        assert load_medmnist(split, data_dir=REAL_DATA_DIR, dataset=dataset) is data  # cached
+
+
+def test_medmnist_default_lookup_reads_shared_data() -> None:
+    if not _has_real_medmnist("pneumoniamnist") or REAL_DATA_DIR != default_data_dir():
+        pytest.skip(f"no pneumoniamnist.npz in {default_data_dir()}")
+    data = load_dataset("pneumoniamnist", "val")
+    assert Path(data.source) == (default_data_dir() / "medmnist").resolve()
+    assert np.bincount(data.labels).tolist() == MEDMNIST_README_COUNTS["pneumoniamnist"]["val"]
+
+
+def test_medmnist_is_registered() -> None:
+    assert {"pneumoniamnist", "breastmnist"} <= set(dataset_names())
+    for name in ("pneumoniamnist", "breastmnist"):
+        spec = dataset_spec(name)
+        assert spec.splits == ("train", "val", "test")
+        assert "float32 [N, 28, 28, 1] in [0, 1], 2 classes" in spec.description
+    assert "train 4,708 / val 524 / test 624" in dataset_spec("pneumoniamnist").description
+
+
+def test_medmnist_loads_splits_from_a_file(tmp_path: Path) -> None:
+    path = _write_medmnist(tmp_path / "medmnist")
+    for split, counts in MEDMNIST_README_COUNTS["breastmnist"].items():
+        data = load_dataset("breastmnist", split, data_dir=tmp_path)
+        assert isinstance(data, Dataset) and data.images is data.inputs
+        assert data.inputs.shape == (sum(counts), 28, 28, 1) and data.inputs.dtype == np.float32
+        assert data.labels.dtype == np.int32
+        assert np.bincount(data.labels).tolist() == counts
+        assert data.inputs[1, 5, 5, 0] == np.float32(MEDMNIST_PIXELS[split]) / np.float32(255)
+        assert (data.inputs.min(), data.inputs.max()) == (0.0, 1.0)
+        assert data.source == str(path.parent.resolve())
+        assert data.class_names == ("malignant", "normal/benign") and data.domain == (0.0, 1.0)
+        # Cached on the file: the same record, with read-only arrays.
+        assert load_medmnist(split, data_dir=str(tmp_path), dataset="breastmnist") is data
+        with pytest.raises(ValueError, match="read-only"):
+            data.inputs[0, 0, 0, 0] = 0.5
+        with pytest.raises(ValueError, match="read-only"):
+            data.labels[0] = 1
+    # Directly in the data directory works too; medmnist/ is tried first.
+    direct = _write_medmnist(tmp_path / "direct")
+    assert load_medmnist("val", data_dir=direct.parent, dataset="breastmnist").source == str(
+        direct.parent.resolve()
+    )
+
+
+def test_medmnist_lookup_order(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = _write_medmnist(shared_dir / "medmnist")
+    assert load_dataset("breastmnist", "test").source == str(shared.parent.resolve())
+    env = _write_medmnist(tmp_path / "env" / "medmnist")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert load_dataset("breastmnist", "test").source == str(env.parent.resolve())
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
+    with pytest.warns(UserWarning, match="empty does not hold breastmnist"):
+        assert load_medmnist("test", dataset="breastmnist").source == str(shared.parent.resolve())
+    assert load_medmnist("test", dataset="breastmnist", sources=("shared",)).split == "test"
+
+
+def test_medmnist_missing_data_is_a_clear_error(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{missing}: no such directory")):
+        load_dataset("pneumoniamnist", "train", data_dir=missing)
+    # An explicit directory without the file: nothing else is tried, even a shared copy.
+    _write_medmnist(shared_dir / "medmnist")
+    with pytest.raises(FileNotFoundError, match="no breastmnist.npz in .*medmnist and "):
+        load_medmnist("train", data_dir=tmp_path, dataset="breastmnist")
+    # No source has it: each source and why, then what to do.
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError) as info:
+        load_dataset("pneumoniamnist", "train")
+    message = str(info.value)
+    assert "could not load pneumoniamnist train from any source" in message
+    assert f"- env: ${DATA_DIR_ENV}={tmp_path}: no pneumoniamnist.npz in" in message
+    assert "- shared: the shared data folder beside the checkout: no pneumoniamnist.npz" in message
+    assert "medmnist/pneumoniamnist.npz" in message.splitlines()[-1]
+
+
+def test_medmnist_unknown_split_dataset_or_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown split 'validation' of 'pneumoniamnist'"):
+        load_dataset("pneumoniamnist", "validation")
+    with pytest.raises(ValueError, match=r"unknown split 'valid'; expected one of \('train', "):
+        load_medmnist("valid")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown dataset 'dermamnist'"):
+        load_medmnist("train", dataset="dermamnist")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown source 'tfds'"):
+        load_medmnist("train", sources=("tfds",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="either data_dir or sources"):
+        load_medmnist("train", data_dir=tmp_path, sources=("env",))
+
+
+def _medmnist_edit(key: str, edit):
+    arrays = _medmnist_arrays()
+    arrays[key] = edit(arrays[key])
+    return arrays
+
+
+def _without(key: str) -> dict[str, np.ndarray]:
+    arrays = _medmnist_arrays()
+    del arrays[key]
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (
+            _medmnist_edit("val_images", lambda a: a[:-1]),
+            r"val_images holds 77 images, expected 78 \(breastmnist val\)",
+        ),
+        (
+            _medmnist_edit("test_labels", lambda a: np.where(a == 0, 1, a)),
+            r"test_labels: \(0, 156\) images per label, expected \(42, 114\)",
+        ),
+        (
+            _medmnist_edit("train_images", lambda a: a.astype(np.float32)),
+            r"train_images are float32 \(546, 28, 28\), expected uint8 \(N, 28, 28\)",
+        ),
+        (
+            _medmnist_edit("train_images", lambda a: a[:, :27]),
+            r"train_images are uint8 \(546, 27, 28\), expected uint8",
+        ),
+        (
+            _medmnist_edit("val_labels", lambda a: a[:-1]),
+            r"val_labels are uint8 \(77, 1\), expected integers \(78, 1\)",
+        ),
+        (_medmnist_edit("val_labels", lambda a: a + 1), "val_labels: label 2 out of range 0..1"),
+        (_without("test_labels"), "no test_labels array"),
+    ],
+    ids=["count", "label-counts", "dtype", "image-size", "labels-count", "label2", "missing"],
+)
+def test_medmnist_wrong_file_raises(tmp_path: Path, arrays, message: str) -> None:
+    path = _write_medmnist(tmp_path / "medmnist", arrays)
+    # The whole file is checked, whichever split is asked for.
+    for split in ("train", "val", "test"):
+        with pytest.raises(DataError, match=re.escape(str(path)) + ": " + message):
+            load_medmnist(split, data_dir=tmp_path, dataset="breastmnist")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-npz"])
+def test_medmnist_unreadable_file_raises(tmp_path: Path, damage: str) -> None:
+    path = _write_medmnist(tmp_path / "medmnist")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a zip" * 100)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": not a readable .npz file"):
+        load_dataset("breastmnist", "train", data_dir=tmp_path)
+    assert issubclass(DataError, ValueError)

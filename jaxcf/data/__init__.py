@@ -1,5 +1,6 @@
 """Data sets by name, and their loaders: MNIST and Fashion-MNIST (IDX files or TFDS), ECG5000
-beats (UCR files) and UCI Adult (the raw files, encoded by :mod:`jaxcf.tabular`).
+beats (UCR files), UCI Adult (the raw files, encoded by :mod:`jaxcf.tabular`) and the
+PneumoniaMNIST and BreastMNIST images of MedMNIST (the official ``.npz`` files).
 
 ``load_dataset(name, split, data_dir=None)`` loads any registered data set as a :class:`Dataset`
 (inputs, labels, class names, value domain); ``dataset_names()`` lists them and
@@ -21,6 +22,7 @@ from jaxcf.data.dataset import Dataset
 from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
 from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
 from jaxcf.data.lookup import DATA_DIR_ENV, default_data_dir
+from jaxcf.data.medmnist import find_medmnist_file, load_medmnist, read_medmnist_npz
 from jaxcf.data.mnist import (
     CLASS_NAMES,
     DEFAULT_SOURCES,
@@ -58,13 +60,16 @@ __all__ = [
     "dataset_spec",
     "default_data_dir",
     "find_idx_files",
+    "find_medmnist_file",
     "load_adult",
     "load_adult_table",
     "load_dataset",
     "load_ecg5000",
+    "load_medmnist",
     "load_mnist",
     "read_idx_images",
     "read_idx_labels",
+    "read_medmnist_npz",
     "register_dataset",
     "unregister_dataset",
 ]
