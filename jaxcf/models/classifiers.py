@@ -5,6 +5,12 @@ the penultimate activations ``[B, D]`` and ``head`` maps them to logits. Each mo
 by a frozen, hashable config dataclass so that a checkpoint can record the architecture and
 :func:`build` can rebuild it.
 
+The convolutional models (:class:`SmallCNN` and both ResNets) also expose their last
+convolutional activation, ``feature_map(x) -> [B, h, w, K]``, and the rest of the network,
+``map_head(a) -> [B, C]`` (``map_head(feature_map(x)) == logits(x)``): the hook Grad-CAM
+(:mod:`jaxcf.attribution`) differentiates. It adds no parameters and computes ``features`` and
+``logits`` with the same operations as before.
+
 * :class:`MLP`: two hidden layers.
 * :class:`SmallCNN`: two conv blocks and a dense feature layer.
 * :class:`ResNet18`: the 28x28 ResNet-18 of DeDUCE/DDU (3x3 stride-1 stem, no max-pool, stages at
@@ -137,10 +143,21 @@ class SmallCNN(_Classifier):
         self.fc = nnx.Linear(side * side * c2, config.hidden, rngs=rngs)
         self.out = nnx.Linear(config.hidden, config.num_classes, rngs=rngs)
 
-    def features(self, x: Array) -> Array:
+    def feature_map(self, x: Array) -> Array:
+        """The last convolution's rectified output, before its pooling: ``[B, H/2, W/2, c2]``."""
         x = avg_pool(nnx.relu(self.conv1(x)), 2)
-        x = avg_pool(nnx.relu(self.conv2(x)), 2)
-        return nnx.relu(self.fc(x.reshape(x.shape[0], -1)))
+        return nnx.relu(self.conv2(x))
+
+    def _pool(self, a: Array) -> Array:
+        a = avg_pool(a, 2)
+        return nnx.relu(self.fc(a.reshape(a.shape[0], -1)))
+
+    def features(self, x: Array) -> Array:
+        return self._pool(self.feature_map(x))
+
+    def map_head(self, a: Array) -> Array:
+        """Logits from :meth:`feature_map`'s output (pooling, dense feature layer, ``out``)."""
+        return self.head(self._pool(a))
 
 
 def avg_pool(x: Array, k: int) -> Array:
@@ -212,11 +229,19 @@ class ResNet18(_Classifier):
         self.blocks = nnx.List(blocks)
         self.out = nnx.Linear(planes, config.num_classes, rngs=rngs)
 
-    def features(self, x: Array) -> Array:
+    def feature_map(self, x: Array) -> Array:
+        """The last block's output, before global pooling: ``[B, 4, 4, 8 * base_width]``."""
         x = nnx.leaky_relu(self.bn(self.stem(x)))
         for block in self.blocks:
             x = block(x)
-        return jnp.mean(x, axis=(1, 2))  # 4x4 average pooling: [B, 8 * base_width]
+        return x
+
+    def features(self, x: Array) -> Array:
+        return jnp.mean(self.feature_map(x), axis=(1, 2))  # 4x4 average pooling: [B, 8 * w]
+
+    def map_head(self, a: Array) -> Array:
+        """Logits from :meth:`feature_map`'s output (global average pooling, then ``out``)."""
+        return self.head(jnp.mean(a, axis=(1, 2)))
 
 
 # He initialisation over fan-out, as torchvision's ResNets (normal, not truncated).
@@ -270,12 +295,21 @@ class StandardResNet18(_Classifier):
         )
         self.out = nnx.Linear(w * 2 ** (len(config.blocks) - 1), config.num_classes, rngs=rngs)
 
-    def features(self, x: Array) -> Array:
+    def feature_map(self, x: Array) -> Array:
+        """The last block's output, before global pooling: ``[B, 1, 1, 8 * base_width]`` for
+        28x28 inputs (a single cell: Grad-CAM on it is constant over the image)."""
         x = nnx.relu(self.bn(self.stem(x)))
         x = nnx.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
         for block in self.blocks:
             x = block(x)
-        return jnp.mean(x, axis=(1, 2))  # 1x1 for 28x28 inputs: [B, 8 * base_width]
+        return x
+
+    def features(self, x: Array) -> Array:
+        return jnp.mean(self.feature_map(x), axis=(1, 2))  # [B, 8 * base_width]
+
+    def map_head(self, a: Array) -> Array:
+        """Logits from :meth:`feature_map`'s output (global average pooling, then ``out``)."""
+        return self.head(jnp.mean(a, axis=(1, 2)))
 
 
 _REGISTRY = {
