@@ -1,6 +1,7 @@
 """Figures and tables for counterfactual runs, and atomic file writers.
 
 * :func:`counterfactual_grid`: originals, counterfactuals and signed differences per method.
+* :func:`image_grid`: a tiled grid of images (e.g. a generative model's samples).
 * :func:`l0_plot`: distribution of L0 per method beside the published means.
 * :func:`format_table` / :func:`markdown_table`: the per-method summary table.
 * :func:`write_json_atomic` / :func:`write_text_atomic` / :func:`save_figure_atomic`: every file
@@ -33,6 +34,7 @@ from jaxcf.io import (
 __all__ = [
     "counterfactual_grid",
     "format_table",
+    "image_grid",
     "l0_plot",
     "markdown_table",
     "published_for",
@@ -69,6 +71,23 @@ def published_for(method: str, published: Mapping[str, Any] | None) -> Any:
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", str(name).lower())
+
+
+def image_grid(images: Any, path: PathLike, *, columns: int = 8, cell: float = 0.9):
+    """Saves ``images`` (``[N, H, W, C]`` in ``[0, 1]``, C 1 or 3) as one PNG grid of
+    ``columns`` columns, without axes."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or not len(images):
+        raise ValueError(f"image_grid wants [N, H, W, 1 or 3] images, got {images.shape}")
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    fig = Figure(figsize=(cell * columns, cell * rows))
+    for i, img in enumerate(images):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.99, wspace=0.05, hspace=0.05)
+    return save_figure_atomic(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

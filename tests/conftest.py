@@ -36,6 +36,20 @@ def mesh(n: int):
     return data_mesh(jax.devices()[:n])
 
 
+def jolt(module, *, scale: float, seed: int = 1):
+    """Moves every parameter of an NNX module by ``scale`` standard normal noise (in place) and
+    returns it: untrained models whose zero-initialised output layers would otherwise make them
+    return their input unchanged (generators) or predict no noise (UNets)."""
+    from flax import nnx
+
+    state = nnx.state(module, nnx.Param)
+    leaves, treedef = jax.tree.flatten(state)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    moved = [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
+    nnx.update(module, jax.tree.unflatten(treedef, moved))
+    return module
+
+
 def adult_mlp(transform, *, hidden: int, **overrides):
     """A small MLP classifier on Adult's encoded rows: Adam at 3e-3 for one epoch (the
     classifier tests of the tabular generators train)."""

@@ -39,7 +39,7 @@ from jaxcf.methods.search import SearchExplainer, solve_jit
 from jaxcf.models import generators
 from jaxcf.results import Results
 from tests import references
-from tests.conftest import FAKE_DEVICES, mesh
+from tests.conftest import FAKE_DEVICES, jolt, mesh
 
 N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
 # Success criteria of the untrained generators, set so that some queries succeed and some fail.
@@ -94,16 +94,8 @@ def _untrained_generator(config=None, seed: int = 1, scale: float = 0.1):
     jolted away from its initialisation (the zero-initialised output layer would otherwise
     return the query unchanged), so that its counterfactuals move the classifier: some reach
     their targets, some do not."""
-    from flax import nnx
-
     config = config or generators.ImageGeneratorConfig(width=8, blocks=1, groups=4)
-    g = generators.build(config, seed=0)
-    state = nnx.state(g, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    jolted = [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)]
-    nnx.update(g, jax.tree.unflatten(treedef, jolted))
-    return g
+    return jolt(generators.build(config, seed=0), scale=scale, seed=seed)
 
 
 def reference_generator(e, x, t, key):

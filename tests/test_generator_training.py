@@ -20,7 +20,7 @@ from jaxcf.methods import GeneratorConfig, generator_explainer
 from jaxcf.models import generators
 from jaxcf.training import counterfactual as cf_train
 from jaxcf.training import train_and_evaluate
-from tests.conftest import adult_mlp, mesh
+from tests.conftest import adult_mlp, jolt, mesh
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs inside the train step
 
@@ -133,20 +133,6 @@ def test_data_parallel_step_equals_single_device(adult, adult_classifier):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-def _jolt(g, scale=0.2):
-    state = nnx.state(g, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    nnx.update(
-        g,
-        jax.tree.unflatten(
-            treedef,
-            [a + scale * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys, strict=True)],
-        ),
-    )
-    return g
-
-
 @pytest.mark.parametrize("family", ["series", "autoencoder", "tabular"])
 def test_batched_equals_one_query_at_a_time(family, adult):
     """Nothing couples queries: a batch equals each query on its own with its own key."""
@@ -162,7 +148,7 @@ def test_batched_equals_one_query_at_a_time(family, adult):
         )
         cfg = cls(input_shape=(20, 1), cond_dim=2, hidden=8)
         x = np.asarray(np.random.default_rng(0).normal(size=(6, 20, 1)), np.float32)
-    g = _jolt(generators.build(cfg, seed=0))
+    g = jolt(generators.build(cfg, seed=0), scale=0.2)
     y_m = jax.nn.softmax(jnp.asarray(np.random.default_rng(1).normal(size=(6, 2)), jnp.float32))
     y_t = jnp.asarray(np.eye(2, dtype=np.float32)[[0, 1, 1, 0, 1, 0]])
     keys = jax.random.split(jax.random.key(2), 6)

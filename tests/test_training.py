@@ -207,7 +207,10 @@ def test_train_config_rejects_impossible_values(kwargs):
 
 
 def test_train_config_names_its_data_set_through_the_registry():
-    with pytest.raises(ValueError, match="registered: adult, ecg5000, fashion_mnist, mnist"):
+    with pytest.raises(
+        ValueError,
+        match="registered: adult, breastmnist, ecg5000, fashion_mnist, mnist, pneumoniamnist",
+    ):
         TrainConfig(dataset="cifar10")
     with pytest.raises(TypeError, match="model config"):
         TrainConfig(model={"kind": "mlp"})

@@ -14,6 +14,11 @@ from jaxcf.explainer import CFResult, Explainer, Retry
 from jaxcf.methods._deduce import DeDUCEConfig, DeDUCESearch, deduce, deduce_search
 from jaxcf.methods._fgsm import FGSM, FGSMConfig, fgsm, fgsm_explainer
 from jaxcf.methods._generator import GeneratorConfig, GeneratorExplainer, generator_explainer
+from jaxcf.methods._guided import (
+    GuidedDiffusion,
+    GuidedDiffusionConfig,
+    guided_diffusion_explainer,
+)
 from jaxcf.methods._jsma import JSMAConfig, JSMASearch, jsma, jsma_search
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
 from jaxcf.methods.registry import MethodSpec, make, method_names, register
@@ -37,6 +42,8 @@ __all__ = [
     "JSMAConfig",
     "JSMASearch",
     "MethodSpec",
+    "GuidedDiffusion",
+    "GuidedDiffusionConfig",
     "Retry",
     "SearchExplainer",
     "WachterConfig",
@@ -46,6 +53,7 @@ __all__ = [
     "fgsm",
     "fgsm_explainer",
     "generator_explainer",
+    "guided_diffusion_explainer",
     "jsma",
     "jsma_search",
     "make",

@@ -144,6 +144,7 @@ def _register_builtins() -> None:
     from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
     from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
     from jaxcf.methods._generator import GeneratorConfig, generator_explainer
+    from jaxcf.methods._guided import GuidedDiffusionConfig, guided_diffusion_explainer
     from jaxcf.methods._jsma import JSMAConfig, jsma_search
     from jaxcf.methods._wachter import WachterConfig, wachter_search
     from jaxcf.methods.search import SearchExplainer
@@ -179,6 +180,14 @@ def _register_builtins() -> None:
         lambda config, classifier, generator: generator_explainer(classifier, generator, config),
         config_type=GeneratorConfig,
         needs=("classifier", "generator"),
+    )
+    register(
+        "guided_diffusion",
+        lambda config, classifier, diffusion: guided_diffusion_explainer(
+            classifier, diffusion, config
+        ),
+        config_type=GuidedDiffusionConfig,
+        needs=("classifier", "diffusion"),
     )
 
 

@@ -1,0 +1,358 @@
+"""Training denoising diffusion models (DDPM) through the core's loop, and loading them.
+
+A run trains a :class:`~jaxcf.models.unet.UNet` to predict the noise added to images of a
+registered data set (:func:`jaxcf.diffusion.epsilon_loss`) with Adam, a linear warm-up, global
+gradient clipping and an EMA copy of the weights (the EMA copy is what samples and explains).
+Images enter the model in its own units (:class:`ImageSpace`): ``[0, 1]`` becomes ``[-1, 1]``,
+and a border of ``pad`` pixels at the background value brings e.g. 28x28 MNIST to the 32x32 a
+3-level UNet halves twice.
+
+Each evaluation reports the EMA model's noise loss on a fixed held-out batch at fixed steps and
+noise, and saves a grid of DDIM samples from fixed noise to ``<workdir>/samples/`` (so a run's
+progress can be looked at). ``<workdir>/checkpoint`` holds the EMA UNet and, in its metadata,
+everything :func:`load_diffusion` needs to rebuild the model, its schedule and image space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from jaxcf import checkpoint, report, validation
+from jaxcf import diffusion as diff
+from jaxcf.models.unet import UNet, UNetConfig
+from jaxcf.pure import as_pytree
+from jaxcf.training.ema import update_ema
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit
+
+Array = jax.Array
+
+CHECKPOINT_DIR = "checkpoint"
+PROGRESS_DIR = "progress"
+SAMPLES_DIR = "samples"
+
+__all__ = [
+    "DiffusionModel",
+    "DiffusionTrainConfig",
+    "ImageSpace",
+    "load_diffusion",
+    "train_diffusion",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionTrainConfig:
+    """Attributes:
+    model: the UNet; its ``input_shape`` is the padded image shape.
+    schedule: the noise schedule trained on.
+    dataset: registered data set of ``[0, 1]`` images (``float32 [N, H, W, C]``).
+    pad: pixels added on each side (MNIST: 2, to 32x32), at the background value 0.
+    loss: ``"mse"`` (DDPM) or ``"l1"`` on the predicted noise.
+    learning_rate, warmup_steps, grad_clip: Adam's rate, its linear warm-up from 0, and the
+      global-norm clip.
+    ema_decay: decay of the EMA copy, after a warm-up ``min(ema_decay, (1 + t) / (10 + t))``.
+    batch_size, steps, eval_every, save_every, seed: the loop's schedule.
+    train_examples: use the first this many training images (``None``: all).
+    val_examples: held-out images of the periodic evaluation.
+    sample_steps: DDIM steps of the sample grids.
+    samples: images per sample grid.
+    """
+
+    model: UNetConfig
+    schedule: diff.ScheduleConfig = diff.ScheduleConfig()
+    dataset: str = "mnist"
+    pad: int = 0
+    loss: Literal["mse", "l1"] = "mse"
+    learning_rate: float = 2e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    batch_size: int = 64
+    steps: int = 10_000
+    eval_every: int = 1000
+    save_every: int = 500
+    seed: int = 0
+    train_examples: int | None = None
+    val_examples: int = 256
+    sample_steps: int = 50
+    samples: int = 64
+
+    def __post_init__(self):
+        validation.one_of(self, "loss", ("mse", "l1"))
+        validation.positive(self, "learning_rate", "grad_clip")
+        validation.unit_interval(self, "ema_decay")
+        validation.at_least(self, 0, "pad", "warmup_steps", "seed")
+        validation.at_least(
+            self, 1, "batch_size", "steps", "eval_every", "save_every", "val_examples", "samples"
+        )
+        validation.at_least(self, 1, "sample_steps")
+        if self.train_examples is not None:
+            validation.at_least(self, 1, "train_examples")
+        if self.sample_steps > self.schedule.num_steps:
+            raise ValueError(
+                f"sample_steps={self.sample_steps} exceeds the schedule's "
+                f"{self.schedule.num_steps} steps"
+            )
+
+    def loop_config(self) -> LoopConfig:
+        return LoopConfig(
+            batch_size=self.batch_size,
+            steps=self.steps,
+            seed=self.seed,
+            eval_every=self.eval_every,
+            save_every=self.save_every,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["model"] = dataclasses.asdict(self.model)
+        d["schedule"] = dataclasses.asdict(self.schedule)
+        return d
+
+
+class ImageSpace(struct.PyTreeNode):
+    """The map between a data set's ``[0, 1]`` images ``[B, H, W, C]`` and the model's
+    ``[-1, 1]`` images ``[B, H + 2 pad, W + 2 pad, C]`` (border at -1, the background)."""
+
+    pad: int = struct.field(pytree_node=False, default=0)
+
+    def to_model(self, x: Array) -> Array:
+        y = 2.0 * x - 1.0
+        p = self.pad
+        return jnp.pad(y, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-1.0) if p else y
+
+    def from_model(self, y: Array) -> Array:
+        p = self.pad
+        if p:
+            y = y[:, p:-p, p:-p, :]
+        return (y + 1.0) / 2.0
+
+
+class DiffusionModel(struct.PyTreeNode):
+    """A trained diffusion model as one pytree: the (pure) EMA UNet, its full schedule and the
+    image space. ``denoise(x_t, t[, z])`` predicts the noise; :meth:`sample` draws images."""
+
+    unet: Any
+    schedule: diff.NoiseSchedule
+    space: ImageSpace
+    image_shape: tuple[int, ...] = struct.field(pytree_node=False)
+
+    def denoise(self, x_t: Array, t: Array, z: Array | None = None) -> Array:
+        return self.unet.denoise(x_t, t) if z is None else self.unet.denoise(x_t, t, z)
+
+    def sample(
+        self,
+        keys: Array,
+        schedule: diff.NoiseSchedule | None = None,
+        method: str = "ddim",
+        eta: float = 0.0,
+    ) -> Array:
+        """``[B, *image_shape]`` images in ``[0, 1]`` from pure noise, one per key. ``schedule``:
+        the steps to take (``model.schedule.respace(50)``, made outside ``jit``: respacing reads
+        the arrays on the host); default all of the training schedule's."""
+        schedule = self.schedule if schedule is None else schedule
+        x_T = jax.vmap(
+            lambda k: jax.random.normal(jax.random.fold_in(k, 2**31 - 1), self.unet_shape)
+        )(keys)
+        x0 = diff.sample(self.denoise, schedule, x_T, keys, method=method, eta=eta)
+        return jnp.clip(self.space.from_model(x0), 0.0, 1.0)
+
+    @property
+    def unet_shape(self) -> tuple[int, int, int]:
+        p = self.space.pad
+        h, w, c = self.image_shape
+        return (h + 2 * p, w + 2 * p, c)
+
+
+def _optimizer(config: DiffusionTrainConfig) -> optax.GradientTransformation:
+    lr = optax.linear_schedule(0.0, config.learning_rate, max(config.warmup_steps, 1))
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(lr))
+
+
+@nnx.jit(static_argnames=("kind", "decay"))
+def _train_step(unet, ema, opt, schedule, x0, key, kind, decay):
+    def loss_fn(model):
+        return jnp.mean(diff.epsilon_loss(model, schedule, x0, key, kind))
+
+    loss, grads = nnx.value_and_grad(loss_fn)(unet)
+    with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32 counts
+        opt.update(unet, grads)
+    # EMA warm-up (as for the generators): min(decay, (1 + t) / (10 + t)) at step t, so that a
+    # short run's average is not still mostly the initial weights.
+    t = opt.step[...].astype(jnp.float32)
+    update_ema(ema, unet, jnp.minimum(decay, (1.0 + t) / (10.0 + t)))
+    return {"loss": loss}
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def _val_loss(unet, schedule, x0, key, kind):
+    return jnp.mean(diff.epsilon_loss(unet.denoise, schedule, x0, key, kind))
+
+
+@jax.jit
+def _samples(model: DiffusionModel, keys, schedule):
+    return model.sample(keys, schedule)
+
+
+@dataclasses.dataclass
+class DiffusionTask:
+    """The diffusion family as a :class:`jaxcf.training.loop.Task`: modules ``unet``,
+    ``unet_ema``, ``opt``; batches ``{"x": [B, H, W, C]}`` already in model units."""
+
+    config: DiffusionTrainConfig
+    val_x: np.ndarray  # model units
+    image_shape: tuple[int, ...]
+    samples_dir: Path | None = None
+
+    def __post_init__(self):
+        self.schedule = diff.make_schedule(self.config.schedule)
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def init(self, seed: int, plan: Plan) -> dict[str, Any]:
+        del plan
+        unet = UNet(self.config.model, rngs=nnx.Rngs(seed))
+        device = jax.config.jax_default_device or jax.devices()[0]
+        nnx.update(unet, jax.device_put(nnx.state(unet), device))
+        return {
+            "unet": unet,
+            "unet_ema": nnx.clone(unet),
+            "opt": nnx.Optimizer(unet, _optimizer(self.config), wrt=nnx.Param),
+        }
+
+    def train_step(self, modules, batch, key) -> dict[str, Array]:
+        cfg = self.config
+        return _train_step(
+            modules["unet"],
+            modules["unet_ema"],
+            modules["opt"],
+            self.schedule,
+            batch["x"],
+            key,
+            cfg.loss,
+            cfg.ema_decay,
+        )
+
+    def model(self, unet: UNet) -> DiffusionModel:
+        return DiffusionModel(
+            as_pytree(unet), self.schedule, ImageSpace(self.config.pad), self.image_shape
+        )
+
+    def evaluate(self, modules) -> dict[str, float]:
+        cfg = self.config
+        model = self.model(modules["unet_ema"])
+        key = jax.random.key(cfg.seed + 4242)
+        loss = _val_loss(model.unet, self.schedule, jnp.asarray(self.val_x), key, cfg.loss)
+        if self.samples_dir is not None:
+            step = int(modules["opt"].step[...])
+            self.save_samples(model, self.samples_dir / f"step_{step:07d}.png")
+        return {"val_loss": float(loss)}
+
+    def save_samples(self, model: DiffusionModel, path: Path) -> np.ndarray:
+        keys = jax.random.split(jax.random.key(self.config.seed + 777), self.config.samples)
+        schedule = model.schedule.respace(self.config.sample_steps)
+        images = np.asarray(_samples(model, keys, schedule))
+        report.image_grid(images, path)
+        return images
+
+
+def _images(config: DiffusionTrainConfig, split: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    from jaxcf.data import load_dataset
+
+    ds = load_dataset(config.dataset, split)
+    x = np.asarray(ds.inputs, np.float32)
+    if x.ndim != 4:
+        raise ValueError(f"{config.dataset} holds {x.ndim - 1}-d examples, not images [H, W, C]")
+    if x.min() < 0.0 or x.max() > 1.0:
+        raise ValueError(f"{config.dataset}'s images are not in [0, 1]")
+    return x, tuple(x.shape[1:])
+
+
+def train_diffusion(
+    config: DiffusionTrainConfig, workdir: str | Path, *, overwrite: bool = False
+) -> tuple[DiffusionModel, dict[str, Any]]:
+    """Trains a diffusion model as ``config`` says; writes ``workdir/checkpoint`` and the
+    sample grids under ``workdir/samples``. Resumes an interrupted run.
+
+    Returns:
+      The EMA model and the saved metadata.
+
+    Raises:
+      FileExistsError: a checkpoint is there and ``overwrite`` is False.
+      ValueError: the padded images do not match the UNet's ``input_shape``.
+    """
+    workdir = Path(workdir)
+    final = workdir / CHECKPOINT_DIR
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    train, shape = _images(config, "train")
+    test, _ = _images(config, "test")
+    space = ImageSpace(config.pad)
+    unet_shape = (shape[0] + 2 * config.pad, shape[1] + 2 * config.pad, shape[2])
+    if unet_shape != config.model.input_shape:
+        raise ValueError(
+            f"{config.dataset} images {shape} padded by {config.pad} are {unet_shape}, but the "
+            f"UNet expects {config.model.input_shape}"
+        )
+    if config.train_examples is not None:
+        train = train[: config.train_examples]
+    to_model = jax.jit(space.to_model)
+    train_m = np.asarray(to_model(train))
+    val_m = np.asarray(to_model(test[: config.val_examples]))
+    samples_dir = workdir / SAMPLES_DIR
+    samples_dir.mkdir(parents=True, exist_ok=True)
+    task = DiffusionTask(config, val_m, shape, samples_dir)
+    result = fit(
+        task,
+        {"x": train_m},
+        config.loop_config(),
+        progress_dir=workdir / PROGRESS_DIR,
+        desc=f"ddpm {config.dataset}",
+    )
+    ema = result.modules["unet_ema"]
+    meta = {
+        "dataset": config.dataset,
+        "image_shape": list(shape),
+        "configs": {"unet": dataclasses.asdict(config.model)},
+        "schedule": dataclasses.asdict(config.schedule),
+        "pad": config.pad,
+        "train_config": config.to_dict(),
+        "history": result.history,
+        "train_seconds": result.seconds,
+    }
+    checkpoint.save(final, {"unet": ema}, metadata=meta, overwrite=overwrite)
+    task.save_samples(task.model(ema), workdir / "samples.png")
+    clear_progress(workdir / PROGRESS_DIR)
+    return task.model(ema), checkpoint.read_metadata(final)
+
+
+def load_diffusion(directory: str | Path) -> tuple[DiffusionModel, dict[str, Any]]:
+    """Loads a model saved by :func:`train_diffusion`: ``(model, metadata)``.
+
+    Raises:
+      ValueError: the directory holds another kind of checkpoint.
+    """
+    directory = Path(directory)
+    if (directory / CHECKPOINT_DIR).is_dir():
+        directory = directory / CHECKPOINT_DIR
+    meta = checkpoint.read_metadata(directory)
+    if "unet" not in meta.get("configs", {}):
+        raise ValueError(f"{directory} is not a diffusion checkpoint (no UNet config)")
+    unet = UNet(UNetConfig(**meta["configs"]["unet"]), rngs=nnx.Rngs(0))
+    checkpoint.load(directory, {"unet": unet})
+    model = DiffusionModel(
+        as_pytree(unet),
+        diff.make_schedule(diff.ScheduleConfig(**meta["schedule"])),
+        ImageSpace(int(meta["pad"])),
+        tuple(meta["image_shape"]),
+    )
+    return model, meta

@@ -1,0 +1,334 @@
+"""Diffusion core: schedules against their closed forms, DDPM / DDIM steps against the
+textbook formulas, exact sampling and inversion with an analytic denoiser, a briefly trained
+UNet whose DDIM inversion reconstructs held-out digits, reproducible training, and the
+guided-sampler pieces the contract table does not cover (cost accounting, bad setups)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxcf import diffusion as diff
+from jaxcf.methods import GuidedDiffusionConfig, Retry, make
+from jaxcf.models.unet import UNet, UNetConfig
+from jaxcf.training.diffusion import (
+    DiffusionModel,
+    DiffusionTrainConfig,
+    ImageSpace,
+    load_diffusion,
+    train_diffusion,
+)
+from tests.conftest import jolt
+
+pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def test_linear_schedule_matches_ho_et_al():
+    s = diff.make_schedule(diff.ScheduleConfig("linear", 1000))
+    b = np.asarray(s.betas, np.float64)
+    np.testing.assert_allclose([b[0], b[-1]], [1e-4, 0.02], rtol=1e-5)
+    np.testing.assert_allclose(np.diff(b), (0.02 - 1e-4) / 999, rtol=1e-3)
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    np.testing.assert_allclose(s.alphas_cumprod, abar, rtol=1e-5)
+    np.testing.assert_allclose(s.alphas_cumprod_prev[1:], abar[:-1], rtol=1e-5)
+    assert float(s.alphas_cumprod_prev[0]) == 1.0
+    # 100 steps keep the overall noise: the scaled betas end at 0.2.
+    np.testing.assert_allclose(diff.linear_betas(100)[[0, -1]], [1e-3, 0.2])
+
+
+def test_cosine_schedule_matches_its_closed_form():
+    T = 1000
+    s = diff.make_schedule(diff.ScheduleConfig("cosine", T))
+
+    def f(t):
+        return math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    for t in (0, 1, 10, 250, 500, 900):
+        np.testing.assert_allclose(float(s.alphas_cumprod[t]), f(t + 1) / f(0), rtol=1e-4)
+    assert float(np.max(s.betas)) <= np.float32(0.999)
+
+
+def test_respacing_keeps_the_marginals_of_the_kept_steps():
+    full = diff.make_schedule(diff.ScheduleConfig("cosine", 1000))
+    short = full.respace(50)
+    assert short.num_steps == 50 and int(short.timesteps[-1]) == 999
+    t = np.asarray(short.timesteps)
+    assert np.all(np.diff(t) > 0)
+    np.testing.assert_allclose(short.alphas_cumprod, np.asarray(full.alphas_cumprod)[t], rtol=1e-6)
+    # beta_i = 1 - abar_i / abar_{i-1} over the kept steps.
+    abar = np.asarray(short.alphas_cumprod, np.float64)
+    np.testing.assert_allclose(short.betas[1:], 1 - abar[1:] / abar[:-1], rtol=1e-4)
+    assert full.respace(1000) is full
+    assert short.index_of(int(t[7])) == 7
+    for bad in (0, 51, 2.5):
+        with pytest.raises(ValueError, match="num_steps"):
+            short.respace(bad)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(kind="quadratic"), dict(num_steps=1), dict(num_steps=0)], ids=str
+)
+def test_bad_schedule_configs_raise(kwargs):
+    with pytest.raises(ValueError):
+        diff.ScheduleConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _schedule(n=20):
+    return diff.make_schedule(diff.ScheduleConfig("linear", n))
+
+
+def test_ddpm_step_is_the_posterior_of_ho_et_al():
+    s = _schedule()
+    rng = np.random.default_rng(0)
+    x_t, eps, z = (rng.normal(size=(3, 4, 4, 1)).astype(np.float32) for _ in range(3))
+    i = np.array([0, 7, 19])
+    got = np.asarray(diff.ddpm_step(s, x_t, jnp.asarray(i), eps, z, clip=False))
+    b = np.asarray(s.betas, np.float64)
+    abar = np.cumprod(1 - b)
+    for q, k in enumerate(i):
+        prev = abar[k - 1] if k else 1.0
+        x0 = (x_t[q] - np.sqrt(1 - abar[k]) * eps[q]) / np.sqrt(abar[k])
+        mean = (
+            b[k] * np.sqrt(prev) / (1 - abar[k]) * x0
+            + (1 - prev) * np.sqrt(1 - b[k]) / (1 - abar[k]) * x_t[q]
+        )
+        var = b[k] * (1 - prev) / (1 - abar[k])
+        np.testing.assert_allclose(got[q], mean + np.sqrt(var) * z[q], rtol=1e-4, atol=1e-5)
+
+
+def test_ddim_step_matches_song_et_al():
+    s = _schedule()
+    rng = np.random.default_rng(1)
+    x_t, eps, z = (rng.normal(size=(2, 4, 4, 1)).astype(np.float32) for _ in range(3))
+    abar = np.cumprod(1 - np.asarray(s.betas, np.float64))
+    for eta in (0.0, 0.5, 1.0):
+        got = np.asarray(diff.ddim_step(s, x_t, 9, eps, z, eta=eta, clip=False))
+        a, p = abar[9], abar[8]
+        x0 = (x_t - np.sqrt(1 - a) * eps) / np.sqrt(a)
+        sigma = eta * np.sqrt((1 - p) / (1 - a) * (1 - a / p))
+        want = np.sqrt(p) * x0 + np.sqrt(1 - p - sigma**2) * eps + sigma * z
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _oracle(s, c):
+    """The exact noise predictor of a data set holding the single image ``c``."""
+
+    def denoise(x, t):
+        abar = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        return (x - jnp.sqrt(abar) * c) / jnp.sqrt(1 - abar)
+
+    return denoise
+
+
+def test_an_exact_denoiser_samples_and_inverts_exactly():
+    s = diff.make_schedule(diff.ScheduleConfig("cosine", 200))
+    c = jnp.asarray(np.random.default_rng(2).uniform(-0.9, 0.9, (1, 6, 6, 1)), jnp.float32)
+    denoise = _oracle(s, c)
+    keys = jax.random.split(jax.random.key(0), 4)
+    noise = jax.random.normal(jax.random.key(1), (4, 6, 6, 1))
+    for method in ("ddpm", "ddim"):
+        for steps in (s, s.respace(25)):
+            out = diff.sample(denoise, steps, noise, keys, method=method)
+            np.testing.assert_allclose(out, jnp.broadcast_to(c, out.shape), atol=1e-4)
+    steps = s.respace(25)
+    x0 = jnp.broadcast_to(c, (4, 6, 6, 1))
+    x_T = diff.ddim_invert(denoise, steps, x0)
+    np.testing.assert_allclose(
+        diff.sample(denoise, steps, x_T, keys, method="ddim", clip=False), x0, atol=1e-4
+    )
+    # Forward noising has the closed-form marginal: mean sqrt(abar) c, std sqrt(1 - abar).
+    big = jax.random.normal(jax.random.key(3), (4000, 6, 6, 1))
+    xt = np.asarray(diff.q_sample(s, jnp.broadcast_to(c, big.shape), 100, big))
+    a = float(s.alphas_cumprod[100])
+    np.testing.assert_allclose(xt.mean(0), math.sqrt(a) * np.asarray(c[0]), atol=0.05)
+    np.testing.assert_allclose(xt.std(0), math.sqrt(1 - a), atol=0.05)
+
+
+def test_sampling_is_per_query():
+    """A query's sample depends only on its own start and key."""
+    s = _schedule(30)
+    c = jnp.zeros((1, 4, 4, 1))
+
+    def denoise(x, t):  # not exact: the noise prediction of every query is its own business
+        return 0.5 * _oracle(s, c)(x, t) + 0.1 * jnp.tanh(x)
+
+    keys = jax.random.split(jax.random.key(4), 5)
+    x = jax.random.normal(jax.random.key(5), (5, 4, 4, 1))
+    batch = diff.sample(denoise, s, x, keys, method="ddpm")
+    for q in range(5):
+        one = diff.sample(denoise, s, x[q : q + 1], keys[q : q + 1], method="ddpm")
+        np.testing.assert_allclose(batch[q], one[0], atol=1e-6)
+    with pytest.raises(ValueError, match="start"):
+        diff.sample(denoise, s, x, keys, start=30)
+
+
+# ----------------------------------------------------------------------------- a trained UNet
+
+
+def _tiny_config(**overrides) -> DiffusionTrainConfig:
+    base = DiffusionTrainConfig(
+        model=UNetConfig(
+            input_shape=(32, 32, 1), width=8, channel_mult=(1, 2), attention=(), groups=4
+        ),
+        schedule=diff.ScheduleConfig("cosine", 200),
+        dataset="mnist",
+        pad=2,
+        learning_rate=2e-3,
+        warmup_steps=20,
+        batch_size=32,
+        steps=200,
+        eval_every=200,
+        save_every=200,
+        train_examples=1024,
+        val_examples=64,
+        sample_steps=4,
+        samples=4,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ddpm")
+    model, meta = train_diffusion(_tiny_config(), workdir)
+    return model, meta, workdir
+
+
+def test_training_learns_and_ddim_inversion_reconstructs_held_out_digits(tiny_run, mnist_test):
+    model, meta, workdir = tiny_run
+    history = meta["history"]
+    assert history[-1]["val_loss"] < 0.35  # an untrained model scores ~1 (predicts no noise)
+    assert (workdir / "samples.png").exists() and list((workdir / "samples").glob("*.png"))
+    loaded, _ = load_diffusion(workdir)
+    x = jnp.asarray(mnist_test.images[:16])
+    steps = loaded.schedule.respace(50)
+    y = loaded.space.to_model(x)
+    end = diff.inversion_end(steps)
+    assert end >= 40  # most of the way to noise
+    x_T = jax.jit(lambda m, y: diff.ddim_invert(m.denoise, steps, y))(loaded, y)
+    keys = jax.random.split(jax.random.key(0), 16)
+    decode = jax.jit(
+        lambda m, z: diff.sample(m.denoise, steps, z, keys, start=end, method="ddim", clip=False)
+    )
+    back = loaded.space.from_model(decode(loaded, x_T))
+    err = float(jnp.mean(jnp.abs(back - x)))
+    fresh = loaded.space.from_model(decode(loaded, jax.random.normal(jax.random.key(1), x_T.shape)))
+    baseline = float(jnp.mean(jnp.abs(fresh - x)))
+    assert err < 0.03 and err < baseline / 5, (err, baseline)
+
+
+def test_training_is_reproducible_and_checks_its_data(tmp_path, trained_dir):
+    cfg = _tiny_config(steps=3, eval_every=3, save_every=3, train_examples=256)
+    a, _ = train_diffusion(cfg, tmp_path / "a")
+    b, _ = train_diffusion(cfg, tmp_path / "b")
+    for u, v in zip(jax.tree.leaves(a.unet), jax.tree.leaves(b.unet), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    with pytest.raises(FileExistsError):
+        train_diffusion(cfg, tmp_path / "a")
+    with pytest.raises(ValueError, match="padded by 0"):
+        train_diffusion(dataclasses.replace(cfg, pad=0), tmp_path / "c")
+    with pytest.raises(ValueError, match="not a diffusion checkpoint"):
+        load_diffusion(trained_dir)  # a classifier's checkpoint
+    with pytest.raises(ValueError, match="multiples of 4"):
+        UNetConfig(input_shape=(30, 30, 1), channel_mult=(1, 2, 2))
+    with pytest.raises(ValueError, match="takes no"):
+        UNet(UNetConfig(width=8, groups=4), rngs=nnx.Rngs(0))(
+            jnp.zeros((1, 32, 32, 1)), jnp.zeros(1, jnp.int32), jnp.zeros((1, 4))
+        )
+
+
+# ----------------------------------------------------------------------------- guided sampler
+
+
+def tiny_diffusion(seed: int = 0, scale: float = 0.05) -> DiffusionModel:
+    """An untrained small UNet for 28x28 digits (padded to 32), every weight jolted so that the
+    zero-initialised output layer predicts some noise."""
+    unet = UNet(
+        UNetConfig(input_shape=(32, 32, 1), width=8, channel_mult=(1, 2), attention=(), groups=4),
+        rngs=nnx.Rngs(seed),
+    )
+    jolt(unet, scale=scale, seed=seed + 1)
+    from jaxcf.pure import as_pytree
+
+    schedule = diff.make_schedule(diff.ScheduleConfig("cosine", 100))
+    return DiffusionModel(as_pytree(unet), schedule, ImageSpace(2), (28, 28, 1))
+
+
+def test_guided_cost_accounting_and_bad_setups(trained, mnist_test):
+    model, _, _ = trained
+    d = tiny_diffusion()
+    one = make(
+        "guided_diffusion",
+        GuidedDiffusionConfig(num_steps=20, start=0.5),
+        classifier=model,
+        diffusion=d,
+    )
+    roll = make(
+        "guided_diffusion",
+        GuidedDiffusionConfig(num_steps=20, start=0.5, clean_estimate="rollout"),
+        classifier=model,
+        diffusion=d,
+    )
+    k = one.first + 1
+    assert one.denoiser_calls == k and roll.denoiser_calls == k * (k + 1) // 2
+    # DiME's budget: 60 steps cost 1,830 denoiser calls.
+    assert dataclasses.replace(roll, first=59).denoiser_calls == 1830
+    retry = make(
+        "guided_diffusion",
+        GuidedDiffusionConfig(schedule=(10.0, 15.0)),
+        classifier=model,
+        diffusion=d,
+    )
+    assert isinstance(retry, Retry) and retry.schedule == (8.0, 10.0, 15.0)
+    for bad in (
+        dict(start=0.0),
+        dict(start=1.5),
+        dict(guidance_scale=0.0),
+        dict(guidance_scale=-1.0),
+        dict(schedule=(10.0, -1.0)),
+        dict(method="euler"),
+        dict(distance_weight=-0.1),
+    ):
+        with pytest.raises(ValueError):
+            GuidedDiffusionConfig(**bad)
+    with pytest.raises(ValueError, match="exceeds"):
+        make(
+            "guided_diffusion", GuidedDiffusionConfig(num_steps=500), classifier=model, diffusion=d
+        )
+    wrong = dataclasses.replace(d, image_shape=(24, 24, 1))
+    with pytest.raises(ValueError, match="shape"):
+        make("guided_diffusion", GuidedDiffusionConfig(), classifier=model, diffusion=wrong)
+    x = np.asarray(mnist_test.images[:2])
+    with pytest.raises(ValueError, match="domain|range|box"):
+        one.check(x * 3.0 - 1.0, np.array([1, 2]))
+
+
+def test_non_finite_samples_are_failures_not_results(trained, mnist_test):
+    model, _, _ = trained
+    d = tiny_diffusion()
+    broken = dataclasses.replace(
+        d, unet=jax.tree.map(lambda a: a * jnp.nan if a.ndim == 4 else a, d.unet)
+    )
+    e = make(
+        "guided_diffusion",
+        GuidedDiffusionConfig(num_steps=10, start=0.3),
+        classifier=model,
+        diffusion=broken,
+    )
+    x = np.asarray(mnist_test.images[:3])
+    xs, ts = e.check(x, np.array([1, 2, 3]))
+    r = jax.jit(lambda e, a, b, k: e(a, b, k))(e, xs, ts, jax.random.split(jax.random.key(0), 3))
+    assert np.all(np.asarray(r.extras["non_finite"])) and not np.any(np.asarray(r.success))
+    assert np.all(np.isfinite(np.asarray(r.x_cf)))
