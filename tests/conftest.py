@@ -50,6 +50,25 @@ def jolt(module, *, scale: float, seed: int = 1):
     return module
 
 
+def tiny_diffusion(seed: int = 0, scale: float = 0.05):
+    """An untrained small diffusion model for 28x28 digits (padded to 32; cosine schedule of
+    100 steps), every UNet weight jolted so that its zero-initialised output layer predicts some
+    noise."""
+    from flax import nnx
+
+    from jaxcf import diffusion
+    from jaxcf.models.unet import UNet, UNetConfig
+    from jaxcf.pure import as_pytree
+    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+
+    config = UNetConfig(
+        input_shape=(32, 32, 1), width=8, channel_mult=(1, 2), attention=(), groups=4
+    )
+    unet = jolt(UNet(config, rngs=nnx.Rngs(seed)), scale=scale, seed=seed + 1)
+    schedule = diffusion.make_schedule(diffusion.ScheduleConfig("cosine", 100))
+    return DiffusionModel(as_pytree(unet), schedule, ImageSpace(2), (28, 28, 1))
+
+
 def adult_mlp(transform, *, hidden: int, **overrides):
     """A small MLP classifier on Adult's encoded rows: Adam at 3e-3 for one epoch (the
     classifier tests of the tabular generators train)."""

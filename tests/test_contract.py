@@ -29,7 +29,9 @@ from jaxcf.methods import (
     DeDUCEConfig,
     FGSMConfig,
     GeneratorConfig,
+    GuidedDiffusionConfig,
     JSMAConfig,
+    Retry,
     WachterConfig,
     checks,
     make,
@@ -39,11 +41,12 @@ from jaxcf.methods.search import SearchExplainer, solve_jit
 from jaxcf.models import generators
 from jaxcf.results import Results
 from tests import references
-from tests.conftest import FAKE_DEVICES, jolt, mesh
+from tests.conftest import FAKE_DEVICES, jolt, mesh, tiny_diffusion
 
 N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
 # Success criteria of the untrained generators, set so that some queries succeed and some fail.
 THRESHOLDS = {"series": 0.5, "autoencoder": 0.3, "tabular": 0.5}
+GUIDANCE = (1.0, 3.0)  # the untrained diffusion model's guidance scales (first, retried)
 
 
 # ----------------------------------------------------------------------------- a user's explainer
@@ -117,6 +120,104 @@ def reference_generator(e, x, t, key):
     cfg = e.config
     s, ok = references.score(outputs(x_cf), t, cfg.threshold, cfg.tolerance)
     return np.asarray(x_cf), ok, 1, s
+
+
+# ----------------------------------------------------------------------------- guided diffusion
+
+
+def reference_guided(e, x, t, key):
+    """One query through the guided sampler (a :class:`Retry` of it: attempts in turn, keys
+    folded with the attempt), step by step in plain Python: the schedule arithmetic in float64
+    NumPy, JAX only for the denoiser, the classifier and gradients on a batch of one."""
+    if isinstance(e, Retry):
+        for i in range(len(e.schedule)):
+            out = _reference_guided_once(e.attempt(i), x, t, jax.random.fold_in(key, i))
+            if out[1]:
+                break
+        return out
+    return _reference_guided_once(e, x, t, key)
+
+
+def _reference_guided_once(g, x, t, key):
+    cfg, st, model = g.config, g.steps, g.model
+    abar = np.asarray(st.alphas_cumprod, np.float64)
+    prev = np.asarray(st.alphas_cumprod_prev, np.float64)
+    beta = np.asarray(st.betas, np.float64)
+    steps = np.asarray(st.timesteps)
+    p = model.space.pad
+    y = np.pad(2.0 * np.asarray(x, np.float64) - 1.0, ((p, p), (p, p), (0, 0)), constant_values=-1)
+    tgt = jnp.asarray(t)[None]
+
+    def eps_at(xt, i):
+        out = model.denoise(jnp.asarray(xt, jnp.float32)[None], jnp.asarray([steps[i]], jnp.int32))
+        return np.asarray(out[0], np.float64)
+
+    def x0_of(xt, eps, i):
+        return np.clip((xt - np.sqrt(1 - abar[i]) * eps) / np.sqrt(abar[i]), -1, 1)
+
+    def losses(x0):  # jnp [1, 32, 32, 1] -> (target loss, distance)
+        img = jnp.clip((x0[:, p:-p, p:-p, :] + 1.0) / 2.0, 0.0, 1.0)
+        d = x0[0] - jnp.asarray(y, jnp.float32)
+        dist = jnp.sum(jnp.abs(d)) if cfg.distance == "l1" else jnp.sum(d * d)
+        return targets.target_loss(g.classifier.logits(img), tgt)[0], dist
+
+    def ddim(xt, i, eps):  # eta 0, clipped: the rollout's step
+        x0 = x0_of(xt, eps, i)
+        eps = (xt - np.sqrt(abar[i]) * x0) / np.sqrt(1 - abar[i])
+        return np.sqrt(prev[i]) * x0 + np.sqrt(1 - prev[i]) * eps
+
+    k0 = jax.random.fold_in(key, 2**31 - 2)
+    xt = np.sqrt(abar[g.first]) * y + np.sqrt(1 - abar[g.first]) * np.asarray(
+        jax.random.normal(k0, y.shape), np.float64
+    )
+    for i in range(g.first, -1, -1):
+        eps = eps_at(xt, i)
+        if cfg.clean_estimate == "one_step":
+            ti = jnp.asarray([steps[i]], jnp.int32)
+
+            def through_denoiser(xb, k, i=i, ti=ti):
+                e = model.denoise(xb, ti)
+                x0 = jnp.clip((xb - np.sqrt(1 - abar[i]) * e) / np.sqrt(abar[i]), -1.0, 1.0)
+                return losses(x0)[k]
+
+            at = jnp.asarray(xt, jnp.float32)[None]
+        else:  # unguided DDIM rollout to a clean image; the gradient is taken there
+            xr = ddim(xt, i, eps)
+            for j in range(i - 1, -1, -1):
+                xr = ddim(xr, j, eps_at(xr, j))
+
+            def through_denoiser(xb, k):
+                return losses(xb)[k]
+
+            at = jnp.asarray(xr, jnp.float32)[None]
+        g_cls, g_dist = (
+            np.asarray(jax.grad(through_denoiser)(at, k)[0], np.float64) for k in (0, 1)
+        )
+        if cfg.balance:
+            n = np.linalg.norm(eps)
+            g_cls = g_cls * n / (np.linalg.norm(g_cls) + 1e-12)
+            g_dist = g_dist * n / (np.linalg.norm(g_dist) + 1e-12)
+        eps = eps + np.sqrt(1 - abar[i]) * (
+            cfg.guidance_scale * g_cls + cfg.distance_weight * g_dist
+        )
+        x0 = x0_of(xt, eps, i)
+        z = np.asarray(jax.random.normal(jax.random.fold_in(key, i), y.shape), np.float64)
+        if cfg.method == "ddpm":
+            mean = (
+                beta[i] * np.sqrt(prev[i]) / (1 - abar[i]) * x0
+                + (1 - prev[i]) * np.sqrt(1 - beta[i]) / (1 - abar[i]) * xt
+            )
+            xt = mean + np.sqrt(beta[i] * (1 - prev[i]) / (1 - abar[i])) * z
+        else:
+            eps = (xt - np.sqrt(abar[i]) * x0) / np.sqrt(1 - abar[i])
+            sigma = cfg.eta * np.sqrt((1 - prev[i]) / (1 - abar[i]) * (1 - abar[i] / prev[i]))
+            xt = np.sqrt(prev[i]) * x0 + np.sqrt(max(1 - prev[i] - sigma**2, 0.0)) * eps + sigma * z
+    x_cf = np.clip((xt[p:-p, p:-p, :] + 1.0) / 2.0, 0.0, 1.0)
+    outputs, _, _ = references._fns_for(g.classifier)
+    s, ok = references.score(
+        outputs(jnp.asarray(x_cf, jnp.float32)), t, cfg.threshold, cfg.tolerance
+    )
+    return x_cf, ok, g.denoiser_calls, s
 
 
 # ----------------------------------------------------------------------------- the table
@@ -252,6 +353,46 @@ for _name, _kind, _cfg, _problem, _gen in (
             num_cfs=1 if _name.startswith("autoencoder") else 2,
             criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
             problem=_problem,
+        )
+    )
+# The guided diffusion sampler on an untrained (jolted) small UNet: few steps, so the test is
+# about the arithmetic, not the pictures.
+for _name, _kind, _cfg in (
+    (
+        "guided-one-step-class",
+        "class",
+        GuidedDiffusionConfig(
+            num_steps=12, start=0.3, guidance_scale=GUIDANCE[0], schedule=(GUIDANCE[1],)
+        ),
+    ),
+    (
+        "guided-rollout-soft",
+        "soft",
+        GuidedDiffusionConfig(
+            num_steps=12,
+            start=0.3,
+            method="ddim",
+            eta=0.5,
+            clean_estimate="rollout",
+            distance="l2",
+            balance=True,
+            guidance_scale=0.5,
+            distance_weight=0.1,
+            tolerance=0.5,
+        ),
+    ),
+):
+    VARIANTS.append(
+        Variant(
+            _name,
+            _kind,
+            lambda m, d, cfg=_cfg: make(
+                "guided_diffusion", cfg, classifier=m, diffusion=tiny_diffusion()
+            ),
+            lambda e, m, d, x, t, k: reference_guided(e, x, t, k),
+            atol=2e-4,
+            num_cfs=2,
+            criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
         )
     )
 IDS = [v.name for v in VARIANTS]

@@ -18,13 +18,11 @@ from jaxcf import diffusion as diff
 from jaxcf.methods import GuidedDiffusionConfig, Retry, make
 from jaxcf.models.unet import UNet, UNetConfig
 from jaxcf.training.diffusion import (
-    DiffusionModel,
     DiffusionTrainConfig,
-    ImageSpace,
     load_diffusion,
     train_diffusion,
 )
-from tests.conftest import jolt
+from tests.conftest import tiny_diffusion
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
 
@@ -250,20 +248,6 @@ def test_training_is_reproducible_and_checks_its_data(tmp_path, trained_dir):
 
 
 # ----------------------------------------------------------------------------- guided sampler
-
-
-def tiny_diffusion(seed: int = 0, scale: float = 0.05) -> DiffusionModel:
-    """An untrained small UNet for 28x28 digits (padded to 32), every weight jolted so that the
-    zero-initialised output layer predicts some noise."""
-    unet = UNet(
-        UNetConfig(input_shape=(32, 32, 1), width=8, channel_mult=(1, 2), attention=(), groups=4),
-        rngs=nnx.Rngs(seed),
-    )
-    jolt(unet, scale=scale, seed=seed + 1)
-    from jaxcf.pure import as_pytree
-
-    schedule = diff.make_schedule(diff.ScheduleConfig("cosine", 100))
-    return DiffusionModel(as_pytree(unet), schedule, ImageSpace(2), (28, 28, 1))
 
 
 def test_guided_cost_accounting_and_bad_setups(trained, mnist_test):
