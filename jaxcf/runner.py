@@ -167,6 +167,13 @@ def _cached(fn):
     return wrapper
 
 
+def query_keys(seed: int, n: int, cf: int = 0) -> jax.Array:
+    """``[n]`` the keys a run with ``seed`` gives counterfactual ``cf`` of queries ``0 .. n-1``
+    (to reproduce a row outside the runner, e.g. a baseline from the same noise)."""
+    query = jnp.arange(n, dtype=jnp.uint32)
+    return _row_keys(jax.random.key(seed), query, jnp.full(n, cf, jnp.uint32))
+
+
 def _row_keys(run_key: jax.Array, query: jax.Array, cf: jax.Array) -> jax.Array:
     """Row key ``fold_in(fold_in(run_key, query), cf)``, per row."""
     fold = jax.vmap(jax.random.fold_in)

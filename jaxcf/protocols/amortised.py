@@ -459,7 +459,7 @@ class _Rows:
         )
 
 
-def _steady_timing(results) -> dict[str, Any]:
+def steady_timing(results) -> dict[str, Any]:
     """Seconds per counterfactual from the runner's chunk timings, leaving out the first chunk
     (which compiled) when there are several; with one chunk, its time includes compiling."""
     secs = [float(s) for s in results.timings.get("chunk_seconds", [])]
@@ -623,7 +623,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         progress=config.progress,
         meta={"method": "generator", "dataset": job.dataset},
     )
-    gen_timing = _steady_timing(gen)
+    gen_timing = steady_timing(gen)
     method_rows = {"generator": _Rows.from_results("generator", gen, gen_timing, config.num_cfs)}
 
     def generator_subset(k: int) -> None:
@@ -661,7 +661,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             progress=config.progress,
             meta={"method": "wachter", "config": dataclasses.asdict(wachter_config)},
         )
-        timing = {**_steady_timing(res), "config": dataclasses.asdict(wachter_config)}
+        timing = {**steady_timing(res), "config": dataclasses.asdict(wachter_config)}
         method_rows["wachter"] = _Rows.from_results("wachter", res, timing, 1)
     if "dice" in config.peers:
         if space.transform is None:
