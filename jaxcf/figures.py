@@ -63,6 +63,21 @@ def _classes(a: Any, n: int, num_classes: int, name: str) -> np.ndarray:
     return a
 
 
+def _row_labels(pred: Any, target: Any, titles: Any, b: int) -> tuple:
+    """Checked per-row ``pred`` ``[b]``, ``target`` ``[b]`` (one int broadcast) and ``titles``
+    (``b`` strings); each may be None."""
+    if pred is not None:
+        pred = _vector(pred, b, "pred")
+    if target is not None:
+        target = np.asarray(target)
+        target = np.full((b,), target.item()) if target.ndim == 0 else _vector(target, b, "target")
+    if titles is not None:
+        titles = [str(t) for t in titles]
+        if len(titles) != b:
+            raise ValueError(f"titles must have {b} entries (one per query), got {len(titles)}")
+    return pred, target, titles
+
+
 def _new_figure(size: tuple[float, float], dpi: int) -> Figure:
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
@@ -424,15 +439,7 @@ def series_grid(
     b, steps, channels = x.shape
     if int(n) < 1 or int(cols) < 1:
         raise ValueError(f"n and cols must be >= 1, got n={n}, cols={cols}")
-    if pred is not None:
-        pred = _vector(pred, b, "pred")
-    if target is not None:
-        target = np.asarray(target)
-        target = np.full((b,), target.item()) if target.ndim == 0 else _vector(target, b, "target")
-    if titles is not None:
-        titles = [str(t) for t in titles]
-        if len(titles) != b:
-            raise ValueError(f"titles must have {b} entries (one per query), got {len(titles)}")
+    pred, target, titles = _row_labels(pred, target, titles, b)
     if channel_names is not None and len(channel_names) != channels:
         raise ValueError(f"channel_names must have {channels} entries, got {len(channel_names)}")
 
@@ -595,15 +602,7 @@ def attribution_grid(
             raise ValueError(f"limits[{m!r}] must be a finite number > 0, got {lim!r}")
     if int(n) < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if pred is not None:
-        pred = _vector(pred, b, "pred")
-    if target is not None:
-        target = np.asarray(target)
-        target = np.full((b,), target.item()) if target.ndim == 0 else _vector(target, b, "target")
-    if titles is not None:
-        titles = [str(t) for t in titles]
-        if len(titles) != b:
-            raise ValueError(f"titles must have {b} entries (one per query), got {len(titles)}")
+    pred, target, titles = _row_labels(pred, target, titles, b)
 
     def name(v: Any) -> str:
         if class_names is not None and np.issubdtype(np.asarray(v).dtype, np.integer):
