@@ -384,3 +384,43 @@ def test_query_keys_are_the_runners(trained, mnist_test, tmp_path):
         e, jnp.asarray(x), jnp.asarray(t), runner.query_keys(11, 5)
     )
     np.testing.assert_allclose(res.x_cf, np.asarray(direct.x_cf), atol=1e-5)
+
+
+def test_diffusion_autoencoder_trains_encodes_and_reloads(tmp_path):
+    """The autoencoder variant: a semantic code per image conditions the decoder; configs that
+    do not fit together raise."""
+    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
+
+    shape = (32, 32, 1)
+    model = DiffAEConfig(
+        unet=UNetConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=16
+        ),
+        encoder=SemanticEncoderConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), code_dim=16, groups=4
+        ),
+    )
+    cfg = _tiny_config(
+        model=model,
+        dataset="pneumoniamnist",
+        loss="l1",
+        steps=4,
+        eval_every=4,
+        save_every=4,
+        train_examples=256,
+        samples=8,
+    )
+    trained, meta = train_diffusion(cfg, tmp_path / "ae")
+    loaded, _ = load_diffusion(tmp_path / "ae")
+    assert loaded.is_autoencoder and meta["configs"]["unet"]["kind"] == "diffae"
+    x0 = jnp.zeros((3,) + shape)
+    z = loaded.encode(x0)
+    assert z.shape == (3, 16)
+    for a, b in zip(jax.tree.leaves(trained.unet), jax.tree.leaves(loaded.unet), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="code"):
+        loaded.denoise(x0, jnp.zeros(3, jnp.int32))
+    with pytest.raises(TypeError, match="semantic encoder"):
+        tiny_diffusion().encode(x0)
+    with pytest.raises(ValueError, match="cond_dim"):
+        DiffAEConfig(unet=UNetConfig(cond_dim=8), encoder=SemanticEncoderConfig(code_dim=16))

@@ -32,7 +32,17 @@ from jaxcf import validation
 
 Array = jax.Array
 
-__all__ = ["UNet", "UNetConfig", "timestep_embedding"]
+__all__ = [
+    "DiffAEConfig",
+    "DiffusionAutoencoder",
+    "SemanticEncoder",
+    "SemanticEncoderConfig",
+    "UNet",
+    "UNetConfig",
+    "build_denoiser",
+    "denoiser_config_from_dict",
+    "timestep_embedding",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,3 +241,120 @@ class _Stage(nnx.Module):
     def __call__(self, h: Array, emb: Array, z: Array | None) -> Array:
         h = self.block(h, emb, z)
         return h if self.attn is None else self.attn(h)
+
+
+# ----------------------------------------------------------------------------- diffusion AE
+
+
+@dataclasses.dataclass(frozen=True)
+class SemanticEncoderConfig:
+    """Attributes:
+    input_shape: ``(H, W, C)`` of the (padded) images.
+    width: channels of the first convolution; each level doubles up to ``width * max(mult)``.
+    channel_mult: channel multiplier per level; each level after the first halves the size.
+    code_dim: width of the semantic code ``z`` (the diffusion autoencoder's 512).
+    groups: GroupNorm groups.
+    """
+
+    kind: Literal["semantic_encoder"] = "semantic_encoder"
+    input_shape: tuple[int, int, int] = (32, 32, 1)
+    width: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+    code_dim: int = 512
+    groups: int = 8
+
+    def __post_init__(self):
+        for name in ("input_shape", "channel_mult"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        validation.at_least(self, 1, "width", "code_dim", "groups")
+        for m in self.channel_mult:
+            if (self.width * m) % self.groups:
+                raise ValueError(
+                    f"SemanticEncoderConfig.groups={self.groups} does not divide "
+                    f"{self.width * m} channels"
+                )
+
+
+class SemanticEncoder(nnx.Module):
+    """``z = encoder(x0)``: ``[B, H, W, C]`` clean images (model units) to ``[B, code_dim]``.
+    Strided 3x3 convolutions with GroupNorm and SiLU, global average pooling, a linear map."""
+
+    def __init__(self, config: SemanticEncoderConfig, *, rngs: nnx.Rngs) -> None:
+        self.config = config
+        c = config.input_shape[-1]
+        self.convs = nnx.List()
+        self.norms = nnx.List()
+        for level, m in enumerate(config.channel_mult):
+            c_out = config.width * m
+            self.convs.append(_conv(c, c_out, rngs, stride=1 if level == 0 else 2))
+            self.norms.append(nnx.GroupNorm(c_out, config.groups, rngs=rngs))
+            c = c_out
+        self.out = nnx.Linear(c, config.code_dim, rngs=rngs)
+
+    def __call__(self, x: Array) -> Array:
+        h = x
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = nnx.silu(norm(conv(h)))
+        return self.out(jnp.mean(h, axis=(1, 2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffAEConfig:
+    """A diffusion autoencoder (Preechakul et al. 2022): a semantic encoder and a UNet decoder
+    conditioned on its code (``unet.cond_dim == encoder.code_dim``)."""
+
+    kind: Literal["diffae"] = "diffae"
+    unet: UNetConfig = UNetConfig(cond_dim=512)
+    encoder: SemanticEncoderConfig = SemanticEncoderConfig()
+
+    def __post_init__(self):
+        if isinstance(self.unet, dict):
+            object.__setattr__(self, "unet", UNetConfig(**self.unet))
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", SemanticEncoderConfig(**self.encoder))
+        if self.unet.cond_dim != self.encoder.code_dim:
+            raise ValueError(
+                f"DiffAEConfig: the UNet's cond_dim {self.unet.cond_dim} must equal the "
+                f"encoder's code_dim {self.encoder.code_dim}"
+            )
+        if self.unet.input_shape != self.encoder.input_shape:
+            raise ValueError("DiffAEConfig: the UNet and the encoder see different image shapes")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.unet.input_shape
+
+
+class DiffusionAutoencoder(nnx.Module):
+    """``encode(x0) -> z`` and ``denoise(x_t, t, z) -> eps``."""
+
+    def __init__(self, config: DiffAEConfig, *, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.encoder = SemanticEncoder(config.encoder, rngs=rngs)
+        self.unet = UNet(config.unet, rngs=rngs)
+
+    def encode(self, x0: Array) -> Array:
+        return self.encoder(x0)
+
+    def denoise(self, x: Array, t: Array, z: Array | None = None) -> Array:
+        if z is None:
+            raise ValueError("a diffusion autoencoder's denoiser needs the code z")
+        return self.unet(x, t, z)
+
+    def __call__(self, x: Array, t: Array, z: Array | None = None) -> Array:
+        return self.denoise(x, t, z)
+
+
+def build_denoiser(config: UNetConfig | DiffAEConfig, *, seed: int = 0) -> nnx.Module:
+    """The UNet or diffusion autoencoder a config describes."""
+    rngs = nnx.Rngs(seed)
+    return (
+        DiffusionAutoencoder(config, rngs=rngs)
+        if config.kind == "diffae"
+        else UNet(config, rngs=rngs)
+    )
+
+
+def denoiser_config_from_dict(d: dict) -> UNetConfig | DiffAEConfig:
+    """Inverse of ``dataclasses.asdict`` for :func:`build_denoiser`'s configs."""
+    return DiffAEConfig(**d) if d.get("kind") == "diffae" else UNetConfig(**d)

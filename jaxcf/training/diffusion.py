@@ -1,6 +1,8 @@
 """Training denoising diffusion models (DDPM) through the core's loop, and loading them.
 
-A run trains a :class:`~jaxcf.models.unet.UNet` to predict the noise added to images of a
+A run trains a :class:`~jaxcf.models.unet.UNet` (or a diffusion autoencoder,
+:class:`~jaxcf.models.unet.DiffusionAutoencoder`: a semantic encoder whose code ``z = E(x0)``
+conditions the UNet, trained jointly on the same loss) to predict the noise added to images of a
 registered data set (:func:`jaxcf.diffusion.epsilon_loss`) with Adam, a linear warm-up, global
 gradient clipping and an EMA copy of the weights (the EMA copy is what samples and explains).
 Images enter the model in its own units (:class:`ImageSpace`): ``[0, 1]`` becomes ``[-1, 1]``,
@@ -9,7 +11,9 @@ and a border of ``pad`` pixels at the background value brings e.g. 28x28 MNIST t
 
 Each evaluation reports the EMA model's noise loss on a fixed held-out batch at fixed steps and
 noise, and saves a grid of DDIM samples from fixed noise to ``<workdir>/samples/`` (so a run's
-progress can be looked at). ``<workdir>/checkpoint`` holds the EMA UNet and, in its metadata,
+progress can be looked at; an autoencoder's grid decodes held-out images' codes from fresh
+noise instead). ``<workdir>/checkpoint`` holds the EMA network (entry ``unet``, also for an
+autoencoder) and, in its metadata,
 everything :func:`load_diffusion` needs to rebuild the model, its schedule and image space.
 """
 
@@ -28,7 +32,7 @@ from flax import nnx, struct
 
 from jaxcf import checkpoint, report, validation
 from jaxcf import diffusion as diff
-from jaxcf.models.unet import UNet, UNetConfig
+from jaxcf.models.unet import DiffAEConfig, UNetConfig, build_denoiser, denoiser_config_from_dict
 from jaxcf.pure import as_pytree
 from jaxcf.training.ema import update_ema
 from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit
@@ -51,7 +55,7 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class DiffusionTrainConfig:
     """Attributes:
-    model: the UNet; its ``input_shape`` is the padded image shape.
+    model: the UNet, or a diffusion autoencoder; its ``input_shape`` is the padded image shape.
     schedule: the noise schedule trained on.
     dataset: registered data set of ``[0, 1]`` images (``float32 [N, H, W, C]``).
     pad: pixels added on each side (MNIST: 2, to 32x32), at the background value 0.
@@ -66,7 +70,7 @@ class DiffusionTrainConfig:
     samples: images per sample grid.
     """
 
-    model: UNetConfig
+    model: UNetConfig | DiffAEConfig
     schedule: diff.ScheduleConfig = diff.ScheduleConfig()
     dataset: str = "mnist"
     pad: int = 0
@@ -145,8 +149,19 @@ class DiffusionModel(struct.PyTreeNode):
     space: ImageSpace
     image_shape: tuple[int, ...] = struct.field(pytree_node=False)
 
+    @property
+    def is_autoencoder(self) -> bool:
+        return hasattr(self.unet, "encode")
+
     def denoise(self, x_t: Array, t: Array, z: Array | None = None) -> Array:
         return self.unet.denoise(x_t, t) if z is None else self.unet.denoise(x_t, t, z)
+
+    def encode(self, x0: Array) -> Array:
+        """A diffusion autoencoder's semantic code ``[B, code_dim]`` of clean images in model
+        units."""
+        if not self.is_autoencoder:
+            raise TypeError("this diffusion model has no semantic encoder")
+        return self.unet.encode(x0)
 
     def sample(
         self,
@@ -154,15 +169,21 @@ class DiffusionModel(struct.PyTreeNode):
         schedule: diff.NoiseSchedule | None = None,
         method: str = "ddim",
         eta: float = 0.0,
+        z: Array | None = None,
     ) -> Array:
         """``[B, *image_shape]`` images in ``[0, 1]`` from pure noise, one per key. ``schedule``:
         the steps to take (``model.schedule.respace(50)``, made outside ``jit``: respacing reads
-        the arrays on the host); default all of the training schedule's."""
+        the arrays on the host); default all of the training schedule's. ``z``: an
+        autoencoder's codes ``[B, code_dim]``."""
         schedule = self.schedule if schedule is None else schedule
         x_T = jax.vmap(
             lambda k: jax.random.normal(jax.random.fold_in(k, 2**31 - 1), self.unet_shape)
         )(keys)
-        x0 = diff.sample(self.denoise, schedule, x_T, keys, method=method, eta=eta)
+
+        def denoise(x, t):
+            return self.denoise(x, t, z)
+
+        x0 = diff.sample(denoise, schedule, x_T, keys, method=method, eta=eta)
         return jnp.clip(self.space.from_model(x0), 0.0, 1.0)
 
     @property
@@ -177,10 +198,22 @@ def _optimizer(config: DiffusionTrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optax.adam(lr))
 
 
+def _loss(model, schedule, x0, key, kind):
+    """Mean noise loss of a UNet, or of an autoencoder decoding with the codes of ``x0``."""
+    if hasattr(model, "encode"):
+        z = model.encode(x0)
+
+        def denoise(x, t):
+            return model.denoise(x, t, z)
+    else:
+        denoise = model.denoise
+    return jnp.mean(diff.epsilon_loss(denoise, schedule, x0, key, kind))
+
+
 @nnx.jit(static_argnames=("kind", "decay"))
 def _train_step(unet, ema, opt, schedule, x0, key, kind, decay):
     def loss_fn(model):
-        return jnp.mean(diff.epsilon_loss(model, schedule, x0, key, kind))
+        return _loss(model, schedule, x0, key, kind)
 
     loss, grads = nnx.value_and_grad(loss_fn)(unet)
     with jax.numpy_dtype_promotion("standard"):  # optax mixes Python floats and int32 counts
@@ -194,12 +227,13 @@ def _train_step(unet, ema, opt, schedule, x0, key, kind, decay):
 
 @functools.partial(jax.jit, static_argnames=("kind",))
 def _val_loss(unet, schedule, x0, key, kind):
-    return jnp.mean(diff.epsilon_loss(unet.denoise, schedule, x0, key, kind))
+    return _loss(unet, schedule, x0, key, kind)
 
 
 @jax.jit
-def _samples(model: DiffusionModel, keys, schedule):
-    return model.sample(keys, schedule)
+def _samples(model: DiffusionModel, keys, schedule, x0):
+    z = model.encode(x0) if model.is_autoencoder else None
+    return model.sample(keys, schedule, z=z)
 
 
 @dataclasses.dataclass
@@ -220,7 +254,7 @@ class DiffusionTask:
 
     def init(self, seed: int, plan: Plan) -> dict[str, Any]:
         del plan
-        unet = UNet(self.config.model, rngs=nnx.Rngs(seed))
+        unet = build_denoiser(self.config.model, seed=seed)
         device = jax.config.jax_default_device or jax.devices()[0]
         nnx.update(unet, jax.device_put(nnx.state(unet), device))
         return {
@@ -242,7 +276,7 @@ class DiffusionTask:
             cfg.ema_decay,
         )
 
-    def model(self, unet: UNet) -> DiffusionModel:
+    def model(self, unet: nnx.Module) -> DiffusionModel:
         return DiffusionModel(
             as_pytree(unet), self.schedule, ImageSpace(self.config.pad), self.image_shape
         )
@@ -260,7 +294,17 @@ class DiffusionTask:
     def save_samples(self, model: DiffusionModel, path: Path) -> np.ndarray:
         keys = jax.random.split(jax.random.key(self.config.seed + 777), self.config.samples)
         schedule = model.schedule.respace(self.config.sample_steps)
-        images = np.asarray(_samples(model, keys, schedule))
+        x0 = jnp.asarray(
+            self.val_x[: self.config.samples]
+        )  # an autoencoder's codes come from these
+        if len(x0) < len(keys):
+            x0 = jnp.resize(x0, (len(keys),) + x0.shape[1:])
+        images = np.asarray(_samples(model, keys, schedule, x0))
+        if model.is_autoencoder:  # originals above their decodings from fresh noise
+            originals = np.asarray(model.space.from_model(x0))
+            rows = [originals[i : i + 8] for i in range(0, len(x0), 8)]
+            decoded = [images[i : i + 8] for i in range(0, len(x0), 8)]
+            images = np.concatenate([a for pair in zip(rows, decoded, strict=True) for a in pair])
         report.image_grid(images, path)
         return images
 
@@ -322,7 +366,7 @@ def train_diffusion(
     meta = {
         "dataset": config.dataset,
         "image_shape": list(shape),
-        "configs": {"unet": dataclasses.asdict(config.model)},
+        "configs": {"unet": dataclasses.asdict(config.model)},  # UNet or autoencoder
         "schedule": dataclasses.asdict(config.schedule),
         "pad": config.pad,
         "train_config": config.to_dict(),
@@ -347,7 +391,7 @@ def load_diffusion(directory: str | Path) -> tuple[DiffusionModel, dict[str, Any
     meta = checkpoint.read_metadata(directory)
     if "unet" not in meta.get("configs", {}):
         raise ValueError(f"{directory} is not a diffusion checkpoint (no UNet config)")
-    unet = UNet(UNetConfig(**meta["configs"]["unet"]), rngs=nnx.Rngs(0))
+    unet = build_denoiser(denoiser_config_from_dict(meta["configs"]["unet"]))
     checkpoint.load(directory, {"unet": unet})
     model = DiffusionModel(
         as_pytree(unet),
