@@ -69,6 +69,44 @@ def tiny_diffusion(seed: int = 0, scale: float = 0.05):
     return DiffusionModel(as_pytree(unet), schedule, ImageSpace(2), (28, 28, 1))
 
 
+def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
+    """An untrained small diffusion autoencoder for 28x28 images (padded to 32; linear schedule
+    of 100 steps), jolted like :func:`tiny_diffusion`."""
+    from jaxcf import diffusion
+    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig, UNetConfig, build_denoiser
+    from jaxcf.pure import as_pytree
+    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+
+    shape = (32, 32, 1)
+    config = DiffAEConfig(
+        unet=UNetConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=code
+        ),
+        encoder=SemanticEncoderConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), code_dim=code, groups=4
+        ),
+    )
+    net = jolt(build_denoiser(config, seed=seed), scale=scale, seed=seed + 1)
+    schedule = diffusion.make_schedule(diffusion.ScheduleConfig("linear", 100))
+    return DiffusionModel(as_pytree(net), schedule, ImageSpace(2), (28, 28, 1))
+
+
+def random_agent(teacher, code: int = 16, seed: int = 0):
+    """An undistilled agent for ``teacher``: a random linear map from ``code``-d codes to its
+    features."""
+    import jax.numpy as jnp
+
+    from jaxcf.classifier import as_pure
+    from jaxcf.methods import checks
+    from jaxcf.training.agent import Agent
+    from jaxcf.training.counterfactual import classifier_digest
+
+    teacher = as_pure(teacher)
+    feats = checks.feature_dim(teacher, (28, 28, 1))
+    weight = jax.random.normal(jax.random.key(seed), (code, feats)) / np.sqrt(code)
+    return Agent(weight, jnp.zeros((feats,)), teacher, classifier_digest(teacher))
+
+
 def adult_mlp(transform, *, hidden: int, **overrides):
     """A small MLP classifier on Adult's encoded rows: Adam at 3e-3 for one epoch (the
     classifier tests of the tabular generators train)."""

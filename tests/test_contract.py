@@ -27,6 +27,7 @@ from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.explainer import CFResult
 from jaxcf.methods import (
     DeDUCEConfig,
+    DiffExplainerConfig,
     FGSMConfig,
     GeneratorConfig,
     GuidedDiffusionConfig,
@@ -41,7 +42,14 @@ from jaxcf.methods.search import SearchExplainer, solve_jit
 from jaxcf.models import generators
 from jaxcf.results import Results
 from tests import references
-from tests.conftest import FAKE_DEVICES, jolt, mesh, tiny_diffusion
+from tests.conftest import (
+    FAKE_DEVICES,
+    jolt,
+    mesh,
+    random_agent,
+    tiny_autoencoder,
+    tiny_diffusion,
+)
 
 N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
 # Success criteria of the untrained generators, set so that some queries succeed and some fail.
@@ -220,6 +228,24 @@ def _reference_guided_once(g, x, t, key):
     return x_cf, ok, g.denoiser_calls, s
 
 
+# ----------------------------------------------------------------------------- DiffExplainer
+
+
+def reference_diffexplainer(e, x, t, key):
+    """One query on its own: its codes, the agent's direction, then the sweep decoded one value
+    at a time until the teacher agrees (the explainer decodes every value for the whole batch)."""
+    xb, tb = jnp.asarray(x, jnp.float32)[None], jnp.asarray([t])
+    z, x_T = e.encode(xb)
+    u = e.direction(z, tb)
+    norm = float(np.linalg.norm(np.asarray(z)))
+    outputs, _, _ = references._fns_for(e.teacher)
+    for n, alpha in enumerate(e.config.alphas, start=1):
+        img = np.asarray(e.decode(z + alpha * norm * u, x_T))[0]
+        s, ok = references.score(outputs(jnp.asarray(img)), t, e.config.threshold, 0.1)
+        if ok or n == len(e.config.alphas):
+            return img, ok, n, s
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -395,6 +421,22 @@ for _name, _kind, _cfg in (
             criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
         )
     )
+VARIANTS.append(
+    Variant(
+        "diffexplainer-class",
+        "class",
+        lambda m, d: make(
+            "diffexplainer",
+            DiffExplainerConfig(alphas=(0.5, 1.0, 2.0), num_steps=8),
+            classifier=m,
+            agent=random_agent(m),
+            diffusion=tiny_autoencoder(),
+        ),
+        lambda e, m, d, x, t, k: reference_diffexplainer(e, x, t, k),
+        atol=2e-4,
+        criterion=0.5,
+    )
+)
 IDS = [v.name for v in VARIANTS]
 
 

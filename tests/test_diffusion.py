@@ -424,3 +424,58 @@ def test_diffusion_autoencoder_trains_encodes_and_reloads(tmp_path):
         tiny_diffusion().encode(x0)
     with pytest.raises(ValueError, match="cond_dim"):
         DiffAEConfig(unet=UNetConfig(cond_dim=8), encoder=SemanticEncoderConfig(code_dim=16))
+
+
+def test_agent_distils_its_teacher_and_is_tied_to_it(trained, mnist_test, tmp_path):
+    """The agent (linear map on the codes + the teacher's frozen head) learns to agree with the
+    teacher on a two-class slice of MNIST; agreement metrics and image metrics are sane; a saved
+    agent refuses another teacher; DiffExplainer refuses a mismatched setup."""
+    from jaxcf import agreement
+    from jaxcf.classifier import as_pure
+    from jaxcf.methods import DiffExplainerConfig, diffexplainer
+    from jaxcf.training.agent import AgentConfig, encode_images, load_agent, save_agent, train_agent
+    from tests.conftest import random_agent, tiny_autoencoder
+
+    teacher, _, _ = trained
+    model = tiny_autoencoder()
+    x = np.asarray(mnist_test.images[:512])
+    codes = encode_images(model, x)
+    assert codes.shape == (512, 16)
+    agent, history = train_agent(teacher, codes, x, AgentConfig(steps=300, batch_size=128))
+    assert history[-1] < history[0]
+    logits_t = np.asarray(teacher.logits(jnp.asarray(x)))
+    logits_a = np.asarray(agent.logits(jnp.asarray(codes)))
+    # The untrained encoder's 16-d codes say little about a digit, but distilling must still
+    # bring the agent's features and decisions closer to the teacher's than an undistilled one.
+    before = random_agent(teacher)
+    logits_r = np.asarray(before.logits(jnp.asarray(codes)))
+    feats_t = np.asarray(teacher.features(jnp.asarray(x)))
+    err = np.mean(np.abs(np.asarray(agent.features(jnp.asarray(codes))) - feats_t))
+    err_r = np.mean(np.abs(np.asarray(before.features(jnp.asarray(codes))) - feats_t))
+    agree, agree_r = (np.mean(logits_t.argmax(1) == lg.argmax(1)) for lg in (logits_a, logits_r))
+    assert err < 0.7 * err_r and agree > agree_r
+    two = agreement.binary_agreement(logits_t[:, :2], logits_t[:, :2])
+    assert two["accuracy"] == 1.0 and abs(two["kl"]) < 1e-12 and two["auc"] == 1.0
+    flipped = agreement.binary_agreement(logits_t[:, :2], -logits_t[:, :2])
+    assert flipped["accuracy"] == 0.0 and flipped["auc"] == 0.0
+    with pytest.raises(ValueError):
+        agreement.binary_agreement(logits_t, logits_a)
+    assert np.all(np.isinf(agreement.psnr(x[:4], x[:4])))
+    np.testing.assert_allclose(agreement.ssim(x[:4], x[:4]), 1.0, atol=1e-5)
+    assert np.all(agreement.psnr(x[:4], np.clip(x[:4] + 0.1, 0, 1)) < 25)
+
+    save_agent(tmp_path / "agent", agent)
+    back, _ = load_agent(tmp_path / "agent", teacher)
+    np.testing.assert_array_equal(np.asarray(back.weight), np.asarray(agent.weight))
+    other = jax.tree.map(lambda a: a + 1.0, as_pure(teacher))  # another teacher
+    with pytest.raises(ValueError, match="another teacher"):
+        load_agent(tmp_path / "agent", other)
+    with pytest.raises(ValueError, match="another teacher"):
+        diffexplainer(other, agent, model)
+    with pytest.raises(ValueError, match="autoencoder"):
+        diffexplainer(teacher, agent, tiny_diffusion())
+    with pytest.raises(ValueError, match="codes"):
+        diffexplainer(teacher, random_agent(teacher, code=8), model)
+    for bad in (dict(alphas=()), dict(alphas=(0.2, 0.1)), dict(alphas=(-1.0,)), dict(num_steps=1)):
+        with pytest.raises(ValueError):
+            DiffExplainerConfig(**bad)

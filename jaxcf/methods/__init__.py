@@ -12,6 +12,12 @@ trained model (``generator_explainer``: one forward pass of a conditional genera
 
 from jaxcf.explainer import CFResult, Explainer, Retry
 from jaxcf.methods._deduce import DeDUCEConfig, DeDUCESearch, deduce, deduce_search
+from jaxcf.methods._diffexplainer import (
+    DiffExplainer,
+    DiffExplainerConfig,
+    difference_map,
+    diffexplainer,
+)
 from jaxcf.methods._fgsm import FGSM, FGSMConfig, fgsm, fgsm_explainer
 from jaxcf.methods._generator import GeneratorConfig, GeneratorExplainer, generator_explainer
 from jaxcf.methods._guided import (
@@ -42,6 +48,8 @@ __all__ = [
     "JSMAConfig",
     "JSMASearch",
     "MethodSpec",
+    "DiffExplainer",
+    "DiffExplainerConfig",
     "GuidedDiffusion",
     "GuidedDiffusionConfig",
     "Retry",
@@ -52,6 +60,8 @@ __all__ = [
     "deduce_search",
     "fgsm",
     "fgsm_explainer",
+    "diffexplainer",
+    "difference_map",
     "generator_explainer",
     "guided_diffusion_explainer",
     "jsma",

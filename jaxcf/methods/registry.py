@@ -142,6 +142,7 @@ def make(
 
 def _register_builtins() -> None:
     from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
+    from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
     from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
     from jaxcf.methods._generator import GeneratorConfig, generator_explainer
     from jaxcf.methods._guided import GuidedDiffusionConfig, guided_diffusion_explainer
@@ -180,6 +181,14 @@ def _register_builtins() -> None:
         lambda config, classifier, generator: generator_explainer(classifier, generator, config),
         config_type=GeneratorConfig,
         needs=("classifier", "generator"),
+    )
+    register(
+        "diffexplainer",
+        lambda config, classifier, agent, diffusion: diffexplainer(
+            classifier, agent, diffusion, config
+        ),
+        config_type=DiffExplainerConfig,
+        needs=("classifier", "agent", "diffusion"),
     )
     register(
         "guided_diffusion",
