@@ -479,3 +479,64 @@ def test_agent_distils_its_teacher_and_is_tied_to_it(trained, mnist_test, tmp_pa
     for bad in (dict(alphas=()), dict(alphas=(0.2, 0.1)), dict(alphas=(-1.0,)), dict(num_steps=1)):
         with pytest.raises(ValueError):
             DiffExplainerConfig(**bad)
+
+
+def test_diffexplainer_protocol_end_to_end(tmp_path):
+    """The PneumoniaMNIST protocol with tiny models trained for a few steps: every stage runs,
+    resumes from what is there, and writes its report and figures."""
+    from jaxcf.methods import DiffExplainerConfig
+    from jaxcf.models import CNNConfig
+    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
+    from jaxcf.protocols.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
+    from jaxcf.runner import RunnerConfig
+    from jaxcf.training import TrainConfig
+    from jaxcf.training.agent import AgentConfig
+
+    shape = (32, 32, 1)
+    model = DiffAEConfig(
+        unet=UNetConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=16
+        ),
+        encoder=SemanticEncoderConfig(
+            input_shape=shape, width=8, channel_mult=(1, 2), code_dim=16, groups=4
+        ),
+    )
+    job = DiffExplainerJob(
+        teacher=TrainConfig(
+            model=CNNConfig(num_classes=2, channels=(8, 16), hidden=32),
+            dataset="pneumoniamnist",
+            optimizer="adam",
+            learning_rate=3e-3,
+            lr_boundaries=(),
+            epochs=1,
+            train_examples=1024,
+            batch_size=64,
+        ),
+        diffusion=_tiny_config(
+            model=model,
+            dataset="pneumoniamnist",
+            loss="l1",
+            steps=20,
+            eval_every=20,
+            save_every=20,
+            train_examples=512,
+            samples=8,
+            schedule=diff.ScheduleConfig("linear", 100),
+        ),
+        agent=AgentConfig(steps=100, batch_size=64),
+        explain=DiffExplainerConfig(alphas=(0.5, 1.0), num_steps=6),
+        queries=6,
+        sweep_queries=4,
+        indeterminate=2,
+        runner=RunnerConfig(chunk_size=3),
+    )
+    doc = run_diffexplainer_protocol(job, tmp_path)
+    assert doc["agent"]["agreement"]["n"] == 624  # every test image
+    assert 0.0 <= doc["counterfactuals"]["flip_rate"] <= 1.0
+    assert doc["reconstruction"]["psnr_db"] > 10 and 0 < doc["reconstruction"]["ssim"] <= 1
+    for name in ("diffexplainer.md", "heatmaps.png", "sequences.png", "indeterminate.png"):
+        assert (tmp_path / "report" / name).exists(), name
+    again = run_diffexplainer_protocol(job, tmp_path)  # everything trained is reused
+    assert again["agent"] == doc["agent"] and again["reconstruction"] == doc["reconstruction"]
+    with pytest.raises(ValueError, match="same data set"):
+        dataclasses.replace(job, teacher=dataclasses.replace(job.teacher, dataset="mnist"))
