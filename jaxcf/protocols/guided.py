@@ -283,6 +283,10 @@ def _markdown(doc: dict[str, Any]) -> str:
         "in [0, 1]. Denoiser calls include retried attempts. FID-style: the Fréchet distance of "
         "Gaussians fitted to the classifier's penultimate features of the counterfactuals and "
         "of real test images of the target classes (same class counts); Inception features are "
-        "not available offline, so it is comparable only within this table."
+        "not available offline, so it is comparable only within this table. It pools all "
+        "classes: a set with the targets' class mix scores low even when no image is in its own "
+        "pair's target class, which is why the unguided row (still the queries' classes, whose "
+        "mix is about as uniform as the targets') scores lowest; compare it between the guided "
+        "rows only."
     )
     return "\n".join(lines) + "\n"
