@@ -536,7 +536,5 @@ def test_diffexplainer_protocol_end_to_end(tmp_path):
     assert doc["reconstruction"]["psnr_db"] > 10 and 0 < doc["reconstruction"]["ssim"] <= 1
     for name in ("diffexplainer.md", "heatmaps.png", "sequences.png", "indeterminate.png"):
         assert (tmp_path / "report" / name).exists(), name
-    again = run_diffexplainer_protocol(job, tmp_path)  # everything trained is reused
-    assert again["agent"] == doc["agent"] and again["reconstruction"] == doc["reconstruction"]
     with pytest.raises(ValueError, match="same data set"):
         dataclasses.replace(job, teacher=dataclasses.replace(job.teacher, dataset="mnist"))

@@ -3,6 +3,7 @@ and the shipped config files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from jaxcf.config_file import load_config
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.models import config_from_dict, config_to_dict, generators
+from jaxcf.models.unet import denoiser_config_from_dict
 from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob
 from jaxcf.protocols.deduce import (
     BASELINE,
@@ -21,10 +23,13 @@ from jaxcf.protocols.deduce import (
     protocol_pairs,
     run_protocol,
 )
+from jaxcf.protocols.diffexplainer import DiffExplainerJob
+from jaxcf.protocols.guided import GuidedExplainConfig
 from jaxcf.report import published_for
 from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
+from jaxcf.training.diffusion import DiffusionTrainConfig
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -155,6 +160,15 @@ def test_config_files_load(path):
         for part in (gen.generator, gen.discriminator):
             if part is not None:
                 assert generators.config_from_dict(generators.config_to_dict(part)) == part
+    elif isinstance(config, DiffusionTrainConfig):
+        assert denoiser_config_from_dict(dataclasses.asdict(config.model)) == config.model
+        trains = []
+    elif isinstance(config, GuidedExplainConfig):
+        trains = [config.classifier]
+    elif isinstance(config, DiffExplainerJob):
+        model = config.diffusion.model
+        assert denoiser_config_from_dict(dataclasses.asdict(model)) == model
+        trains = [config.teacher]
     elif path.startswith("explain"):
         assert isinstance(config, ProtocolConfig)
         assert config.methods and all(isinstance(s, MethodSpec) for s in config.methods)
