@@ -69,16 +69,12 @@ def tiny_diffusion(seed: int = 0, scale: float = 0.05):
     return DiffusionModel(as_pytree(unet), schedule, ImageSpace(2), (28, 28, 1))
 
 
-def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
-    """An untrained small diffusion autoencoder for 28x28 images (padded to 32; linear schedule
-    of 100 steps), jolted like :func:`tiny_diffusion`."""
-    from jaxcf import diffusion
-    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig, UNetConfig, build_denoiser
-    from jaxcf.pure import as_pytree
-    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+def tiny_diffae_config(code: int = 16):
+    """A small diffusion autoencoder's config for 28x28 images padded to 32."""
+    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig, UNetConfig
 
     shape = (32, 32, 1)
-    config = DiffAEConfig(
+    return DiffAEConfig(
         unet=UNetConfig(
             input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=code
         ),
@@ -86,7 +82,17 @@ def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
             input_shape=shape, width=8, channel_mult=(1, 2), code_dim=code, groups=4
         ),
     )
-    net = jolt(build_denoiser(config, seed=seed), scale=scale, seed=seed + 1)
+
+
+def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
+    """An untrained small diffusion autoencoder for 28x28 images (padded to 32; linear schedule
+    of 100 steps), jolted like :func:`tiny_diffusion`."""
+    from jaxcf import diffusion
+    from jaxcf.models.unet import build_denoiser
+    from jaxcf.pure import as_pytree
+    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+
+    net = jolt(build_denoiser(tiny_diffae_config(code), seed=seed), scale=scale, seed=seed + 1)
     schedule = diffusion.make_schedule(diffusion.ScheduleConfig("linear", 100))
     return DiffusionModel(as_pytree(net), schedule, ImageSpace(2), (28, 28, 1))
 

@@ -22,7 +22,7 @@ from jaxcf.training.diffusion import (
     load_diffusion,
     train_diffusion,
 )
-from tests.conftest import tiny_diffusion
+from tests.conftest import tiny_diffae_config, tiny_diffusion
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
 
@@ -392,14 +392,7 @@ def test_diffusion_autoencoder_trains_encodes_and_reloads(tmp_path):
     from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
 
     shape = (32, 32, 1)
-    model = DiffAEConfig(
-        unet=UNetConfig(
-            input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=16
-        ),
-        encoder=SemanticEncoderConfig(
-            input_shape=shape, width=8, channel_mult=(1, 2), code_dim=16, groups=4
-        ),
-    )
+    model = tiny_diffae_config()
     cfg = _tiny_config(
         model=model,
         dataset="pneumoniamnist",
@@ -486,21 +479,12 @@ def test_diffexplainer_protocol_end_to_end(tmp_path):
     resumes from what is there, and writes its report and figures."""
     from jaxcf.methods import DiffExplainerConfig
     from jaxcf.models import CNNConfig
-    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
     from jaxcf.protocols.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
     from jaxcf.runner import RunnerConfig
     from jaxcf.training import TrainConfig
     from jaxcf.training.agent import AgentConfig
 
-    shape = (32, 32, 1)
-    model = DiffAEConfig(
-        unet=UNetConfig(
-            input_shape=shape, width=8, channel_mult=(1, 2), attention=(), groups=4, cond_dim=16
-        ),
-        encoder=SemanticEncoderConfig(
-            input_shape=shape, width=8, channel_mult=(1, 2), code_dim=16, groups=4
-        ),
-    )
+    model = tiny_diffae_config()
     job = DiffExplainerJob(
         teacher=TrainConfig(
             model=CNNConfig(num_classes=2, channels=(8, 16), hidden=32),
