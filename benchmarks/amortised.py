@@ -44,7 +44,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import device_name, environment
+from benchmarks.common import (
+    compile_timed,
+    device_name,
+    environment,
+    one_query_per_call,
+    timed,
+)
 from jaxcf import metrics, report, runner
 from jaxcf.config_file import load_config
 from jaxcf.data import load_dataset
@@ -56,18 +62,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODALITIES = ("mnist", "ecg", "ecg_ae", "adult")
 
 
-def _compile(fn, *args) -> tuple[object, float]:
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
-def _timed(fn, *args) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return out, time.perf_counter() - start
-
-
 def bench_generator(explainer, x, target, repeats: int) -> tuple[dict, np.ndarray]:
     """Timings, and the counterfactuals."""
     xs, ts = explainer.check(x, target)
@@ -76,9 +70,9 @@ def bench_generator(explainer, x, target, repeats: int) -> tuple[dict, np.ndarra
     def fn(e, x, t, k):
         return e(x, t, k)
 
-    compiled, compile_s = _compile(fn, explainer, xs, ts, keys)
-    result, first = _timed(compiled, explainer, xs, ts, keys)
-    times = [_timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
+    compiled, compile_s = compile_timed(fn, explainer, xs, ts, keys)
+    result, first = timed(compiled, explainer, xs, ts, keys)
+    times = [timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
     seconds = float(np.median(times))
     return {
         "counterfactuals": len(x),
@@ -118,8 +112,8 @@ def bench_wachter(classifier, config, x, target, slots: int) -> tuple[dict, np.n
     def fn(s, x, t, k):
         return solve_pool(s, x, t, k, slots=slots, segment=4)
 
-    compiled, compile_s = _compile(fn, search, xs, ts, keys)
-    result, seconds = _timed(compiled, search, xs, ts, keys)
+    compiled, compile_s = compile_timed(fn, search, xs, ts, keys)
+    result, seconds = timed(compiled, search, xs, ts, keys)
     n_iter = np.asarray(result.n_iter)
     steps = int(n_iter.sum() + len(n_iter))  # updates plus each query's final check
     return {
@@ -143,11 +137,7 @@ def bench_wachter_loop(classifier, config, x, target) -> dict:
     xs, ts = search.check(x, target)
     keys = jax.random.split(jax.random.key(0), len(x))
     fn = jax.jit(lambda s, x, t, k: solve(s, x, t, k))
-    _, compile_s = _timed(fn, search, xs[:1], ts[:1], keys[:1])
-    start = time.perf_counter()
-    for i in range(len(x)):
-        jax.block_until_ready(fn(search, xs[i : i + 1], ts[i : i + 1], keys[i : i + 1]))
-    seconds = time.perf_counter() - start
+    compile_s, seconds = one_query_per_call(fn, search, xs, ts, keys)
     return {
         "counterfactuals": len(x),
         "first_call_seconds": compile_s,

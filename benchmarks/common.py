@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: which device a result was measured on."""
+"""Helpers shared by the benchmarks: which device a result was measured on, and timing with
+compilation apart."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
 
 import jax
 
@@ -28,3 +30,28 @@ def environment() -> dict:
         "host": {"processor": platform.processor() or platform.machine(), "cpus": cpus()},
         "jax": jax.__version__,
     }
+
+
+def compile_timed(fn, *args) -> tuple[object, float]:
+    """``jax.jit(fn)`` lowered and compiled for ``args``, and the seconds that took."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def timed(fn, *args) -> tuple[object, float]:
+    """``fn(*args)`` and its wall seconds, ended by ``jax.block_until_ready``."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+def one_query_per_call(fn, explainer, x, target, keys) -> tuple[float, float]:
+    """``(first call seconds, steady seconds)`` of calling the jitted ``fn(explainer, x, t, k)``
+    on one query at a time in a Python loop, as per-instance code runs (the first call, which
+    compiles, is timed apart and not repeated)."""
+    _, first = timed(fn, explainer, x[:1], target[:1], keys[:1])
+    start = time.perf_counter()
+    for i in range(len(x)):
+        jax.block_until_ready(fn(explainer, x[i : i + 1], target[i : i + 1], keys[i : i + 1]))
+    return first, time.perf_counter() - start

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from benchmarks.common import device_name, environment
+from benchmarks.common import (
+    compile_timed,
+    device_name,
+    environment,
+    one_query_per_call,
+    timed,
+)
 from jaxcf import metrics, report
 from jaxcf.config_file import load_config
 from jaxcf.data import load_dataset
@@ -51,15 +56,9 @@ def _call(e, x, t, k):
 def bench_batched(explainer, x, t, repeats: int) -> dict:
     xs, ts = explainer.check(x, t)
     keys = jax.random.split(jax.random.key(0), len(x))
-    start = time.perf_counter()
-    compiled = jax.jit(_call).lower(explainer, xs, ts, keys).compile()
-    compile_s = time.perf_counter() - start
-    result = jax.block_until_ready(compiled(explainer, xs, ts, keys))  # first call, untimed
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(explainer, xs, ts, keys))
-        times.append(time.perf_counter() - start)
+    compiled, compile_s = compile_timed(_call, explainer, xs, ts, keys)
+    result, _ = timed(compiled, explainer, xs, ts, keys)  # first call, untimed
+    times = [timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
     seconds = float(np.median(times))
     return {
         "counterfactuals": len(x),
@@ -75,14 +74,7 @@ def bench_batched(explainer, x, t, repeats: int) -> dict:
 def bench_loop(explainer, x, t) -> dict:
     xs, ts = explainer.check(x, t)
     keys = jax.random.split(jax.random.key(0), len(x))
-    fn = jax.jit(_call)
-    start = time.perf_counter()
-    jax.block_until_ready(fn(explainer, xs[:1], ts[:1], keys[:1]))
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(len(x)):
-        jax.block_until_ready(fn(explainer, xs[i : i + 1], ts[i : i + 1], keys[i : i + 1]))
-    seconds = time.perf_counter() - start
+    first, seconds = one_query_per_call(jax.jit(_call), explainer, xs, ts, keys)
     return {
         "counterfactuals": len(x),
         "first_call_seconds": first,

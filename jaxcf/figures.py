@@ -78,6 +78,26 @@ def _row_labels(pred: Any, target: Any, titles: Any, b: int) -> tuple:
     return pred, target, titles
 
 
+def _row_label(i: int, pred: Any, target: Any, titles: Any, class_names: Any) -> str:
+    """Row ``i``'s title: its given title, else ``"pred a -> b"`` from what is known (class
+    names for integer classes where given, ``:g`` for regression values), else ``"query i"``."""
+
+    def name(v: Any) -> str:
+        if class_names is not None and np.issubdtype(np.asarray(v).dtype, np.integer):
+            return str(class_names[int(v)])
+        return f"{v:g}" if isinstance(v, float | np.floating) else str(v)
+
+    if titles is not None:
+        return titles[i]
+    if pred is not None and target is not None:
+        return f"pred {name(pred[i])} \u2192 {name(target[i])}"
+    if target is not None:
+        return f"target {name(target[i])}"
+    if pred is not None:
+        return f"pred {name(pred[i])}"
+    return f"query {i}"
+
+
 def _new_figure(size: tuple[float, float], dpi: int) -> Figure:
     fig = Figure(figsize=size, dpi=dpi)
     FigureCanvasAgg(fig)
@@ -443,11 +463,6 @@ def series_grid(
     if channel_names is not None and len(channel_names) != channels:
         raise ValueError(f"channel_names must have {channels} entries, got {len(channel_names)}")
 
-    def name(v: Any) -> str:
-        if class_names is not None and np.issubdtype(np.asarray(v).dtype, np.integer):
-            return str(class_names[int(v)])
-        return f"{v:g}" if isinstance(v, float | np.floating) else str(v)
-
     shown = min(int(n), b)
     ncols = min(int(cols), shown)
     nrows = math.ceil(shown / ncols)
@@ -467,16 +482,7 @@ def series_grid(
         for ch in range(channels):
             ax.plot(t_axis, x[i, :, ch], color=orig_colours[ch], lw=1.0)
             ax.plot(t_axis, x_cf[i, :, ch], color=cf_colours[ch], lw=1.0, ls="--")
-        if titles is not None:
-            label = titles[i]
-        elif pred is not None and target is not None:
-            label = f"pred {name(pred[i])} \u2192 {name(target[i])}"
-        elif target is not None:
-            label = f"target {name(target[i])}"
-        elif pred is not None:
-            label = f"pred {name(pred[i])}"
-        else:
-            label = f"query {i}"
+        label = _row_label(i, pred, target, titles, class_names)
         ax.set_title(label, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.grid(alpha=0.2)
@@ -604,27 +610,13 @@ def attribution_grid(
         raise ValueError(f"n must be >= 1, got {n}")
     pred, target, titles = _row_labels(pred, target, titles, b)
 
-    def name(v: Any) -> str:
-        if class_names is not None and np.issubdtype(np.asarray(v).dtype, np.integer):
-            return str(class_names[int(v)])
-        return str(v)
-
     rows = min(int(n), b)
     cols = 1 + len(names)
     fig = _new_figure((1.35 * cols + 0.4, 1.4 * rows + 0.9 + (0.3 if title else 0.0)), dpi)
     axes = fig.subplots(rows, cols, squeeze=False)
     shown = {}  # name -> the last image drawn in its column (for the colorbar)
     for r in range(rows):
-        if titles is not None:
-            label = titles[r]
-        elif pred is not None and target is not None:
-            label = f"pred {name(pred[r])} \u2192 {name(target[r])}"
-        elif target is not None:
-            label = f"target {name(target[r])}"
-        elif pred is not None:
-            label = f"pred {name(pred[r])}"
-        else:
-            label = f"query {r}"
+        label = _row_label(r, pred, target, titles, class_names)
         _show(axes[r, 0], images[r])
         axes[r, 0].set_title(("input\n" if r == 0 else "") + label, fontsize=7)
         for j, m in enumerate(names):

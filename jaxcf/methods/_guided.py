@@ -34,7 +34,6 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from jaxcf import diffusion as diff
@@ -268,9 +267,3 @@ def guided_diffusion_explainer(
     if not config.schedule:
         return explainer
     return Retry(explainer, "guidance_scale", (config.guidance_scale, *config.schedule))
-
-
-def start_index(explainer: GuidedDiffusion | Retry) -> int:
-    """``t0``'s index in the respaced schedule."""
-    inner = explainer.explainer if isinstance(explainer, Retry) else explainer
-    return int(np.asarray(inner.first))

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from tqdm.auto import tqdm
 
 from jaxcf import checkpoint, validation
 from jaxcf.classifier import as_pure
@@ -141,11 +142,13 @@ def train_agent(
     codes_j, feats_j, logits_j = (jnp.asarray(a, jnp.float32) for a in (codes, feats, logits))
     rng = np.random.default_rng(config.seed)
     history = []
-    for s in range(config.steps):
+    bar = tqdm(range(config.steps), desc=f"agent ({config.loss})", unit="step", leave=False)
+    for s in bar:
         idx = jnp.asarray(rng.integers(0, len(codes), config.batch_size))
         params, opt_state, loss = step(params, opt_state, idx)
         if s % 100 == 0 or s == config.steps - 1:
             history.append(float(loss))
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
     return agent.replace(weight=params[0], bias=params[1]), history
 
 

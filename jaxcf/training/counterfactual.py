@@ -56,7 +56,7 @@ from jaxcf.classifier import as_pure
 from jaxcf.models import generators as gen_lib
 from jaxcf.tabular import TabularTransform
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, loop_config_of
 
 Array = jax.Array
 
@@ -127,13 +127,7 @@ class GeneratorTrainConfig:
             raise ValueError("fixed_prob applies to the tabular generator only")
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(
-            batch_size=self.batch_size,
-            steps=self.steps,
-            seed=self.seed,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-        )
+        return loop_config_of(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = {

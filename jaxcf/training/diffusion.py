@@ -35,7 +35,7 @@ from jaxcf import diffusion as diff
 from jaxcf.models.unet import DiffAEConfig, UNetConfig, build_denoiser, denoiser_config_from_dict
 from jaxcf.pure import as_pytree
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, loop_config_of
 
 Array = jax.Array
 
@@ -107,19 +107,10 @@ class DiffusionTrainConfig:
             )
 
     def loop_config(self) -> LoopConfig:
-        return LoopConfig(
-            batch_size=self.batch_size,
-            steps=self.steps,
-            seed=self.seed,
-            eval_every=self.eval_every,
-            save_every=self.save_every,
-        )
+        return loop_config_of(self)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["model"] = dataclasses.asdict(self.model)
-        d["schedule"] = dataclasses.asdict(self.schedule)
-        return d
+        return dataclasses.asdict(self)  # nested configs included
 
 
 class ImageSpace(struct.PyTreeNode):

@@ -73,6 +73,7 @@ __all__ = [
     "Task",
     "clear_progress",
     "fit",
+    "loop_config_of",
     "loop_key",
     "write_progress",
 ]
@@ -122,6 +123,18 @@ class LoopConfig:
         for name in ("steps", "eval_every", "save_every"):
             if getattr(self, name) is not None:
                 validation.at_least(self, 1, name)
+
+
+def loop_config_of(config: Any) -> LoopConfig:
+    """The :class:`LoopConfig` of a family's train config that carries ``batch_size``,
+    ``steps``, ``seed``, ``eval_every`` and ``save_every`` fields."""
+    return LoopConfig(
+        batch_size=config.batch_size,
+        steps=config.steps,
+        seed=config.seed,
+        eval_every=config.eval_every,
+        save_every=config.save_every,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
