@@ -1,6 +1,8 @@
 """Data sets by name, and their loaders: MNIST and Fashion-MNIST (IDX files or TFDS), ECG5000
-beats (UCR files), UCI Adult (the raw files, encoded by :mod:`jaxcf.tabular`) and the
-PneumoniaMNIST and BreastMNIST images of MedMNIST (the official ``.npz`` files).
+beats (UCR files), UCI Adult (the raw files, encoded by :mod:`jaxcf.tabular`), the
+PneumoniaMNIST and BreastMNIST images of MedMNIST (the official ``.npz`` files) and 10,000
+CelebA faces at 64x64 with 13 attributes, labelled male or young (a zip of JPEGs and the
+official attribute list).
 
 ``load_dataset(name, split, data_dir=None)`` loads any registered data set as a :class:`Dataset`
 (inputs, labels, class names, value domain); ``dataset_names()`` lists them and
@@ -17,6 +19,14 @@ from jaxcf.data.adult import (
     adult_transform,
     load_adult,
     load_adult_table,
+)
+from jaxcf.data.celeba import (
+    AIP_ATTRIBUTES,
+    CelebADataset,
+    find_celeba_files,
+    load_celeba,
+    read_celeba_attributes,
+    read_celeba_images,
 )
 from jaxcf.data.dataset import Dataset
 from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
@@ -44,12 +54,14 @@ from jaxcf.data.registry import (
 __all__ = [
     "ADULT_CONSTRAINTS",
     "ADULT_SCHEMA",
+    "AIP_ATTRIBUTES",
     "CLASS_NAMES",
     "DATA_DIR_ENV",
     "DEFAULT_SOURCES",
     "FASHION_MNIST_CLASS_NAMES",
     "MNIST_CLASS_NAMES",
     "SPLIT_SIZES",
+    "CelebADataset",
     "DataError",
     "Dataset",
     "DatasetSpec",
@@ -59,14 +71,18 @@ __all__ = [
     "dataset_names",
     "dataset_spec",
     "default_data_dir",
+    "find_celeba_files",
     "find_idx_files",
     "find_medmnist_file",
     "load_adult",
     "load_adult_table",
+    "load_celeba",
     "load_dataset",
     "load_ecg5000",
     "load_medmnist",
     "load_mnist",
+    "read_celeba_attributes",
+    "read_celeba_images",
     "read_idx_images",
     "read_idx_labels",
     "read_medmnist_npz",
