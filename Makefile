@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m explain.main --config explain/configs/demo.py --workdir workdir/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

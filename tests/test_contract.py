@@ -146,6 +146,37 @@ def reference_guided(e, x, t, key):
     return _reference_guided_once(e, x, t, key)
 
 
+_GUIDED_FNS: dict = {}
+
+
+def _guided_fns(g):
+    """The reference's network calls for one explainer, jitted once for all its queries (only
+    for speed: eager UNet calls would dominate the test): the denoiser, and the gradients of
+    [target loss, distance] through the one-step clean estimate or at a clean image."""
+    cfg, model, p = g.config, g.model, g.model.space.pad
+    key = (id(model), id(g.classifier), cfg.distance)  # a Retry's attempts share them
+    if key in _GUIDED_FNS:
+        return _GUIDED_FNS[key][1]
+
+    def losses(x0, y, tgt):  # [1, 32, 32, 1] -> [target loss, distance]
+        img = jnp.clip((x0[:, p:-p, p:-p, :] + 1.0) / 2.0, 0.0, 1.0)
+        d = x0[0] - y
+        dist = jnp.sum(jnp.abs(d)) if cfg.distance == "l1" else jnp.sum(d * d)
+        return jnp.stack([targets.target_loss(g.classifier.logits(img), tgt)[0], dist])
+
+    @jax.jit
+    def through_denoiser(xb, ti, a, y, tgt):  # d losses(x0_hat(xb)) / d xb: [2, 1, 32, 32, 1]
+        def of(xb):
+            e = model.denoise(xb, ti)
+            return losses(jnp.clip((xb - jnp.sqrt(1 - a) * e) / jnp.sqrt(a), -1.0, 1.0), y, tgt)
+
+        return jax.jacrev(of)(xb)
+
+    fns = (jax.jit(model.denoise), through_denoiser, jax.jit(jax.jacrev(losses)))
+    _GUIDED_FNS[key] = ((model, g.classifier), fns)  # kept alive: their ids are not reused
+    return fns
+
+
 def _reference_guided_once(g, x, t, key):
     cfg, st, model = g.config, g.steps, g.model
     abar = np.asarray(st.alphas_cumprod, np.float64)
@@ -154,20 +185,16 @@ def _reference_guided_once(g, x, t, key):
     steps = np.asarray(st.timesteps)
     p = model.space.pad
     y = np.pad(2.0 * np.asarray(x, np.float64) - 1.0, ((p, p), (p, p), (0, 0)), constant_values=-1)
-    tgt = jnp.asarray(t)[None]
+
+    denoise, grads_through_denoiser, grads_at = _guided_fns(g)
+    y32, tgt = jnp.asarray(y, jnp.float32), jnp.asarray(t)[None]
 
     def eps_at(xt, i):
-        out = model.denoise(jnp.asarray(xt, jnp.float32)[None], jnp.asarray([steps[i]], jnp.int32))
+        out = denoise(jnp.asarray(xt, jnp.float32)[None], jnp.asarray([steps[i]], jnp.int32))
         return np.asarray(out[0], np.float64)
 
     def x0_of(xt, eps, i):
         return np.clip((xt - np.sqrt(1 - abar[i]) * eps) / np.sqrt(abar[i]), -1, 1)
-
-    def losses(x0):  # jnp [1, 32, 32, 1] -> (target loss, distance)
-        img = jnp.clip((x0[:, p:-p, p:-p, :] + 1.0) / 2.0, 0.0, 1.0)
-        d = x0[0] - jnp.asarray(y, jnp.float32)
-        dist = jnp.sum(jnp.abs(d)) if cfg.distance == "l1" else jnp.sum(d * d)
-        return targets.target_loss(g.classifier.logits(img), tgt)[0], dist
 
     def ddim(xt, i, eps):  # eta 0, clipped: the rollout's step
         x0 = x0_of(xt, eps, i)
@@ -182,25 +209,14 @@ def _reference_guided_once(g, x, t, key):
         eps = eps_at(xt, i)
         if cfg.clean_estimate == "one_step":
             ti = jnp.asarray([steps[i]], jnp.int32)
-
-            def through_denoiser(xb, k, i=i, ti=ti):
-                e = model.denoise(xb, ti)
-                x0 = jnp.clip((xb - np.sqrt(1 - abar[i]) * e) / np.sqrt(abar[i]), -1.0, 1.0)
-                return losses(x0)[k]
-
-            at = jnp.asarray(xt, jnp.float32)[None]
+            xb = jnp.asarray(xt, jnp.float32)[None]
+            both = grads_through_denoiser(xb, ti, abar[i], y32, tgt)
         else:  # unguided DDIM rollout to a clean image; the gradient is taken there
             xr = ddim(xt, i, eps)
             for j in range(i - 1, -1, -1):
                 xr = ddim(xr, j, eps_at(xr, j))
-
-            def through_denoiser(xb, k):
-                return losses(xb)[k]
-
-            at = jnp.asarray(xr, jnp.float32)[None]
-        g_cls, g_dist = (
-            np.asarray(jax.grad(through_denoiser)(at, k)[0], np.float64) for k in (0, 1)
-        )
+            both = grads_at(jnp.asarray(xr, jnp.float32)[None], y32, tgt)
+        g_cls, g_dist = (np.asarray(both[k, 0], np.float64) for k in (0, 1))
         if cfg.balance:
             n = np.linalg.norm(eps)
             g_cls = g_cls * n / (np.linalg.norm(g_cls) + 1e-12)
@@ -231,16 +247,22 @@ def _reference_guided_once(g, x, t, key):
 # ----------------------------------------------------------------------------- DiffExplainer
 
 
+# The explainer's own inversion and decoding of one query, jitted (for speed only: eager scans
+# over a UNet recompile on every call); the explainer is an argument, so all queries share them.
+_encode = jax.jit(lambda e, x: e.encode(x))
+_decode = jax.jit(lambda e, z, x_T: e.decode(z, x_T))
+
+
 def reference_diffexplainer(e, x, t, key):
     """One query on its own: its codes, the agent's direction, then the sweep decoded one value
     at a time until the teacher agrees (the explainer decodes every value for the whole batch)."""
     xb, tb = jnp.asarray(x, jnp.float32)[None], jnp.asarray([t])
-    z, x_T = e.encode(xb)
+    z, x_T = _encode(e, xb)
     u = e.direction(z, tb)
     norm = float(np.linalg.norm(np.asarray(z)))
     outputs, _, _ = references._fns_for(e.teacher)
     for n, alpha in enumerate(e.config.alphas, start=1):
-        img = np.asarray(e.decode(z + alpha * norm * u, x_T))[0]
+        img = np.asarray(_decode(e, z + alpha * norm * u, x_T))[0]
         s, ok = references.score(outputs(jnp.asarray(img)), t, e.config.threshold, 0.1)
         if ok or n == len(e.config.alphas):
             return img, ok, n, s

@@ -197,13 +197,14 @@ def _tiny_config(**overrides) -> DiffusionTrainConfig:
     return dataclasses.replace(base, **overrides)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # survives other modules' tests in between
 def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ddpm")
     model, meta = train_diffusion(_tiny_config(), workdir)
     return model, meta, workdir
 
 
+@pytest.mark.xdist_group("tiny_ddpm")  # one worker trains the fixture
 def test_training_learns_and_ddim_inversion_reconstructs_held_out_digits(tiny_run, mnist_test):
     model, meta, workdir = tiny_run
     history = meta["history"]
@@ -227,16 +228,30 @@ def test_training_learns_and_ddim_inversion_reconstructs_held_out_digits(tiny_ru
     assert err < 0.03 and err < baseline / 5, (err, baseline)
 
 
-def test_training_is_reproducible_and_checks_its_data(tmp_path, trained_dir):
-    cfg = _tiny_config(steps=3, eval_every=3, save_every=3, train_examples=256)
-    a, _ = train_diffusion(cfg, tmp_path / "a")
-    b, _ = train_diffusion(cfg, tmp_path / "b")
-    for u, v in zip(jax.tree.leaves(a.unet), jax.tree.leaves(b.unet), strict=True):
+@pytest.mark.xdist_group("tiny_ddpm")  # one worker trains the fixture
+def test_training_is_reproducible_and_checks_its_data(tiny_run, trained_dir):
+    """Same seed, same batch and key: the same weights after two steps (the loop's seeding and
+    shuffling are tested with the loop); a finished workdir and misfit configs are refused
+    before any training."""
+    from jaxcf.training.diffusion import DiffusionTask
+
+    cfg = _tiny_config()
+    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 1), minval=-1.0, maxval=1.0)
+
+    def two_steps():
+        task = DiffusionTask(cfg, np.asarray(x), (28, 28, 1))
+        modules = task.init(cfg.seed, None)
+        for i in range(2):
+            task.train_step(modules, {"x": x}, jax.random.key(i))
+        return nnx.state(modules["unet_ema"], nnx.Param)
+
+    a, b = two_steps(), two_steps()
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
     with pytest.raises(FileExistsError):
-        train_diffusion(cfg, tmp_path / "a")
+        train_diffusion(cfg, tiny_run[2])
     with pytest.raises(ValueError, match="padded by 0"):
-        train_diffusion(dataclasses.replace(cfg, pad=0), tmp_path / "c")
+        train_diffusion(dataclasses.replace(cfg, pad=0), tiny_run[2] / "c")
     with pytest.raises(ValueError, match="not a diffusion checkpoint"):
         load_diffusion(trained_dir)  # a classifier's checkpoint
     with pytest.raises(ValueError, match="multiples of 4"):
@@ -318,6 +333,7 @@ def test_non_finite_samples_are_failures_not_results(trained, mnist_test):
     assert np.all(np.isfinite(np.asarray(r.x_cf)))
 
 
+@pytest.mark.xdist_group("tiny_ddpm")  # one worker trains the fixture
 def test_guided_protocol_end_to_end(tiny_run, trained_dir, tmp_path):
     """The MNIST protocol on the briefly trained model, a handful of queries: every row, the
     report and the grid; the unguided row starts from the guided run's own noise."""
@@ -386,25 +402,38 @@ def test_query_keys_are_the_runners(trained, mnist_test, tmp_path):
     np.testing.assert_allclose(res.x_cf, np.asarray(direct.x_cf), atol=1e-5)
 
 
-def test_diffusion_autoencoder_trains_encodes_and_reloads(tmp_path):
+def _tiny_ae_config():
+    return _tiny_config(
+        model=tiny_diffae_config(),
+        dataset="pneumoniamnist",
+        loss="l1",
+        steps=20,
+        eval_every=20,
+        save_every=20,
+        train_examples=512,
+        samples=8,
+        schedule=diff.ScheduleConfig("linear", 100),
+    )
+
+
+@pytest.fixture(scope="session")  # survives other modules' tests in between
+def tiny_ae_run(tmp_path_factory):
+    """A tiny diffusion autoencoder trained 20 steps on PneumoniaMNIST (shared by the
+    autoencoder and DiffExplainer-protocol tests)."""
+    workdir = tmp_path_factory.mktemp("diffae")
+    trained, _ = train_diffusion(_tiny_ae_config(), workdir)
+    return trained, workdir
+
+
+@pytest.mark.xdist_group("tiny_diffae")  # one worker trains the fixture
+def test_diffusion_autoencoder_trains_encodes_and_reloads(tiny_ae_run):
     """The autoencoder variant: a semantic code per image conditions the decoder; configs that
     do not fit together raise."""
     from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
 
     shape = (32, 32, 1)
-    model = tiny_diffae_config()
-    cfg = _tiny_config(
-        model=model,
-        dataset="pneumoniamnist",
-        loss="l1",
-        steps=4,
-        eval_every=4,
-        save_every=4,
-        train_examples=256,
-        samples=8,
-    )
-    trained, meta = train_diffusion(cfg, tmp_path / "ae")
-    loaded, _ = load_diffusion(tmp_path / "ae")
+    trained, workdir = tiny_ae_run
+    loaded, meta = load_diffusion(workdir)
     assert loaded.is_autoencoder and meta["configs"]["unet"]["kind"] == "diffae"
     x0 = jnp.zeros((3,) + shape)
     z = loaded.encode(x0)
@@ -474,9 +503,13 @@ def test_agent_distils_its_teacher_and_is_tied_to_it(trained, mnist_test, tmp_pa
             DiffExplainerConfig(**bad)
 
 
-def test_diffexplainer_protocol_end_to_end(tmp_path):
+@pytest.mark.xdist_group("tiny_diffae")  # one worker trains the fixture
+def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
     """The PneumoniaMNIST protocol with tiny models trained for a few steps: every stage runs,
-    resumes from what is there, and writes its report and figures."""
+    resumes from what is there (the autoencoder is the shared tiny one), and writes its report
+    and figures."""
+    import shutil
+
     from jaxcf.methods import DiffExplainerConfig
     from jaxcf.models import CNNConfig
     from jaxcf.protocols.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
@@ -484,7 +517,6 @@ def test_diffexplainer_protocol_end_to_end(tmp_path):
     from jaxcf.training import TrainConfig
     from jaxcf.training.agent import AgentConfig
 
-    model = tiny_diffae_config()
     job = DiffExplainerJob(
         teacher=TrainConfig(
             model=CNNConfig(num_classes=2, channels=(8, 16), hidden=32),
@@ -496,17 +528,7 @@ def test_diffexplainer_protocol_end_to_end(tmp_path):
             train_examples=1024,
             batch_size=64,
         ),
-        diffusion=_tiny_config(
-            model=model,
-            dataset="pneumoniamnist",
-            loss="l1",
-            steps=20,
-            eval_every=20,
-            save_every=20,
-            train_examples=512,
-            samples=8,
-            schedule=diff.ScheduleConfig("linear", 100),
-        ),
+        diffusion=_tiny_ae_config(),
         agent=AgentConfig(steps=100, batch_size=64),
         explain=DiffExplainerConfig(alphas=(0.5, 1.0), num_steps=6),
         queries=6,
@@ -514,6 +536,7 @@ def test_diffexplainer_protocol_end_to_end(tmp_path):
         indeterminate=2,
         runner=RunnerConfig(chunk_size=3),
     )
+    shutil.copytree(tiny_ae_run[1] / "checkpoint", tmp_path / "checkpoint")
     doc = run_diffexplainer_protocol(job, tmp_path)
     assert doc["agent"]["agreement"]["n"] == 624  # every test image
     assert 0.0 <= doc["counterfactuals"]["flip_rate"] <= 1.0

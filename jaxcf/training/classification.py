@@ -33,7 +33,7 @@ from jaxcf.models import (
     config_to_dict,
     refine_spectral_norms,
 )
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, write_progress
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, write_progress
 
 PROGRESS_DIR = "progress"
 """Subfolder of the workdir holding the progress checkpoint of an unfinished run."""
@@ -181,7 +181,9 @@ class ClassifierTask:
             model, make_optimizer(self.config, plan.steps_per_epoch), wrt=nnx.Param
         )
         model.train()
-        return {"model": model, "optimizer": optimizer}
+        modules = {"model": model, "optimizer": optimizer}
+        commit(modules)
+        return modules
 
     def train_step(
         self, modules: Mapping[str, Any], batch: tuple[jax.Array, jax.Array], key: jax.Array

@@ -56,7 +56,7 @@ from jaxcf.classifier import as_pure
 from jaxcf.models import generators as gen_lib
 from jaxcf.tabular import TabularTransform
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, loop_config_of
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
 
 Array = jax.Array
 
@@ -361,10 +361,7 @@ def _validate(s: _StepSettings, classifier, generator, x, key):
 
 
 def _replicate(modules: Mapping[str, Any], mesh: jax.sharding.Mesh) -> None:
-    replicated = NamedSharding(mesh, P())
-    for m in modules.values():
-        if m is not None:
-            nnx.update(m, jax.device_put(nnx.state(m), replicated))
+    commit(modules, NamedSharding(mesh, P()))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -406,10 +403,8 @@ class GeneratorTask:
             modules["opt_discriminator"] = nnx.Optimizer(d, adam_d, wrt=nnx.Param)
         if self.mesh is not None:
             _replicate(modules, self.mesh)
-        else:  # committed, as the step's outputs are: otherwise the second step recompiles
-            device = jax.config.jax_default_device or jax.devices()[0]
-            for m in modules.values():
-                nnx.update(m, jax.device_put(nnx.state(m), device))
+        else:
+            commit(modules)
         return modules
 
     @functools.cached_property

@@ -35,7 +35,7 @@ from jaxcf import diffusion as diff
 from jaxcf.models.unet import DiffAEConfig, UNetConfig, build_denoiser, denoiser_config_from_dict
 from jaxcf.pure import as_pytree
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, loop_config_of
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
 
 Array = jax.Array
 
@@ -246,13 +246,13 @@ class DiffusionTask:
     def init(self, seed: int, plan: Plan) -> dict[str, Any]:
         del plan
         unet = build_denoiser(self.config.model, seed=seed)
-        device = jax.config.jax_default_device or jax.devices()[0]
-        nnx.update(unet, jax.device_put(nnx.state(unet), device))
-        return {
+        modules = {
             "unet": unet,
             "unet_ema": nnx.clone(unet),
             "opt": nnx.Optimizer(unet, _optimizer(self.config), wrt=nnx.Param),
         }
+        commit(modules)
+        return modules
 
     def train_step(self, modules, batch, key) -> dict[str, Array]:
         cfg = self.config
@@ -351,7 +351,7 @@ def train_diffusion(
         {"x": train_m},
         config.loop_config(),
         progress_dir=workdir / PROGRESS_DIR,
-        desc=f"ddpm {config.dataset}",
+        desc=f"{'diffae' if isinstance(config.model, DiffAEConfig) else 'ddpm'} {config.dataset}",
     )
     ema = result.modules["unet_ema"]
     meta = {

@@ -72,6 +72,7 @@ __all__ = [
     "Plan",
     "Task",
     "clear_progress",
+    "commit",
     "fit",
     "loop_config_of",
     "loop_key",
@@ -228,6 +229,19 @@ class FitResult(NamedTuple):
     history: list[dict[str, Any]]
     seconds: float
     resumed_from: int | None
+
+
+def commit(modules: Mapping[str, Any], sharding: Any = None) -> None:
+    """Places every module's state (parameters, optimiser counters, EMA copies, ...) on
+    ``sharding`` in place; by default the default device. A task's ``init`` calls it last: a
+    freshly built optimiser's step counter is an *uncommitted* array, a train step's outputs are
+    committed, and jit keys its cache on that, so without this the second step compiles the
+    whole train step again."""
+    if sharding is None:
+        sharding = jax.config.jax_default_device or jax.devices()[0]
+    for m in modules.values():
+        if m is not None:
+            nnx.update(m, jax.device_put(nnx.state(m), sharding))
 
 
 def loop_key(seed: int) -> jax.Array:
