@@ -30,6 +30,7 @@ from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 from jaxcf.training.diffusion import DiffusionTrainConfig
+from jaxcf.training.vae import VAETrainConfig
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -162,6 +163,9 @@ def test_config_files_load(path):
                 assert generators.config_from_dict(generators.config_to_dict(part)) == part
     elif isinstance(config, DiffusionTrainConfig):
         assert denoiser_config_from_dict(dataclasses.asdict(config.model)) == config.model
+        trains = []
+    elif isinstance(config, VAETrainConfig):
+        assert VAETrainConfig(**config.to_dict()) == config
         trains = []
     elif isinstance(config, GuidedExplainConfig):
         trains = [config.classifier]
