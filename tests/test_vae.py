@@ -172,6 +172,7 @@ def tiny_run(tmp_path_factory):
     return model, meta, workdir
 
 
+@pytest.mark.xdist_group("tiny_vae")  # one worker trains the fixture
 def test_a_trained_vae_reconstructs_held_out_digits_better_than_the_mean_image(
     tiny_run, mnist_test
 ):
@@ -193,6 +194,7 @@ def test_a_trained_vae_reconstructs_held_out_digits_better_than_the_mean_image(
     assert err < 0.6 * baseline, (err, baseline)
 
 
+@pytest.mark.xdist_group("tiny_vae")  # one worker trains the fixture
 def test_load_vae_round_trips_and_the_pure_model_is_jittable(tiny_run):
     model, meta, workdir = tiny_run
     loaded, _ = load_vae(workdir / "checkpoint")
@@ -219,6 +221,7 @@ def test_load_vae_round_trips_and_the_pure_model_is_jittable(tiny_run):
     assert again.sample(jax.random.key(1), 5).shape == (5, 28, 28, 1)
 
 
+@pytest.mark.xdist_group("tiny_vae")  # one worker trains the fixture
 def test_load_vae_refuses_checkpoints_it_does_not_match(tiny_run, tmp_path):
     _, _, workdir = tiny_run
     with pytest.raises(ValueError, match="VAE of \\(28, 28, 1\\) images"):
@@ -242,6 +245,7 @@ def test_load_vae_refuses_checkpoints_it_does_not_match(tiny_run, tmp_path):
         load_vae(bad)
 
 
+@pytest.mark.xdist_group("tiny_vae")  # one worker trains the fixture
 def test_training_is_reproducible_resumable_and_checks_its_data(
     tiny_run, mnist_test, tmp_path, monkeypatch
 ):

@@ -48,7 +48,7 @@ from flax import nnx, struct
 from jaxcf import checkpoint, report, validation
 from jaxcf.models.vae import VAE, VAEConfig, gaussian_kl, reparametrise
 from jaxcf.pure import as_pytree
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, fit, loop_config_of
+from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
 
 Array = jax.Array
 
@@ -282,11 +282,7 @@ class VAETask:
         cfg = self.config
         tx = _optimizer(cfg.learning_rate, cfg.warmup_steps, cfg.grad_clip)
         modules = {"vae": vae, "opt": nnx.Optimizer(vae, tx, wrt=nnx.Param)}
-        # Every array committed to one device from the start, as the step's outputs are: an
-        # uncommitted optimiser state would compile the step a second time at step 2.
-        device = jax.config.jax_default_device or jax.devices()[0]
-        for module in modules.values():
-            nnx.update(module, jax.device_put(nnx.state(module), device))
+        commit(modules)
         return modules
 
     def train_step(self, modules, batch, key) -> dict[str, Array]:
