@@ -29,6 +29,7 @@ from jaxcf.report import published_for
 from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
+from jaxcf.training.attgan import AttGANTrainConfig
 from jaxcf.training.diffusion import DiffusionTrainConfig
 from jaxcf.training.vae import VAETrainConfig
 
@@ -166,6 +167,10 @@ def test_config_files_load(path):
         trains = []
     elif isinstance(config, VAETrainConfig):
         assert VAETrainConfig(**config.to_dict()) == config
+        trains = []
+    elif isinstance(config, AttGANTrainConfig):
+        assert AttGANTrainConfig(**config.to_dict()) == config
+        assert config.model.latent_dim == 1024  # the AIP image setting's latent size
         trains = []
     elif isinstance(config, GuidedExplainConfig):
         trains = [config.classifier]

@@ -1,0 +1,44 @@
+"""GPU-sized: the AIP paper's attribute-informed encoder-decoder (AttGAN-like) on 64x64 CelebA
+faces with its 13 attributes (for when a GPU is lent; not trained on CPU). Five 4x4 stride-2
+convolutions 64 -> 2 (64 to 1024 channels, AttGAN's widths), a 1x1 convolution to a 2 x 2 x 256
+= 1024-d latent (the paper's latent size), a mirrored nearest-upsampling decoder taking the
+attributes tiled onto the latent and the next level (14.2M parameters), a spectrally normalised
+hinge discriminator and a separate attribute classifier of the same widths with 1024-wide heads
+(25.8M together). AttGAN's loss weights (100, 10, 1, 1), Adam at 2e-4 with betas (0.5, 0.999),
+batch 32; 50,000 steps (about 180 epochs of the 9,000 training faces; AttGAN trains about 200
+epochs), EMA of the generator at 0.999. About 0.2 TFLOP a step, so an estimated 15-30 minutes on
+one H100-class GPU (not measured).
+
+    python -m train.attgan --config train/configs/attgan_celeba_gpu.py --workdir workdir/attgan_gpu
+
+Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], 13 attributes; train 9,000, test
+1,000).
+"""
+
+from jaxcf.models.attgan import PAPER_ATTGAN
+from jaxcf.training.attgan import AttGANTrainConfig
+
+
+def get_config() -> AttGANTrainConfig:
+    return AttGANTrainConfig(
+        model=PAPER_ATTGAN,
+        dataset="celeba",
+        targets="mixed",
+        w_rec=100.0,
+        w_cls_g=10.0,
+        w_cls_d=1.0,
+        w_adv=1.0,
+        gan_loss="hinge",
+        lr_generator=2e-4,
+        lr_discriminator=2e-4,
+        b1=0.5,
+        b2=0.999,
+        ema_decay=0.999,
+        batch_size=32,
+        steps=50_000,
+        eval_every=2500,
+        save_every=1000,
+        val_examples=512,
+        samples=8,
+        flip_attributes=("Male", "Young", "Eyeglasses", "Blond_Hair"),
+    )
