@@ -381,7 +381,10 @@ class GeneratorTask:
     def __post_init__(self):
         # Pure once: each step then passes the same pytree (rebuilding it per step would
         # merge the module on the host every time).
-        object.__setattr__(self, "classifier", as_pure(self.classifier))
+        classifier = as_pure(self.classifier)
+        if self.mesh is not None:  # beside the replicated modules (it may be committed elsewhere)
+            classifier = jax.device_put(classifier, NamedSharding(self.mesh, P()))
+        object.__setattr__(self, "classifier", classifier)
 
     def config_dict(self) -> dict[str, Any]:
         return {**self.config.to_dict(), "classifier": classifier_digest(self.classifier)}
