@@ -7,9 +7,13 @@ the CPU backend offers 4 fake devices in-process, so sharding tests need no subp
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import jax
 import numpy as np
 import pytest
+from flax import struct
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 4)
@@ -178,3 +182,66 @@ def queries(trained, mnist_test):
     other = (mnist_test.labels[:12] + rng.integers(1, 10, size=12)) % 10
     target = np.where(np.arange(12) < 8, runner_up, other)
     return x, target.astype(np.int32)
+
+
+@functools.cache
+def tiny_vae(seed: int = 0, scale: float = 0.15, latent: int = 8):
+    """An untrained small convolutional VAE for 28x28 digits (two 4/8-channel levels, a
+    ``latent``-d code), every weight jolted so that its decodings vary with the code. Built
+    once per process (a pure pytree: nothing can change it), since the eager initialisation
+    takes seconds."""
+    from flax import nnx
+
+    from jaxcf.models.vae import VAE, VAEConfig
+    from jaxcf.pure import as_pytree
+    from jaxcf.training.vae import VAEModel
+
+    config = VAEConfig(input_shape=(28, 28, 1), latent_dim=latent, widths=(4, 8), hidden=0)
+    vae = jolt(VAE(config, rngs=nnx.Rngs(seed)), scale=scale, seed=seed + 1)
+    return VAEModel(as_pytree(vae), config)
+
+
+class TinyAttributeModel(struct.PyTreeNode):
+    """A stand-in for an attribute-conditioned encoder-decoder (AttGAN-like) around a VAE:
+    the VAE's code, attribute "probabilities" from a random linear map of the image (sigmoid),
+    and the VAE's decoding of the code shifted by a random linear map of the attributes."""
+
+    vae: Any  # a VAEModel
+    att: jax.Array  # [D, t]
+    mix: jax.Array  # [t, k]
+    attribute_names: tuple[str, ...] = struct.field(pytree_node=False)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.vae.image_shape
+
+    @property
+    def latent_dim(self) -> int:
+        return self.vae.latent_dim
+
+    @property
+    def num_attributes(self) -> int:
+        return self.att.shape[1]
+
+    def encode(self, x):
+        return self.vae.encode(x)
+
+    def attributes(self, x):
+        return jax.nn.sigmoid(x.reshape(x.shape[0], -1) @ self.att)
+
+    def decode(self, z, a):
+        return self.vae.decode(z + (a - 0.5) @ self.mix)
+
+
+@functools.cache
+def tiny_attribute_model(seed: int = 0, attributes: int = 3, scale: float = 0.5):
+    """A random :class:`TinyAttributeModel` around :func:`tiny_vae` (built once per process)."""
+    vae = tiny_vae()
+    d, k = int(np.prod(vae.image_shape)), vae.latent_dim
+    k_att, k_mix = jax.random.split(jax.random.key(seed))
+    return TinyAttributeModel(
+        vae=vae,
+        att=jax.random.normal(k_att, (d, attributes)) * (4.0 / np.sqrt(d)),
+        mix=jax.random.normal(k_mix, (attributes, k)) * scale,
+        attribute_names=tuple(f"attribute_{i}" for i in range(attributes)),
+    )

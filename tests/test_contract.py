@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import struct
 
@@ -26,6 +27,8 @@ from jaxcf.classifier import FunctionClassifier, as_pure
 from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.explainer import CFResult
 from jaxcf.methods import (
+    AIPConfig,
+    AIPRandomConfig,
     DeDUCEConfig,
     DiffExplainerConfig,
     FGSMConfig,
@@ -33,7 +36,9 @@ from jaxcf.methods import (
     GuidedDiffusionConfig,
     JSMAConfig,
     Retry,
+    REVISEConfig,
     WachterConfig,
+    XGEMsConfig,
     checks,
     make,
     solve,
@@ -47,8 +52,10 @@ from tests.conftest import (
     jolt,
     mesh,
     random_agent,
+    tiny_attribute_model,
     tiny_autoencoder,
     tiny_diffusion,
+    tiny_vae,
 )
 
 N = 10  # queries: never a multiple of the chunk sizes below, so chunks are padded
@@ -268,6 +275,149 @@ def reference_diffexplainer(e, x, t, key):
             return img, ok, n, s
 
 
+# ----------------------------------------------------------------------------- latent searches
+
+
+_LATENT_FNS: dict = {}
+
+
+def _latent_fns(model):
+    """The reference's calls of a VAE or attribute model on one query, jitted once per model
+    (for speed only): encode, attributes (attribute models), decode, and the decoder's
+    vector-Jacobian product (the gradient through the decoder of an image-space cotangent)."""
+    if id(model) in _LATENT_FNS:
+        return _LATENT_FNS[id(model)][1]
+    if hasattr(model, "attributes"):
+
+        def dec(z, a):
+            return model.decode(z[None], a[None])[0]
+
+        attrs = jax.jit(lambda x: model.attributes(x[None])[0])
+    else:
+
+        def dec(z):
+            return model.decode(z[None])[0]
+
+        attrs = None
+
+    def pull(cot, *latent):
+        return jax.vjp(dec, *latent)[1](cot)
+
+    fns = (jax.jit(lambda x: model.encode(x[None])[0]), attrs, jax.jit(dec), jax.jit(pull))
+    _LATENT_FNS[id(model)] = (model, fns)  # kept alive: its id is not reused
+    return fns
+
+
+def _unit(d: np.ndarray) -> np.ndarray:
+    """The gradient of ||d||_2: d / ||d||, 0 at d = 0."""
+    n = np.sqrt(np.sum(np.asarray(d, np.float64) ** 2))
+    return np.zeros_like(d) if n == 0 else d / n
+
+
+def reference_latent(e, x, t):
+    """REVISE or xGEMs for one query: start at the encoder's code, then plain gradient steps
+    or Adam (optax, one query) on the code, the gradient assembled by hand from the target
+    loss's image gradient pulled back through the decoder, plus the distance's."""
+    s = e.search
+    cfg = s.config
+    encode, _, decode, pull = _latent_fns(s.vae)
+    outputs, loss_grad, _ = references._fns_for(s.classifier)
+    lr = cfg.learning_rate
+    tx = optax.adam(lr) if cfg.optimizer == "adam" else optax.sgd(lr)
+    x32 = jnp.asarray(x, jnp.float32)
+    z0 = encode(x32)
+    z, opt, n = z0, tx.init(z0), 0
+    while True:
+        img = decode(z)
+        sc, ok = references.score(outputs(img), t, cfg.threshold, cfg.tolerance)
+        if ok or n == cfg.max_iter:
+            return np.asarray(img), ok, n, sc
+        _, g_img = loss_grad(img, jnp.asarray(t))
+        if isinstance(cfg, REVISEConfig):  # L1 in input space: sign(dec(z) - x)
+            (g,) = pull(g_img + cfg.distance_weight * jnp.sign(img - x32), z)
+        else:  # L2 in latent space
+            (g,) = pull(g_img, z)
+            g = g + cfg.distance_weight * jnp.asarray(_unit(np.asarray(z - z0)), jnp.float32)
+        updates, opt = tx.update(g, opt)
+        z = z + updates
+        n += 1
+
+
+def _aip_start(s, x):
+    encode, attributes, _, _ = _latent_fns(s.model)
+    x32 = jnp.asarray(x, jnp.float32)
+    return np.asarray(encode(x32)), np.clip(np.asarray(attributes(x32)), 0.0, 1.0)
+
+
+def reference_aip(e, x, t):
+    """AIP for one query: plain gradient steps with step sizes mu * beta^n (code) and
+    gamma * beta^n (attributes, clipped to [0, 1])."""
+    s = e.search
+    cfg = s.config
+    _, _, decode, pull = _latent_fns(s.model)
+    outputs, loss_grad, _ = references._fns_for(s.classifier)
+    z0, a0 = _aip_start(s, x)
+    z, a, n = z0, a0, 0
+    while True:
+        img = decode(jnp.asarray(z), jnp.asarray(a))
+        sc, ok = references.score(outputs(img), t, cfg.threshold, cfg.tolerance)
+        if ok or n == cfg.max_iter:
+            return np.asarray(img), ok, n, sc
+        _, g_img = loss_grad(img, jnp.asarray(t))
+        gz, ga = (np.asarray(g) for g in pull(g_img, jnp.asarray(z), jnp.asarray(a)))
+        gz = gz + cfg.alpha * _unit(z - z0)
+        ga = ga + cfg.alpha * _unit(a - a0)
+        step = cfg.beta**n
+        z = (z - cfg.mu * step * gz).astype(np.float32)
+        a = np.clip(a - cfg.gamma * step * ga, 0.0, 1.0).astype(np.float32)
+        n += 1
+
+
+def _np_target_loss(logits, t) -> float:
+    """Cross-entropy (class, soft) or squared error (regression) of one query, in float64."""
+    logits = np.asarray(logits, np.float64)
+    if references._kind(t) == "regression":
+        return float((logits[0] - float(t)) ** 2)
+    logp = logits - logits.max()
+    logp = logp - np.log(np.exp(logp).sum())
+    if references._kind(t) == "class":
+        return float(-logp[int(t)])
+    return float(-(np.asarray(t, np.float64) * logp).sum())
+
+
+def reference_aip_random(e, x, t, key):
+    """AIP_R for one query: a Gaussian proposal per iteration from the query's key (split
+    into the next key and the draw), with lengths mu * beta^n and gamma * beta^n, kept only
+    if it lowers the objective."""
+    s = e.search
+    cfg = s.config
+    _, _, decode, _ = _latent_fns(s.model)
+    outputs, _, _ = references._fns_for(s.classifier)
+    z0, a0 = _aip_start(s, x)
+    k, m = len(z0), len(a0)
+
+    def objective(z, a):
+        logits = np.asarray(outputs(decode(jnp.asarray(z), jnp.asarray(a))))
+        dist = np.linalg.norm(np.float64(z - z0)) + np.linalg.norm(np.float64(a - a0))
+        return _np_target_loss(logits, t) + cfg.alpha * dist, logits
+
+    z, a, n = z0, a0, 0
+    loss, logits = objective(z, a)
+    while True:
+        sc, ok = references.score(logits, t, cfg.threshold, cfg.tolerance)
+        if ok or n == cfg.max_iter:
+            return np.asarray(decode(jnp.asarray(z), jnp.asarray(a))), ok, n, sc
+        key, sub = jax.random.split(key)
+        eps = np.asarray(jax.random.normal(sub, (k + m,)), np.float64)
+        step = cfg.beta**n
+        zp = (z + cfg.mu * step / np.sqrt(k) * eps[:k]).astype(np.float32)
+        ap = np.clip(a + cfg.gamma * step / np.sqrt(m) * eps[k:], 0.0, 1.0).astype(np.float32)
+        loss_p, logits_p = objective(zp, ap)
+        if loss_p < loss:
+            z, a, loss, logits = zp, ap, loss_p, logits_p
+        n += 1
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -459,6 +609,61 @@ VARIANTS.append(
         criterion=0.5,
     )
 )
+# The latent-space searches on an untrained (jolted) small VAE, and on a stand-in attribute
+# model around it: few iterations, so the test is about the arithmetic.
+VARIANTS += [
+    Variant(
+        "revise-class",
+        "class",
+        lambda m, d: make(
+            "revise",
+            REVISEConfig(optimizer="sgd", learning_rate=0.3, distance_weight=0.01, max_iter=30),
+            classifier=m,
+            vae=tiny_vae(),
+        ),
+        lambda e, m, d, x, t, k: reference_latent(e, x, t),
+        atol=2e-5,
+        criterion=0.5,
+    ),
+    Variant(
+        "xgems-soft",
+        "soft",
+        lambda m, d: make(
+            "xgems",
+            XGEMsConfig(learning_rate=0.1, distance_weight=0.1, tolerance=0.3, max_iter=30),
+            classifier=m,
+            vae=tiny_vae(),
+        ),
+        lambda e, m, d, x, t, k: reference_latent(e, x, t),
+        atol=2e-5,
+        promotion="standard",
+        criterion=0.3,
+    ),
+    Variant(
+        "aip-class",
+        "class",
+        lambda m, d: make(
+            "aip", AIPConfig(max_iter=30), classifier=m, attribute_model=tiny_attribute_model()
+        ),
+        lambda e, m, d, x, t, k: reference_aip(e, x, t),
+        atol=2e-5,
+        criterion=0.5,
+    ),
+    Variant(
+        "aip-random-class",
+        "class",
+        lambda m, d: make(
+            "aip_random",
+            AIPRandomConfig(alpha=0.1, beta=0.97, max_iter=30),
+            classifier=m,
+            attribute_model=tiny_attribute_model(),
+        ),
+        lambda e, m, d, x, t, k: reference_aip_random(e, x, t, k),
+        atol=2e-5,
+        num_cfs=2,
+        criterion=0.5,
+    ),
+]
 IDS = [v.name for v in VARIANTS]
 
 

@@ -2,7 +2,8 @@
 
 Each search method has a public function that checks its inputs and returns a
 :class:`~jaxcf.explainer.CFResult` for a batch of queries and per-query targets (``deduce``,
-``jsma``, ``wachter``, ``fgsm``), and a builder of the underlying jittable object: an
+``jsma``, ``wachter``, ``fgsm``, and the latent-space searches ``revise``, ``xgems``, ``aip``,
+``aip_random``), and a builder of the underlying jittable object: an
 :class:`IterativeSearch` (``deduce_search``, ...) that :func:`solve`, :func:`solve_pool` and the
 runner drive, or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
 trained model (``generator_explainer``: one forward pass of a conditional generator).
@@ -11,6 +12,16 @@ trained model (``generator_explainer``: one forward pass of a conditional genera
 """
 
 from jaxcf.explainer import CFResult, Explainer, Retry
+from jaxcf.methods._aip import (
+    AIPConfig,
+    AIPRandomConfig,
+    AIPRandomSearch,
+    AIPSearch,
+    aip,
+    aip_random,
+    aip_random_search,
+    aip_search,
+)
 from jaxcf.methods._deduce import DeDUCEConfig, DeDUCESearch, deduce, deduce_search
 from jaxcf.methods._diffexplainer import (
     DiffExplainer,
@@ -26,6 +37,15 @@ from jaxcf.methods._guided import (
     guided_diffusion_explainer,
 )
 from jaxcf.methods._jsma import JSMAConfig, JSMASearch, jsma, jsma_search
+from jaxcf.methods._latent import (
+    LatentSearch,
+    REVISEConfig,
+    XGEMsConfig,
+    revise,
+    revise_search,
+    xgems,
+    xgems_search,
+)
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
 from jaxcf.methods.registry import MethodSpec, make, method_names, register
 from jaxcf.methods.search import (
@@ -36,6 +56,10 @@ from jaxcf.methods.search import (
 )
 
 __all__ = [
+    "AIPConfig",
+    "AIPRandomConfig",
+    "AIPRandomSearch",
+    "AIPSearch",
     "FGSM",
     "CFResult",
     "DeDUCEConfig",
@@ -47,15 +71,22 @@ __all__ = [
     "IterativeSearch",
     "JSMAConfig",
     "JSMASearch",
+    "LatentSearch",
     "MethodSpec",
     "DiffExplainer",
     "DiffExplainerConfig",
     "GuidedDiffusion",
     "GuidedDiffusionConfig",
+    "REVISEConfig",
     "Retry",
     "SearchExplainer",
     "WachterConfig",
     "WachterSearch",
+    "XGEMsConfig",
+    "aip",
+    "aip_random",
+    "aip_random_search",
+    "aip_search",
     "deduce",
     "deduce_search",
     "fgsm",
@@ -69,8 +100,12 @@ __all__ = [
     "make",
     "method_names",
     "register",
+    "revise",
+    "revise_search",
     "solve",
     "solve_pool",
     "wachter",
     "wachter_search",
+    "xgems",
+    "xgems_search",
 ]

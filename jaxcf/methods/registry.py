@@ -4,10 +4,11 @@ plug in with one :func:`register` call.
 
 A registered method has a builder ``build(config, **resources) -> explainer``, the type of its
 config (``None`` in a spec means the default one), and the names of the resources it needs from
-the experiment (``"classifier"``, ``"density"``; later families add ``"vae"``, ``"generator"``,
-...). An experiment holds its resources in a dict; a spec's ``resources`` maps a method's
-resource name to a key of that dict when they differ (the DeDUCE protocol explains its baselines
-with ``{"classifier": "baseline"}``).
+the experiment (``"classifier"``, ``"density"``, ``"generator"``, ``"diffusion"``, ``"vae"``
+for REVISE and xGEMs, ``"attribute_model"`` for AIP and AIP_R, ...). An experiment holds its
+resources in a dict; a spec's ``resources`` maps a method's resource name to a key of that dict
+when they differ (the DeDUCE protocol explains its baselines with ``{"classifier":
+"baseline"}``).
 
 A spec's ``precision`` (``"float32"``, the default, or ``"bfloat16"``) is the dtype its
 classifier computes in: :func:`make` wraps the ``"classifier"`` resource with
@@ -141,12 +142,14 @@ def make(
 
 
 def _register_builtins() -> None:
+    from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_random_search, aip_search
     from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
     from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
     from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
     from jaxcf.methods._generator import GeneratorConfig, generator_explainer
     from jaxcf.methods._guided import GuidedDiffusionConfig, guided_diffusion_explainer
     from jaxcf.methods._jsma import JSMAConfig, jsma_search
+    from jaxcf.methods._latent import REVISEConfig, XGEMsConfig, revise_search, xgems_search
     from jaxcf.methods._wachter import WachterConfig, wachter_search
     from jaxcf.methods.search import SearchExplainer
 
@@ -197,6 +200,37 @@ def _register_builtins() -> None:
         ),
         config_type=GuidedDiffusionConfig,
         needs=("classifier", "diffusion"),
+    )
+
+    # Latent-space searches: a VAE (REVISE, xGEMs) or an attribute-conditioned
+    # encoder-decoder (AIP, AIP_R).
+    register(
+        "revise",
+        lambda config, classifier, vae: SearchExplainer(revise_search(classifier, vae, config)),
+        config_type=REVISEConfig,
+        needs=("classifier", "vae"),
+    )
+    register(
+        "xgems",
+        lambda config, classifier, vae: SearchExplainer(xgems_search(classifier, vae, config)),
+        config_type=XGEMsConfig,
+        needs=("classifier", "vae"),
+    )
+    register(
+        "aip",
+        lambda config, classifier, attribute_model: SearchExplainer(
+            aip_search(classifier, attribute_model, config)
+        ),
+        config_type=AIPConfig,
+        needs=("classifier", "attribute_model"),
+    )
+    register(
+        "aip_random",
+        lambda config, classifier, attribute_model: SearchExplainer(
+            aip_random_search(classifier, attribute_model, config)
+        ),
+        config_type=AIPRandomConfig,
+        needs=("classifier", "attribute_model"),
     )
 
 
