@@ -1,8 +1,8 @@
 """An attribute-informed encoder-decoder in the style of AttGAN (He et al., 2019), the
 generative model of the AIP counterfactual method (attribute-informed perturbation).
 
-``z = generator.encode(x)``, ``x_hat = generator.decode(z, a)``, and a discriminator whose
-trunk also carries an attribute classifier, ``adv, attr_logits = discriminator(x)``:
+``z = generator.encode(x)``, ``x_hat = generator.decode(z, a)``, and a discriminator that
+also carries an attribute classifier, ``adv, attr_logits = discriminator(x)``:
 
 * ``x``: ``float32 [B, H, W, C]`` images in ``[0, 1]``;
 * ``z``: ``[B, latent_dim]``, the encoder's spatial latent ``[B, h, w, c]``
@@ -26,10 +26,11 @@ inputs of the next ``inject_layers`` decoder levels. There are no skip connectio
 encoder: everything the decoder knows about the image is in ``z``.
 
 The discriminator is a trunk of stride-2 convolutions with LeakyReLU(0.2), spectrally normalised
-(bound 1, :class:`~jaxcf.models.spectral.SpectralConv`, 3x3 kernels) for the hinge loss, then two
-heads on the flattened features, each a hidden dense layer and an output layer: the adversarial
-logit and the attribute logits (AttGAN shares the trunk between the discriminator and the
-classifier ``C`` in the same way).
+(bound 1, :class:`~jaxcf.models.spectral.SpectralConv`, 3x3 kernels) for the hinge loss, and an
+adversarial head on its flattened features (a hidden dense layer and the logit). The attribute
+classifier ``C`` is a head of the same form on its own trunk of the same widths (plain 4x4
+stride-2 convolutions) by default; ``classifier_trunk="shared"`` puts it on the adversarial
+trunk as AttGAN does, which a spectrally normalised trunk makes learn several times slower.
 
 Nothing normalises across the batch: an image's code, decoding and attributes are independent
 of its batch, and the generator is smooth in ``z`` and ``a`` (AIP differentiates the decoder
