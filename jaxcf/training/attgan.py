@@ -10,14 +10,16 @@ Each step, on a batch of images ``x`` with their true attributes ``a`` (``{0, 1}
   colour at a time; mustache or no beard; bald or receding hairline, or bangs; straight or wavy
   hair), as AttGAN's attribute-conflict rule, for the names a data set has
   (:func:`attribute_conflicts`).
-* generator step (encoder and decoder, against the current discriminator ``D`` and its attribute
-  head ``C``)::
+* generator step (encoder and decoder, against the current discriminator ``D`` and attribute
+  classifier ``C``, both parts of :class:`~jaxcf.models.attgan.AttributeDiscriminator`)::
 
       w_rec   * mean |dec(enc(x), a) - x|            L1 per pixel, in [0, 1] units (AttGAN: 100)
     + w_cls_g * BCE(C(x_b), b),  x_b = dec(enc(x), b)  mean over images and attributes (AttGAN: 10)
     + w_adv   * L_G(D(x_b))                           hinge (-D) or non-saturating (softplus(-D))
 
-* discriminator step, on the same step's ``x_b`` (computed once, gradients stopped)::
+* discriminator step, on the same step's ``x_b`` (computed once, gradients stopped; AttGAN
+  draws fresh fakes for a discriminator step before the generator's, this saves a generator
+  pass)::
 
       L_D(D(x), D(x_b)) + w_cls_d * BCE(C(x), a)     hinge or non-saturating; C on real images
                                                      with their true attributes (AttGAN: 1)
@@ -28,9 +30,10 @@ Each step, on a batch of images ``x`` with their true attributes ``a`` (``{0, 1}
 The adversarial loss: AttGAN uses WGAN-GP (5 critic steps a generator step, a gradient penalty
 through the critic). Here the default is the hinge loss with a spectrally normalised
 discriminator, one step each: no gradient penalty, so no second-order backward pass through
-the discriminator (on CPU this saves about a third of a step), and the same loss the project's
-other GANs train stably with. ``gan_loss="vanilla"`` gives the non-saturating loss instead.
-Adam with AttGAN's betas (0.5, 0.999) for both, at ``lr_generator`` and ``lr_discriminator``.
+the discriminator and no extra critic steps (both expensive on CPU), and the same loss the
+project's other GANs train stably with. ``gan_loss="vanilla"`` gives the non-saturating loss
+instead. Adam with AttGAN's betas (0.5, 0.999) for both, at ``lr_generator`` and
+``lr_discriminator``.
 
 Each evaluation reports, on a fixed held-out batch (the first ``val_examples`` test images):
 
@@ -106,6 +109,7 @@ __all__ = [
     "AttributeModel",
     "attribute_conflicts",
     "draw_targets",
+    "edit_grid",
     "flip_attributes",
     "load_attgan",
     "train_attgan",
