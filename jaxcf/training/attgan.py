@@ -79,13 +79,14 @@ from jaxcf.models.attgan import (
     build_attgan,
 )
 from jaxcf.pure import as_pytree
+from jaxcf.training import saved
 from jaxcf.training.counterfactual import gan_losses
 from jaxcf.training.ema import update_ema
 from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
 
 Array = jax.Array
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = saved.CHECKPOINT_DIR
 PROGRESS_DIR = "progress"
 SAMPLES_DIR = "samples"
 KIND = "attgan"
@@ -730,42 +731,26 @@ def load_attgan(
         shape, attribute list or data set than asked for, or weights that do not match the
         stored config (:class:`~jaxcf.checkpoint.CheckpointMismatchError`).
     """
-    directory = Path(directory)
-    if (directory / CHECKPOINT_DIR).is_dir():
-        directory = directory / CHECKPOINT_DIR
-    meta = checkpoint.read_metadata(directory)
-    stored = meta.get("configs", {}).get("generator")
-    if meta.get("kind") != KIND or stored is None:
-        raise ValueError(
-            f"{directory} is not an AttGAN checkpoint (kind {meta.get('kind')!r}, entries "
-            f"{sorted(meta.get('entries', {}))})"
-        )
-    try:
-        config = AttGANConfig.from_dict(stored)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{directory} holds an unreadable AttGAN config {stored}: {e}") from e
+    directory, meta, config = saved.open_checkpoint(
+        directory, kind=KIND, entry="generator", from_dict=AttGANConfig.from_dict, label="AttGAN"
+    )
     names = tuple(meta.get("attribute_names", ()))
     if len(names) != config.num_attributes:
         raise ValueError(
             f"{directory}: metadata names {len(names)} attributes {names}, but the model takes "
             f"{config.num_attributes}"
         )
-    if tuple(meta.get("image_shape", ())) != config.input_shape:
-        raise ValueError(
-            f"{directory}: metadata image_shape {meta.get('image_shape')} does not match the "
-            f"config's input_shape {config.input_shape}"
-        )
-    if image_shape is not None and tuple(image_shape) != config.input_shape:
-        raise ValueError(
-            f"{directory} holds an AttGAN of {config.input_shape} images, not {tuple(image_shape)}"
-        )
+    saved.check_fits(
+        directory,
+        meta,
+        config.input_shape,
+        image_shape=image_shape,
+        dataset=dataset,
+        label="AttGAN",
+    )
     if attribute_names is not None and tuple(attribute_names) != names:
         raise ValueError(
             f"{directory} holds an AttGAN of the attributes {names}, not {tuple(attribute_names)}"
-        )
-    if dataset is not None and meta.get("dataset") != dataset:
-        raise ValueError(
-            f"{directory} holds an AttGAN trained on {meta.get('dataset')!r}, not {dataset!r}"
         )
     generator, discriminator = build_attgan(config)
     checkpoint.load(directory, {"generator": generator, "discriminator": discriminator})

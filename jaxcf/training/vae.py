@@ -48,11 +48,12 @@ from flax import nnx, struct
 from jaxcf import checkpoint, report, validation
 from jaxcf.models.vae import VAE, VAEConfig, gaussian_kl, reparametrise
 from jaxcf.pure import as_pytree
+from jaxcf.training import saved
 from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
 
 Array = jax.Array
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = saved.CHECKPOINT_DIR
 PROGRESS_DIR = "progress"
 SAMPLES_DIR = "samples"
 KIND = "vae"
@@ -426,33 +427,12 @@ def load_vae(
         shape or data set than asked for, or weights that do not match the stored config
         (:class:`~jaxcf.checkpoint.CheckpointMismatchError`).
     """
-    directory = Path(directory)
-    if (directory / CHECKPOINT_DIR).is_dir():
-        directory = directory / CHECKPOINT_DIR
-    meta = checkpoint.read_metadata(directory)
-    stored = meta.get("configs", {}).get("vae")
-    if meta.get("kind") != KIND or stored is None:
-        raise ValueError(
-            f"{directory} is not a VAE checkpoint (kind {meta.get('kind')!r}, entries "
-            f"{sorted(meta.get('entries', {}))})"
-        )
-    try:
-        config = VAEConfig.from_dict(stored)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{directory} holds an unreadable VAE config {stored}: {e}") from e
-    if tuple(meta.get("image_shape", ())) != config.input_shape:
-        raise ValueError(
-            f"{directory}: metadata image_shape {meta.get('image_shape')} does not match the "
-            f"VAE config's input_shape {config.input_shape}"
-        )
-    if image_shape is not None and tuple(image_shape) != config.input_shape:
-        raise ValueError(
-            f"{directory} holds a VAE of {config.input_shape} images, not {tuple(image_shape)}"
-        )
-    if dataset is not None and meta.get("dataset") != dataset:
-        raise ValueError(
-            f"{directory} holds a VAE trained on {meta.get('dataset')!r}, not {dataset!r}"
-        )
+    directory, meta, config = saved.open_checkpoint(
+        directory, kind=KIND, entry="vae", from_dict=VAEConfig.from_dict, label="VAE"
+    )
+    saved.check_fits(
+        directory, meta, config.input_shape, image_shape=image_shape, dataset=dataset, label="VAE"
+    )
     vae = VAE(config, rngs=nnx.Rngs(0))
     checkpoint.load(directory, {"vae": vae})
     return VAEModel(as_pytree(vae), config), meta
