@@ -141,6 +141,51 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     assert "21.16" in printed  # the published DeDUCE L0 beside ours
 
 
+@pytest.mark.standard_promotion  # the VAE's training and REVISE run optax's Adam
+def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, tmp_path):
+    from jaxcf.methods import REVISEConfig
+    from jaxcf.models.vae import VAEConfig
+
+    vae_train = VAETrainConfig(
+        model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
+        dataset="mnist",
+        batch_size=16,
+        steps=4,
+        warmup_steps=1,
+        eval_every=4,
+        save_every=4,
+        train_examples=64,
+        val_examples=16,
+        samples=4,
+    )
+    methods = (MethodSpec("revise", REVISEConfig(max_iter=5)),)
+    base = dict(
+        checkpoint=str(trained_dir / "checkpoint"),
+        methods=methods,
+        n_sets=1,
+        set_size=1,
+        runner=RunnerConfig(chunk_size=9, slots=9),
+        grid_queries=2,
+    )
+    # Without a VAE the latent search has no resource to decode from.
+    with pytest.raises(ValueError, match="needs a 'vae'"):
+        run_protocol(ProtocolConfig(**base), tmp_path / "none")
+    doc = run_protocol(ProtocolConfig(**base, vae_train=vae_train), tmp_path / "run")
+    assert (tmp_path / "run" / "vae" / "checkpoint").is_dir()  # trained there when missing
+    assert doc["vae"]["latent_dim"] == 4 and doc["pairs"] == 9
+    out = Results.load(tmp_path / "run" / "revise")
+    assert out.extras["z"].shape == out.extras["z0"].shape == (9, 4)
+    assert "4-d code of the VAE" in (tmp_path / "run" / "report.md").read_text()
+    # The trained VAE is found again by path; one of other images is refused.
+    again = ProtocolConfig(**base, vae_checkpoint=str(tmp_path / "run" / "vae"))
+    assert run_protocol(again, tmp_path / "run")["vae"]["checkpoint"] == str(
+        tmp_path / "run" / "vae"
+    )
+    wrong = dataclasses.replace(vae_train, dataset="fashion_mnist")
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        run_protocol(ProtocolConfig(**base, vae_train=wrong), tmp_path / "fashion")
+
+
 _ROOT = Path(__file__).resolve().parent.parent
 _CONFIG_FILES = sorted(
     str(p.relative_to(_ROOT))

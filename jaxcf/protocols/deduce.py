@@ -25,6 +25,7 @@ from jaxcf.data import load_mnist
 from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.training import TrainConfig, load_classifier, train_and_evaluate
+from jaxcf.training.vae import VAETrainConfig, load_vae, train_vae
 
 # The paper's MNIST results (5 sets of 100 test images x 9 other targets = 4,500 pairs).
 # ``l0``: changed pixels, ``l1``: summed absolute change. The paper's evaluation notebooks take
@@ -70,6 +71,10 @@ class ProtocolConfig:
     grid_queries: pairs shown in ``grid.png``.
     common_over: labels of the methods whose successes define the pairs L0/L1 are compared on
       (the paper's convention: pairs every method solved); ``None`` for all.
+    vae_checkpoint, vae_train: an optional MNIST VAE, the resource ``"vae"`` of the latent
+      searches (``revise``, ``xgems``): a VAE workdir or checkpoint path, or ``None`` to use
+      ``<workdir>/vae``, trained with ``vae_train`` when missing. Without either there is no
+      ``"vae"`` resource.
     """
 
     checkpoint: str | None = None
@@ -83,6 +88,8 @@ class ProtocolConfig:
     runner: runner.RunnerConfig = runner.RunnerConfig()
     grid_queries: int = 6
     common_over: tuple[str, ...] | None = None
+    vae_checkpoint: str | None = None
+    vae_train: VAETrainConfig | None = None
 
     def __post_init__(self):
         validation.at_least(self, 1, "n_sets", "set_size", "grid_queries")
@@ -137,6 +144,26 @@ def get_classifier(checkpoint: str | None, train: TrainConfig | None, default: P
 _META = ("model", "dataset", "test_accuracy")
 
 
+def get_vae(checkpoint: str | None, train: VAETrainConfig | None, default: Path, meta: dict):
+    """Loads the VAE at ``checkpoint``, or at ``default``, training one there with ``train`` if
+    missing; refuses one of other images than the classifier's (``meta``: its metadata)."""
+    path = Path(checkpoint) if checkpoint else default
+    if not checkpoint and not (path / "checkpoint").exists():
+        if jax.process_count() > 1:
+            raise FileNotFoundError(f"no VAE at {path}: train it in one process first")
+        print(f"no VAE at {path}: training one ({train.model})", flush=True)
+        train_vae(train, path)
+    shape = tuple(meta["model"]["input_shape"])
+    vae, vae_meta = load_vae(path, image_shape=shape, dataset=meta["dataset"])
+    last = vae_meta["history"][-1] if vae_meta.get("history") else {}
+    print(
+        f"vae: {vae_meta['latent_dim']}-d code from {path} (held-out reconstruction MSE "
+        f"{last.get('val_mse', float('nan')):.4f})",
+        flush=True,
+    )
+    return vae, vae_meta, str(path)
+
+
 def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     """Runs the protocol; returns the metrics written to ``metrics.json``.
 
@@ -153,6 +180,10 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         )
     base_model = model if base is None else base[0]
     resources = {"classifier": model, "density": density, "baseline": base_model}
+    vae = None
+    if config.vae_checkpoint or config.vae_train:
+        vae = get_vae(config.vae_checkpoint, config.vae_train, workdir / "vae", meta)
+        resources["vae"] = vae[0]
     test = load_mnist("test", dataset=meta["dataset"])
     index, target, sets = protocol_pairs(test.labels, config.n_sets, config.set_size, config.seed)
     x = test.images[index]
@@ -178,6 +209,13 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         "baseline_classifier": None
         if base is None
         else {"checkpoint": str(base[3]), "methods": on_baseline, **{k: base[2][k] for k in _META}},
+        "vae": None
+        if vae is None
+        else {
+            "checkpoint": vae[2],
+            "latent_dim": vae[1]["latent_dim"],
+            "history": vae[1].get("history", [])[-1:],
+        },
         "config": to_jsonable(dataclasses.asdict(config)),
     }
     intro = (
@@ -186,6 +224,12 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         f"{meta['test_accuracy']:.4f}. Realism NLL: -log density of the counterfactual's "
         "features under this classifier's target-class Gaussian (lower is more typical)."
     )
+    if vae is not None:
+        intro += (
+            f" Latent searches decode from the {vae[1]['latent_dim']}-d code of the VAE at "
+            f"{vae[2]} (trained on {vae[1]['dataset']}); their L0 counts every pixel the decoder "
+            "changes, so it is large by construction."
+        )
     if on_baseline:
         intro += (
             f"\n\nMethods {', '.join(on_baseline)} explain a baseline classifier: "
