@@ -8,6 +8,8 @@
 * :func:`series_grid`: original and counterfactual series overlaid, one panel per query.
 * :func:`attribution_grid`: images beside attribution maps (saliency, Grad-CAM, counterfactual
   differences), one row per query.
+* :func:`attribute_change_figure` and :func:`attribute_ranking_plot`: which attributes an
+  attribute-informed counterfactual (AIP) changed, per query and over many queries.
 
 Image grids are :func:`jaxcf.report.counterfactual_grid`. As in :mod:`jaxcf.report`, figures
 are drawn on a bare :class:`matplotlib.figure.Figure` with an Agg canvas (importing this module
@@ -29,7 +31,15 @@ from matplotlib.lines import Line2D
 
 from jaxcf.report import PathLike, _images, _show, save_figure_atomic
 
-__all__ = ["attribution_grid", "embedding_plot", "pca_2d", "series_grid", "target_scatter"]
+__all__ = [
+    "attribute_change_figure",
+    "attribute_ranking_plot",
+    "attribution_grid",
+    "embedding_plot",
+    "pca_2d",
+    "series_grid",
+    "target_scatter",
+]
 
 
 def _rows(a: Any, name: str) -> np.ndarray:
@@ -655,6 +665,115 @@ def attribution_grid(
             unit += "\n(red +, blue \u2212)"
         cbar.set_label(unit, fontsize=6)
         cbar.ax.tick_params(labelsize=5)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Attributes
+
+
+def _names(names: Sequence[str], width: int) -> tuple[str, ...]:
+    names = tuple(str(n) for n in names)
+    if len(names) != width:
+        raise ValueError(f"{len(names)} attribute names for {width} attributes")
+    return names
+
+
+def attribute_change_figure(
+    path: PathLike,
+    x: Any,
+    x_cf: Any,
+    delta: Any,
+    names: Sequence[str],
+    *,
+    top: int = 8,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """One row per query: the query, its counterfactual, and a bar chart of the ``top``
+    attributes ranked by ``|a* - a0|`` (the AIP paper's per-query attribute analysis), bars
+    signed: red where the attribute grew, blue where it shrank.
+
+    Args:
+      path: the PNG to write (atomically).
+      x, x_cf: ``[B, H, W, C]`` queries and counterfactuals in [0, 1].
+      delta: ``[B, t]`` attribute changes ``a* - a0``.
+      names: the ``t`` attribute names.
+      top: attributes shown per query (the largest changes).
+    """
+    x = _images(x, "x")
+    x_cf = _images(x_cf, "x_cf", x.shape)
+    delta = np.asarray(delta, np.float64)
+    b = x.shape[0]
+    if delta.ndim != 2 or delta.shape[0] != b:
+        raise ValueError(f"delta must be [{b}, t], got shape {delta.shape}")
+    names = _names(names, delta.shape[1])
+    k = max(1, min(int(top), delta.shape[1]))
+    lim = max(float(np.abs(delta).max()), 1e-6) * 1.1
+    fig = _new_figure((7.0, 1.9 * b + (0.4 if title else 0.1)), dpi)
+    axes = fig.subplots(b, 3, squeeze=False, width_ratios=[1, 1, 2.6])
+    for r in range(b):
+        _show(axes[r, 0], x[r])
+        _show(axes[r, 1], x_cf[r])
+        if r == 0:
+            axes[r, 0].set_title("query", fontsize=8)
+            axes[r, 1].set_title("counterfactual", fontsize=8)
+        order = np.argsort(-np.abs(delta[r]), kind="stable")[:k][::-1]  # largest on top
+        values = delta[r, order]
+        ax = axes[r, 2]
+        ax.barh(
+            np.arange(k),
+            values,
+            color=["tab:red" if v > 0 else "tab:blue" for v in values],
+        )
+        ax.set_yticks(np.arange(k), [names[i] for i in order], fontsize=6)
+        ax.set_xlim(-lim, lim)
+        ax.axvline(0.0, color="0.4", lw=0.6)
+        ax.tick_params(axis="x", labelsize=6)
+        if r == b - 1:
+            ax.set_xlabel("a* \u2212 a0 (red: increased, blue: decreased)", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def attribute_ranking_plot(
+    path: PathLike,
+    rankings: Mapping[str, Sequence[Mapping[str, Any]]],
+    names: Sequence[str],
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """One panel per classifier: mean ``|a* - a0|`` per attribute over many queries, sorted,
+    the largest on top (which attributes the classifier leans on).
+
+    Args:
+      path: the PNG to write (atomically).
+      rankings: panel title -> rows with ``"attribute"`` and ``"mean_abs_change"`` (as
+        :func:`jaxcf.protocols.aip.attribute_ranking` returns); an empty list draws an empty
+        panel.
+      names: every attribute name (the order does not matter; unknown names raise).
+    """
+    if not rankings:
+        raise ValueError("rankings is empty: give at least one classifier")
+    known = set(str(n) for n in names)
+    fig = _new_figure((3.4 * len(rankings), 0.28 * len(known) + 1.0), dpi)
+    axes = fig.subplots(1, len(rankings), squeeze=False)[0]
+    for ax, (panel, rows) in zip(axes, rankings.items(), strict=True):
+        unknown = {r["attribute"] for r in rows} - known
+        if unknown:
+            raise ValueError(f"{panel}: unknown attributes {sorted(unknown)}")
+        rows = sorted(rows, key=lambda r: r["mean_abs_change"])
+        ax.barh(np.arange(len(rows)), [r["mean_abs_change"] for r in rows], color="tab:purple")
+        ax.set_yticks(np.arange(len(rows)), [r["attribute"] for r in rows], fontsize=7)
+        ax.set_xlabel("mean |a* \u2212 a0|", fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.set_title(panel, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure_atomic(fig, path, dpi=dpi)

@@ -14,6 +14,7 @@ from jaxcf.config_file import load_config
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.models import config_from_dict, config_to_dict, generators
 from jaxcf.models.unet import denoiser_config_from_dict
+from jaxcf.protocols.aip import AIPJob
 from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob
 from jaxcf.protocols.deduce import (
     BASELINE,
@@ -219,6 +220,9 @@ def test_config_files_load(path):
         trains = []
     elif isinstance(config, GuidedExplainConfig):
         trains = [config.classifier]
+    elif isinstance(config, AIPJob):
+        assert config.attgan.model.latent_dim == 1024 and config.queries == 500
+        trains = [config.classifier, config.age_classifier]
     elif isinstance(config, DiffExplainerJob):
         model = config.diffusion.model
         assert denoiser_config_from_dict(dataclasses.asdict(model)) == model

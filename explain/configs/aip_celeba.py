@@ -1,0 +1,29 @@
+"""The AIP protocol on 64x64 CelebA at CPU size: the gender and age CNNs of
+train/configs/cnn_celeba_{male,young}.py, the VAE of vae_celeba.py and the AttGAN-like model of
+attgan_celeba.py (each trained into the workdir when missing); the five methods at their
+published settings (AIP and AIP_R: alpha 1.5, beta 0.9, mu 2, gamma 3, at most 500 iterations;
+REVISE and xGEMs with per-query Adam, 1,000 iterations) on the first 500 test faces; AIP on 200
+test faces against the age classifier; augmentation with 3 seeds of 2,000 training faces, 1,000
+of them explained.
+
+    python -m explain.aip --config explain/configs/aip_celeba.py --workdir workdir/aip_celeba
+"""
+
+from pathlib import Path
+
+from jaxcf.config_file import load_config
+from jaxcf.protocols.aip import AIPJob, AugmentConfig
+
+CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"
+
+
+def get_config() -> AIPJob:
+    return AIPJob(
+        classifier=load_config(CONFIGS / "cnn_celeba_male.py"),
+        age_classifier=load_config(CONFIGS / "cnn_celeba_young.py"),
+        vae=load_config(CONFIGS / "vae_celeba.py"),
+        attgan=load_config(CONFIGS / "attgan_celeba.py"),
+        queries=500,
+        attribute_queries=200,
+        augment=AugmentConfig(subset=2000, augmented=1000, seeds=(0, 1, 2)),
+    )

@@ -1,0 +1,273 @@
+"""The AIP CelebA protocol end to end with tiny models trained a few steps on real faces (every
+stage runs, the metrics agree with the saved results, a rerun reuses everything), and its
+pieces: the latent perturbation ratio, the attribute ranking, the job's checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from flax import struct
+
+from jaxcf.methods import (
+    AIPConfig,
+    AIPRandomConfig,
+    FGSMConfig,
+    MethodSpec,
+    REVISEConfig,
+    XGEMsConfig,
+)
+from jaxcf.models import CNNConfig
+from jaxcf.models.attgan import AttGANConfig
+from jaxcf.models.vae import VAEConfig
+from jaxcf.protocols.aip import (
+    AIPJob,
+    AugmentConfig,
+    attribute_ranking,
+    latent_perturbation,
+    run_aip_protocol,
+)
+from jaxcf.results import Results
+from jaxcf.runner import RunnerConfig
+from jaxcf.training import TrainConfig
+from jaxcf.training.attgan import AttGANTrainConfig
+from jaxcf.training.vae import VAETrainConfig
+
+pytestmark = pytest.mark.standard_promotion  # optax's Adam trains the models
+
+
+def _job(**overrides) -> AIPJob:
+    clf = TrainConfig(
+        model=CNNConfig(input_shape=(64, 64, 3), num_classes=2, channels=(4, 8), hidden=8),
+        dataset="celeba",
+        optimizer="adam",
+        learning_rate=3e-3,
+        lr_boundaries=(),
+        epochs=2,
+        batch_size=64,
+        train_examples=256,
+    )
+    vae = VAETrainConfig(
+        model=VAEConfig(input_shape=(64, 64, 3), latent_dim=4, widths=(4, 8), hidden=0),
+        dataset="celeba",
+        loss="gaussian",
+        batch_size=16,
+        steps=3,
+        warmup_steps=1,
+        eval_every=3,
+        save_every=3,
+        train_examples=64,
+        val_examples=16,
+        samples=4,
+    )
+    attgan = AttGANTrainConfig(
+        model=AttGANConfig(
+            encoder_widths=(4, 8, 8, 8),
+            latent_channels=4,
+            discriminator_widths=(4, 8, 8, 8),
+            discriminator_hidden=8,
+        ),
+        dataset="celeba",
+        batch_size=16,
+        steps=3,
+        eval_every=3,
+        save_every=3,
+        train_examples=64,
+        val_examples=16,
+        samples=2,
+        flip_attributes=("Male",),
+    )
+    methods = (
+        MethodSpec("aip", AIPConfig(max_iter=8)),
+        MethodSpec("xgems", XGEMsConfig(max_iter=8)),
+        MethodSpec("revise", REVISEConfig(max_iter=8)),
+        MethodSpec("fgsm", FGSMConfig(eps=0.05, schedule=(0.2,))),
+        MethodSpec("aip_random", AIPRandomConfig(max_iter=8)),
+    )
+    base = dict(
+        classifier=clf,
+        age_classifier=dataclasses.replace(clf, dataset="celeba_young"),
+        vae=vae,
+        attgan=attgan,
+        methods=methods,
+        queries=6,
+        real_faces=24,
+        attribute_queries=4,
+        augment=AugmentConfig(subset=64, augmented=6, seeds=(0, 1)),
+        runner=RunnerConfig(chunk_size=3, slots=3),
+        grid=2,
+    )
+    return AIPJob(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def protocol(tmp_path_factory):
+    from jaxcf.data import load_dataset
+
+    try:
+        load_dataset("celeba", "test")
+    except FileNotFoundError as e:
+        pytest.skip(f"no CelebA files: {e}")
+    workdir = tmp_path_factory.mktemp("aip")
+    return run_aip_protocol(_job(), workdir), workdir
+
+
+@pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
+def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
+    doc, workdir = protocol
+    methods = ["aip", "xgems", "revise", "fgsm", "aip_random"]
+    assert list(doc["scores"]) == [
+        *methods,
+        "attgan reconstruction",
+        "vae reconstruction",
+        "query",
+    ]
+    for name in ("classifier", "classifier_young", "vae", "attgan"):
+        assert (workdir / name / "checkpoint").is_dir(), name  # trained there when missing
+    from jaxcf import metrics
+    from jaxcf.training import load_classifier
+
+    clf, _, _ = load_classifier(workdir / "classifier" / "checkpoint")
+    for m in methods:
+        r = Results.load(workdir / "runs" / m)
+        assert len(r) == 6 and r.x_cf.shape == (6, 64, 64, 3)
+        ok = r.success.astype(bool) & metrics.validity(clf, r.x_cf, r.target)
+        s = doc["scores"][m]
+        assert s["n"] == 6 and s["fr"] == pytest.approx(ok.mean())
+        if ok.any():
+            l1 = np.abs(r.x_cf - r.x).reshape(6, -1).mean(1)[ok].mean()
+            assert s["l1"] == pytest.approx(l1, rel=1e-6)
+            assert 0.0 <= s["lpr_attgan"] <= 1.0 and 0.0 <= s["lpr_vae"] <= 1.0
+        # Every query heads for the class the classifier does not predict.
+        np.testing.assert_array_equal(r.target, 1 - metrics.predict(clf, r.x))
+        assert doc["timing"][m]["seconds_per_query"] > 0
+        assert doc["timing"][m]["steady_seconds_per_query"] > 0  # two chunks: one after compiling
+    aip = Results.load(workdir / "runs" / "aip")
+    assert aip.extras["a"].shape == aip.extras["a0"].shape == (6, 13)
+    assert np.all((aip.extras["a"] >= 0) & (aip.extras["a"] <= 1))
+    assert doc["scores"]["query"]["fr"] == 0.0 and np.isfinite(doc["scores"]["query"]["mmd2"])
+    assert set(doc["ordering_holds"]) == {
+        "fr_aip_ge_xgems",
+        "fr_aip_ge_revise",
+        "lpr_aip_lt_fgsm",
+        "lpr_aip_lt_aip_random",
+    }
+    att = doc["attributes"]
+    assert att["age_queries"] == 4 and len(att["names"]) == 13
+    for ranking in (att["gender_classifier"], att["age_classifier"]):
+        assert all(r["attribute"] in att["names"] for r in ranking)
+        changes = [r["mean_abs_change"] for r in ranking]
+        assert changes == sorted(changes, reverse=True)
+    aug = doc["augmentation"]
+    assert [s["seed"] for s in aug["seeds"]] == [0, 1]
+    for s in aug["seeds"]:
+        assert s["train_faces"] == 64 and 0 <= s["counterfactuals_added"] <= 6
+        assert 0.0 < s["accuracy_without"] <= 1.0 and 0.0 < s["accuracy_with"] <= 1.0
+    without = [s["accuracy_without"] for s in aug["seeds"]]
+    assert aug["accuracy_without"]["mean"] == pytest.approx(np.mean(without))
+    assert aug["accuracy_without"]["std"] == pytest.approx(np.std(without, ddof=1))
+    report = workdir / "report"
+    assert json.loads((report / "aip.json").read_text()) == doc
+    text = (report / "aip.md").read_text()
+    for m in methods:
+        assert f"| {m} |" in text
+    assert "Counterfactual data augmentation" in text and "87.32" in text
+    for png in ("aip_faces.png", "aip_attributes.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+@pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
+def test_a_rerun_reuses_every_model_run_and_seed(protocol):
+    doc, workdir = protocol
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in [
+            *workdir.glob("*/checkpoint"),
+            *workdir.glob("runs*/*/chunks/*.npz"),
+            *workdir.glob("augment/seed_*/summary.json"),
+        ]
+    }
+    assert len(stamps) == 4 + 5 * 2 + 1 + 2  # models, two chunks per method, age run, seeds
+    again = run_aip_protocol(_job(), workdir)
+    assert again["scores"] == doc["scores"] and again["augmentation"] == doc["augmentation"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
+def test_named_model_folders_must_hold_the_right_models(protocol, tmp_path):
+    _, workdir = protocol
+    swapped = _job(classifier_dir=str(workdir / "classifier_young"))  # the age classifier
+    with pytest.raises(ValueError, match="trained on 'celeba_young', not 'celeba'"):
+        run_aip_protocol(swapped, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run_aip_protocol(_job(vae_dir=str(tmp_path / "nothing")), tmp_path)
+    assert not (tmp_path / "classifier").exists()  # refused before training anything else
+
+
+class _Coordinates(struct.PyTreeNode):
+    """An "encoder" whose code is the first 4 pixel values of the image."""
+
+    def encode(self, x):
+        return x.reshape(x.shape[0], -1)[:, :4]
+
+
+def test_latent_perturbation_counts_dimensions_past_the_tolerance():
+    x = np.zeros((3, 2, 2, 1), np.float32)
+    x_cf = x.copy()
+    x_cf[0, 0, 0, 0] = 0.5  # one dimension moved by 0.5
+    x_cf[1] = 0.05  # all four moved by 0.05
+    x_cf[2, 1, 1, 0] = -1.0
+    scale = np.array([1.0, 1.0, 1.0, 0.1])
+    lpr = latent_perturbation(_Coordinates(), x, x_cf, scale, tolerance=0.1)
+    # Row 1: 0.05 is below 0.1 * 1 in the first three dimensions, above 0.1 * 0.1 in the last.
+    np.testing.assert_allclose(lpr, [0.25, 0.25, 0.25])
+    assert latent_perturbation(_Coordinates(), x, x, scale, 0.1).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_attribute_ranking_orders_by_mean_absolute_change_over_flipped_queries():
+    delta = np.array([[0.1, -0.5, 0.0], [0.3, 0.2, 0.0], [9.0, 9.0, 9.0]])
+    ok = np.array([True, True, False])  # the third query failed: ignored
+    ranking = attribute_ranking(delta, ok, ("a", "b", "c"))
+    assert [r["attribute"] for r in ranking] == ["b", "a", "c"]
+    assert ranking[0]["mean_abs_change"] == pytest.approx(0.35)
+    assert ranking[0]["mean_change"] == pytest.approx(-0.15)
+    assert ranking[0]["top_share"] == 0.5 and ranking[1]["top_share"] == 0.5
+    assert attribute_ranking(delta, np.zeros(3, bool), ("a", "b", "c")) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(methods=(MethodSpec("xgems"),)), "include 'aip'"),
+        (dict(queries=1), "queries"),
+        (dict(lpr_tolerance=0.0), "lpr_tolerance"),
+        (dict(real_faces=1), "real_faces"),
+    ],
+)
+def test_bad_jobs_raise(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        _job(**overrides)
+
+
+def test_models_trained_on_other_data_are_refused():
+    job = _job()
+    with pytest.raises(ValueError, match="celeba_young"):
+        dataclasses.replace(job, age_classifier=job.classifier)
+    with pytest.raises(ValueError, match="must be trained on 'celeba'"):
+        dataclasses.replace(job, vae=dataclasses.replace(job.vae, dataset="mnist"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(augmented=10, subset=5), "augmented"),
+        (dict(seeds=()), "seeds"),
+        (dict(seeds=(1, 1)), "seeds"),
+        (dict(subset=1), "subset"),
+    ],
+)
+def test_bad_augment_configs_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AugmentConfig(**kwargs)
