@@ -285,3 +285,31 @@ def test_series_grid_writes_png(tmp_path, channels):
         figures.series_grid(tmp_path / "x.png", x, x_cf[:, :-1])
     with pytest.raises(ValueError, match="titles"):
         figures.series_grid(tmp_path / "x.png", x, x_cf, titles=["a"])
+
+
+def test_attribute_figures_write_pngs_and_check_their_inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    names = ("Male", "Young", "Bangs")
+    x = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    delta = np.array([[0.4, -0.1, 0.0], [-0.2, 0.3, 0.05]])
+    fig = figures.attribute_change_figure(tmp_path / "q.png", x, x[::-1], delta, names, top=2)
+    assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Per query, the two largest changes, the largest on top.
+    bars = fig.axes[2]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["Young", "Male"]
+    with pytest.raises(ValueError, match="attribute names"):
+        figures.attribute_change_figure(tmp_path / "x.png", x, x, delta, names[:2])
+    with pytest.raises(ValueError, match="delta"):
+        figures.attribute_change_figure(tmp_path / "x.png", x, x, delta[:1], names)
+    rows = [
+        {"attribute": "Young", "mean_abs_change": 0.1},
+        {"attribute": "Male", "mean_abs_change": 0.3},
+    ]
+    fig = figures.attribute_ranking_plot(tmp_path / "r.png", {"age": rows, "none": []}, names)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Young", "Male"]
+    with pytest.raises(ValueError, match="unknown attributes"):
+        figures.attribute_ranking_plot(
+            tmp_path / "x.png", {"a": [{"attribute": "Bald", "mean_abs_change": 1.0}]}, names
+        )
+    with pytest.raises(ValueError, match="empty"):
+        figures.attribute_ranking_plot(tmp_path / "x.png", {}, names)
