@@ -263,13 +263,8 @@ def _encode(model, x):
 
 
 @jax.jit
-def _reconstruct_attgan(model, x):
-    return model.decode(model.encode(x), model.attributes(x))
-
-
-@jax.jit
-def _reconstruct_vae(model, x):
-    return model.decode(model.encode(x))
+def _reconstruct(model, x):
+    return model.reconstruct(x)  # VAEModel and AttributeModel: decode(encode(x)) (own attributes)
 
 
 def _apply(fn, model, x: np.ndarray, batch: int = 100) -> np.ndarray:
@@ -288,8 +283,11 @@ def latent_perturbation(
       scale: ``[k]`` per-dimension scale (the codes' standard deviation over real images).
       tolerance: how many ``scale`` units count as changed.
     """
-    d = np.abs(_apply(_encode, encoder, x_cf) - _apply(_encode, encoder, x))
-    return (d > tolerance * scale).mean(axis=1)
+    return _changed(_apply(_encode, encoder, x), _apply(_encode, encoder, x_cf), scale, tolerance)
+
+
+def _changed(z0: np.ndarray, z: np.ndarray, scale: np.ndarray, tolerance: float) -> np.ndarray:
+    return (np.abs(z - z0) > tolerance * scale).mean(axis=1)
 
 
 def _code_scale(encoder: Any, real: np.ndarray) -> np.ndarray:
@@ -339,6 +337,7 @@ def score_methods(
     """
     encoders = {"attgan": models["attribute_model"], "vae": models["vae"]}
     scales = {k: _code_scale(e, real[0]) for k, e in encoders.items()}
+    query_codes = {k: _apply(_encode, e, x) for k, e in encoders.items()}  # once, not per method
     real_feats = distribution.encode_images(real[0])
     query_feats = distribution.encode_images(x)
     bandwidth = distribution.median_bandwidth(query_feats, real_feats)
@@ -349,7 +348,7 @@ def score_methods(
         l1 = np.abs(x_cf - x).reshape(len(x), -1).mean(axis=1)
         row["l1"] = float(l1[ok].mean()) if ok.any() else None
         for k, enc in encoders.items():
-            lpr = latent_perturbation(enc, x, x_cf, scales[k], tolerance)
+            lpr = _changed(query_codes[k], _apply(_encode, enc, x_cf), scales[k], tolerance)
             row[f"lpr_{k}"] = float(lpr[ok].mean()) if ok.any() else None
         row["mmd2"] = _realism(
             distribution.encode_images(x_cf), target, ok, (real_feats, real[1]), bandwidth
@@ -547,18 +546,15 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         m: (r.x_cf, metrics.validity(clf, r.x_cf, r.target) & r.success.astype(bool))
         for m, r in results.items()
     }
-    outputs["attgan reconstruction"] = (_apply(_reconstruct_attgan, attgan, x), None)
-    outputs["vae reconstruction"] = (_apply(_reconstruct_vae, models["vae"], x), None)
-    for k in ("attgan reconstruction", "vae reconstruction"):
-        x_rec = outputs[k][0]
-        outputs[k] = (x_rec, metrics.predict(clf, x_rec) == target)
+    for name, model in (("attgan", attgan), ("vae", models["vae"])):
+        x_rec = _apply(_reconstruct, model, x)
+        outputs[f"{name} reconstruction"] = (x_rec, metrics.predict(clf, x_rec) == target)
     scores = score_methods(outputs, x, target, models, real, job.lpr_tolerance)
     timing = {m: _per_query_seconds(r) for m, r in results.items()}
 
-    aip_key = next(s.key for s in job.methods if s.key == "aip")
-    aip_spec = next(s for s in job.methods if s.key == aip_key)
-    aip = results[aip_key]
-    aip_ok = outputs[aip_key][1]
+    aip_spec = next(s for s in job.methods if s.key == "aip")
+    aip = results["aip"]
+    aip_ok = outputs["aip"][1]
     gender_delta = attribute_changes(aip)
     gender_ranking = attribute_ranking(gender_delta, aip_ok, names)
 
@@ -569,7 +565,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         make(aip_spec, classifier=models["age"], attribute_model=attgan),
         xa,
         age_target,
-        workdir / "runs_young" / aip_key,
+        workdir / "runs_young" / "aip",
         config=job.runner,
         seed=job.seed,
         desc="aip (age classifier)",

@@ -15,30 +15,23 @@ Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], 13 attributes; tra
 1,000).
 """
 
+import dataclasses
+from pathlib import Path
+
+from jaxcf.config_file import load_config
 from jaxcf.models.attgan import PAPER_ATTGAN
 from jaxcf.training.attgan import AttGANTrainConfig
 
+CPU = Path(__file__).resolve().parent / "attgan_celeba.py"
+
 
 def get_config() -> AttGANTrainConfig:
-    return AttGANTrainConfig(
+    # The CPU config's losses, optimiser and batch; the paper's widths and a longer schedule.
+    return dataclasses.replace(
+        load_config(CPU),
         model=PAPER_ATTGAN,
-        dataset="celeba",
-        targets="mixed",
-        w_rec=100.0,
-        w_cls_g=10.0,
-        w_cls_d=1.0,
-        w_adv=1.0,
-        gan_loss="hinge",
-        lr_generator=2e-4,
-        lr_discriminator=2e-4,
-        b1=0.5,
-        b2=0.999,
-        ema_decay=0.999,
-        batch_size=32,
         steps=50_000,
         eval_every=2500,
         save_every=1000,
         val_examples=512,
-        samples=8,
-        flip_attributes=("Male", "Young", "Eyeglasses", "Blond_Hair"),
     )

@@ -7,18 +7,14 @@
 Uses the registered ``celeba_young`` data set (64x64 RGB in [0, 1]; train 9,000, test 1,000).
 """
 
-from jaxcf.models import CNNConfig
+import dataclasses
+from pathlib import Path
+
+from jaxcf.config_file import load_config
 from jaxcf.training import TrainConfig
+
+MALE = Path(__file__).resolve().parent / "cnn_celeba_male.py"
 
 
 def get_config() -> TrainConfig:
-    return TrainConfig(
-        model=CNNConfig(input_shape=(64, 64, 3), num_classes=2, channels=(32, 64), hidden=128),
-        dataset="celeba_young",
-        optimizer="adam",
-        learning_rate=1e-3,
-        lr_boundaries=(),
-        epochs=5,
-        batch_size=128,
-        train_examples=9000,
-    )
+    return dataclasses.replace(load_config(MALE), dataset="celeba_young")
