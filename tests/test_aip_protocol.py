@@ -13,11 +13,9 @@ from flax import struct
 
 from jaxcf.methods import (
     AIPConfig,
-    AIPRandomConfig,
     FGSMConfig,
     MethodSpec,
     REVISEConfig,
-    XGEMsConfig,
 )
 from jaxcf.models import CNNConfig
 from jaxcf.models.attgan import AttGANConfig
@@ -80,11 +78,11 @@ def _job(**overrides) -> AIPJob:
         flip_attributes=("Male",),
     )
     methods = (
+        # Three of the five: one of each kind of model (the latent searches and AIP_R go
+        # through the same runner and scoring; each method is in the contract table).
         MethodSpec("aip", AIPConfig(max_iter=8)),
-        MethodSpec("xgems", XGEMsConfig(max_iter=8)),
         MethodSpec("revise", REVISEConfig(max_iter=8)),
         MethodSpec("fgsm", FGSMConfig(eps=0.05, schedule=(0.2,))),
-        MethodSpec("aip_random", AIPRandomConfig(max_iter=8)),
     )
     base = dict(
         classifier=clf,
@@ -117,7 +115,7 @@ def protocol(tmp_path_factory):
 @pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
 def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     doc, workdir = protocol
-    methods = ["aip", "xgems", "revise", "fgsm", "aip_random"]
+    methods = ["aip", "revise", "fgsm"]
     assert list(doc["scores"]) == [
         *methods,
         "attgan reconstruction",
@@ -148,12 +146,14 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert aip.extras["a"].shape == aip.extras["a0"].shape == (6, 13)
     assert np.all((aip.extras["a"] >= 0) & (aip.extras["a"] <= 1))
     assert doc["scores"]["query"]["fr"] == 0.0 and np.isfinite(doc["scores"]["query"]["mmd2"])
-    assert set(doc["ordering_holds"]) == {
+    ordering = doc["ordering_holds"]
+    assert set(ordering) == {
         "fr_aip_ge_xgems",
         "fr_aip_ge_revise",
         "lpr_aip_lt_fgsm",
         "lpr_aip_lt_aip_random",
     }
+    assert ordering["fr_aip_ge_xgems"] is None and ordering["lpr_aip_lt_aip_random"] is None
     att = doc["attributes"]
     assert att["age_queries"] == 4 and len(att["names"]) == 13
     for ranking in (att["gender_classifier"], att["age_classifier"]):
@@ -189,7 +189,7 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
             *workdir.glob("augment/seed_*/summary.json"),
         ]
     }
-    assert len(stamps) == 4 + 5 * 2 + 1 + 2  # models, two chunks per method, age run, seeds
+    assert len(stamps) == 4 + 3 * 2 + 1 + 2  # models, two chunks per method, age run, seeds
     again = run_aip_protocol(_job(), workdir)
     assert again["scores"] == doc["scores"] and again["augmentation"] == doc["augmentation"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
