@@ -9,7 +9,8 @@ held-out faces needs a properly trained model (a few hundred steps of the CPU co
 show it; the tiny run here does not get that far):
 :func:`test_a_trained_model_controls_the_classifier_decision` checks it on the checkpoint of
 ``train/configs/attgan_celeba.py`` when one exists (``$JAXCF_ATTGAN_WORKDIR``, else
-``workdir/attgan_celeba`` in the checkout) and is skipped otherwise."""
+``workdir/attgan_celeba`` or ``workdir/aip_celeba/attgan`` in the checkout) and is skipped
+otherwise."""
 
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ TINY = AttGANConfig(
     discriminator_hidden=32,
 )
 STEPS = 60
-TRAINED_WORKDIR = Path(__file__).resolve().parent.parent / "workdir" / "attgan_celeba"
+# Where the CPU config's model is trained by hand: on its own, or by the AIP protocol.
+TRAINED_WORKDIRS = tuple(
+    Path(__file__).resolve().parent.parent / "workdir" / name
+    for name in ("attgan_celeba", "aip_celeba/attgan")
+)
 
 
 def _tiny_config(**overrides) -> AttGANTrainConfig:
@@ -448,14 +453,16 @@ def test_training_is_reproducible_resumable_and_checks_its_data(
 
 
 def _trained_workdir() -> Path:
-    folder = Path(os.environ.get("JAXCF_ATTGAN_WORKDIR") or TRAINED_WORKDIR)
-    if not (folder / "checkpoint" / "metadata.json").is_file():
-        pytest.skip(
-            f"no trained AttGAN checkpoint in {folder} (train one with `python -m train.attgan "
-            "--config train/configs/attgan_celeba.py --workdir workdir/attgan_celeba`, about an "
-            "hour on 2 CPU cores, or set $JAXCF_ATTGAN_WORKDIR to a workdir)"
-        )
-    return folder
+    given = os.environ.get("JAXCF_ATTGAN_WORKDIR")
+    folders = (Path(given),) if given else TRAINED_WORKDIRS
+    for folder in folders:
+        if (folder / "checkpoint" / "metadata.json").is_file():
+            return folder
+    pytest.skip(
+        f"no trained AttGAN checkpoint in {' or '.join(map(str, folders))} (train one with "
+        "`python -m train.attgan --config train/configs/attgan_celeba.py --workdir "
+        "workdir/attgan_celeba`, about an hour on 2 CPU cores, or set $JAXCF_ATTGAN_WORKDIR)"
+    )
 
 
 def test_a_trained_model_controls_the_classifier_decision(celeba_test):

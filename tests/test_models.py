@@ -40,9 +40,10 @@ def test_protocol_and_eval_mode_purity(config):
     model = build(config)
     model.eval()
     x = jax.random.uniform(jax.random.key(0), (3, *config.input_shape))
-    logits = model.logits(x)
+    # Through nnx.jit, not eagerly: eager calls compile every op of the network on its own.
+    logits, via_features = nnx.jit(lambda m, x: (m.logits(x), m.head(m.features(x))))(model, x)
     assert logits.shape == (3, config.num_classes)
-    np.testing.assert_allclose(model.head(model.features(x)), logits, rtol=1e-6)
+    np.testing.assert_allclose(via_features, logits, rtol=1e-6)
     # Eval mode is pure: calling again under jit changes no state and gives the same output.
     state_before = jax.tree.map(np.asarray, nnx.state(model))
     graphdef, state = nnx.split(model)
@@ -52,29 +53,42 @@ def test_protocol_and_eval_mode_purity(config):
         np.testing.assert_array_equal(a, np.asarray(b))
 
 
+def _abstract(config):
+    """The model of ``config`` with shapes only (nothing initialised or compiled)."""
+    return nnx.eval_shape(lambda: build(config))
+
+
+def _output_shape(fn, model, shape):
+    return nnx.eval_shape(lambda m: fn(m, jnp.zeros(shape)), model).shape
+
+
 def test_resnet_matches_paper_layout():
-    model = build(ResNetConfig())  # the paper's width
-    x = jnp.zeros((1, 28, 28, 1))
-    assert model.features(x).shape == (1, 512)
+    model = _abstract(ResNetConfig())  # the paper's width
+    assert _output_shape(lambda m, x: m.features(x), model, (1, 28, 28, 1)) == (1, 512)
     n_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert 10_900_000 < n_params < 11_200_000  # ResNet-18 without 1x1 shortcut convs
-    sides = [b.conv1.u[...].shape[1] for b in model.blocks]
+    sides = [b.conv1.u.shape[1] for b in model.blocks]
     assert sides == [28, 28, 28, 14, 14, 7, 7, 4]  # the input side each block sees
 
 
 def test_standard_resnet_matches_paper_baseline_layout():
-    model = build(StandardResNetConfig())
-    x = jnp.zeros((2, 28, 28, 1))
-    assert model.features(x).shape == (2, 512)
+    model = _abstract(StandardResNetConfig())
+    assert _output_shape(lambda m, x: m.features(x), model, (2, 28, 28, 1)) == (2, 512)
     n_params = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     # torchvision's ResNet-18 (11.69M) with a 1-channel stem and a 10-class head.
     assert 11_150_000 < n_params < 11_200_000
-    h = nnx.max_pool(model.stem(x), (3, 3), (2, 2), ((1, 1), (1, 1)))
-    sides = []
-    for block in model.blocks:
-        sides.append(h.shape[1])
-        h = block(h)
-    assert sides == [7, 7, 7, 4, 4, 2, 2, 1]  # the input side each block sees
+
+    def sides(m, x):
+        h = nnx.max_pool(m.stem(x), (3, 3), (2, 2), ((1, 1), (1, 1)))
+        out = []
+        for block in m.blocks:
+            out.append(h.shape[1])
+            h = block(h)
+        return out
+
+    seen = []
+    nnx.eval_shape(lambda m: seen.extend(sides(m, jnp.zeros((2, 28, 28, 1)))), model)
+    assert seen == [7, 7, 7, 4, 4, 2, 2, 1]  # the input side each block sees
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.kind)
