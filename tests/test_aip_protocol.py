@@ -203,6 +203,8 @@ def test_named_model_folders_must_hold_the_right_models(protocol, tmp_path):
         run_aip_protocol(swapped, tmp_path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run_aip_protocol(_job(vae_dir=str(tmp_path / "nothing")), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no bundled model 'nope'"):
+        run_aip_protocol(_job(attgan_dir="bundled:nope"), tmp_path)
     assert not (tmp_path / "classifier").exists()  # refused before training anything else
 
 

@@ -391,6 +391,36 @@ def test_load_refuses_checkpoints_it_does_not_match(tiny_run, tmp_path):
 
 
 @pytest.mark.xdist_group("tiny_attgan")  # one worker trains the fixture
+def test_compact_copy_is_rounded_measured_and_checked_against_its_digest(tiny_run, tmp_path):
+    from jaxcf.training import load_classifier
+    from jaxcf.training.export import DIGEST_FILE, content_digest, export_attgan_compact, verify
+
+    _, meta, workdir = tiny_run
+    out = tmp_path / "compact"
+    digest = export_attgan_compact(workdir, out)
+    assert (out / DIGEST_FILE).read_text().strip() == digest
+    g, d = build_attgan(TINY)
+    modules = {"generator": g, "discriminator": d}
+    checkpoint.load(out, modules)
+    assert content_digest(modules) == digest
+    for leaf in jax.tree.leaves(nnx.state(modules, nnx.Param)):  # every value is a bfloat16
+        np.testing.assert_array_equal(
+            leaf, np.asarray(leaf).astype(jnp.bfloat16).astype(np.float32)
+        )
+    model, compact = load_attgan(out, image_shape=(64, 64, 3), dataset="celeba")
+    assert model.attribute_names == tuple(meta["attribute_names"])
+    scores, before = compact["test_scores"], compact["compact"]["source_test_scores"]
+    for name in ("val_l1", "val_attr_acc", "flip_acc_Male"):
+        assert abs(scores[name] - before[name]) < 0.05, (name, scores[name], before[name])
+    assert str(tmp_path) not in (out / "commit_success.txt").read_text()  # no temporary paths
+    (out / DIGEST_FILE).write_text("0" * 64 + "\n")
+    with pytest.raises(ValueError, match="content digest"):
+        verify(out, modules, None)
+    with pytest.raises(ValueError, match="not a classifier checkpoint"):
+        load_classifier(out)
+
+
+@pytest.mark.xdist_group("tiny_attgan")  # one worker trains the fixture
 def test_training_is_reproducible_resumable_and_checks_its_data(
     tiny_run, celeba_test, tmp_path, monkeypatch
 ):

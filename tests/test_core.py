@@ -416,5 +416,5 @@ def test_bundled_classifier_loads_and_is_checked_against_its_digest(tmp_path, mn
         content_digest(model, density)
         == (assets.resolve("bundled:demo_resnet_w32") / "content.sha256").read_text().strip()
     )
-    with pytest.raises(FileNotFoundError, match="no bundled classifier 'nope'"):
+    with pytest.raises(FileNotFoundError, match="no bundled model 'nope'"):
         load_classifier("bundled:nope")

@@ -1,9 +1,11 @@
-"""Classifiers shipped with the package (compact copies; see :mod:`jaxcf.training.export`).
+"""Models shipped with the package (compact copies; see :mod:`jaxcf.training.export`).
 
 Name one as ``"bundled:<name>"`` wherever a checkpoint path is expected
-(:func:`jaxcf.training.load_classifier`, protocol configs); its arrays are checked against the
-content digest stored beside them when loaded. ``README.md`` in this folder lists each one with
-the config it was trained from and the commands that rebuild it.
+(:func:`jaxcf.training.load_classifier` for a classifier,
+:func:`jaxcf.training.attgan.load_attgan` for an AttGAN-like model, protocol configs); its
+arrays are checked against the content digest stored beside them when loaded. ``README.md`` in
+this folder lists each one with the config it was trained from and the commands that rebuild
+it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ _HERE = Path(__file__).resolve().parent
 
 
 def names() -> tuple[str, ...]:
-    """The shipped classifiers."""
+    """The shipped models."""
     return tuple(sorted(p.name for p in _HERE.iterdir() if (p / "metadata.json").is_file()))
 
 
@@ -23,7 +25,7 @@ def resolve(location: str | Path) -> Path:
     """``"bundled:<name>"`` -> the shipped checkpoint's directory; any other path unchanged.
 
     Raises:
-      FileNotFoundError: no shipped classifier of that name.
+      FileNotFoundError: no shipped model of that name.
     """
     text = str(location)
     if not text.startswith(PREFIX):
@@ -32,6 +34,6 @@ def resolve(location: str | Path) -> Path:
     path = _HERE / name
     if not (path / "metadata.json").is_file():
         raise FileNotFoundError(
-            f"no bundled classifier {name!r}; shipped: {', '.join(names()) or 'none'}"
+            f"no bundled model {name!r}; shipped: {', '.join(names()) or 'none'}"
         )
     return path

@@ -52,14 +52,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxcf import distribution, experiment, figures, metrics, report, runner, validation
+from jaxcf import (
+    assets,
+    distribution,
+    experiment,
+    figures,
+    metrics,
+    report,
+    runner,
+    validation,
+)
 from jaxcf.data import load_dataset
 from jaxcf.io import to_jsonable, write_json_atomic, write_text_atomic
 from jaxcf.methods import (
@@ -129,8 +138,9 @@ class AIPJob:
       augmentation experiment's classifiers.
     vae: the VAE's training config (REVISE, xGEMs).
     attgan: the attribute-informed encoder-decoder's (AIP, AIP_R).
-    classifier_dir, age_classifier_dir, vae_dir, attgan_dir: a trained workdir to use instead
-      of ``<workdir>/<name>`` (nothing is trained for it).
+    classifier_dir, age_classifier_dir, vae_dir, attgan_dir: a trained workdir, or a shipped
+      model (``"bundled:<name>"``), to use instead of ``<workdir>/<name>`` (nothing is trained
+      for it).
     methods: the methods on the gender task; the one named ``"aip"`` also runs the attribute
       analysis and the augmentation.
     queries: held-out faces explained (the first ones of the test split; the rest are the real
@@ -188,17 +198,26 @@ class AIPJob:
 # ----------------------------------------------------------------------------- models
 
 
+def _source(given: str | None, default: Path, train: Callable[[Path], Any]) -> str | Path:
+    """Where a model loads from: the named workdir's checkpoint or the shipped model
+    (``"bundled:<name>"``) as given, else ``default``'s, trained there first if missing."""
+    if given:
+        return given if given.startswith(assets.PREFIX) else Path(given) / "checkpoint"
+    if not (default / "checkpoint").exists():
+        train(default)
+    return default / "checkpoint"
+
+
 def _classifier(config: TrainConfig, given: str | None, default: Path):
-    where = Path(given) if given else default
-    if not (where / "checkpoint").exists():
-        train_and_evaluate(config, where)
-    model, _, meta = load_classifier(where / "checkpoint")
+    source = _source(given, default, lambda where: train_and_evaluate(config, where))
+    model, _, meta = load_classifier(source)
     if meta.get("dataset") != config.dataset:
         raise ValueError(
-            f"the classifier in {where} was trained on {meta.get('dataset')!r}, not "
+            f"the classifier in {given or default} was trained on {meta.get('dataset')!r}, not "
             f"{config.dataset!r}"
         )
-    return model, {"dir": str(where), "test_accuracy": meta["test_accuracy"], **_kind(meta)}
+    info = {"dir": str(given or default), "test_accuracy": meta["test_accuracy"], **_kind(meta)}
+    return model, info
 
 
 def _kind(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,12 +225,9 @@ def _kind(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _generative(train, load, config, given: str | None, default: Path, **check):
-    where = Path(given) if given else default
-    if not (where / "checkpoint").exists():
-        train(config, where)
-    model, meta = load(where, **check)
+    model, meta = load(_source(given, default, lambda where: train(config, where)), **check)
     last = (meta.get("history") or [{}])[-1]
-    return model, {"dir": str(where), "last_evaluation": last}
+    return model, {"dir": str(given or default), "last_evaluation": last}
 
 
 def load_models(job: AIPJob, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -224,7 +240,9 @@ def load_models(job: AIPJob, workdir: Path) -> tuple[dict[str, Any], dict[str, A
     """
     for name in ("classifier_dir", "age_classifier_dir", "vae_dir", "attgan_dir"):
         given = getattr(job, name)
-        if given and not (Path(given) / "checkpoint").exists():
+        if given and given.startswith(assets.PREFIX):
+            assets.resolve(given)  # raises, naming the shipped models
+        elif given and not (Path(given) / "checkpoint").exists():
             raise FileNotFoundError(f"AIPJob.{name}: no checkpoint in {given}")
     clf, clf_info = _classifier(job.classifier, job.classifier_dir, workdir / "classifier")
     age, age_info = _classifier(

@@ -71,7 +71,7 @@ import optax
 from flax import nnx, struct
 from matplotlib.figure import Figure
 
-from jaxcf import checkpoint, report, validation
+from jaxcf import assets, checkpoint, report, validation
 from jaxcf.models.attgan import (
     AttGANConfig,
     AttGANGenerator,
@@ -449,6 +449,38 @@ def _evaluate(model: AttributeModel, x, a, mean_image, majority, conflicts, flip
     return out, jnp.stack(acc), jnp.stack(base)
 
 
+def held_out_scores(
+    model: AttributeModel,
+    x: np.ndarray,
+    a: np.ndarray,
+    mean_image: np.ndarray,
+    majority: np.ndarray,
+    flip_names: Sequence[str],
+) -> dict[str, float]:
+    """The periodic evaluation's numbers (see the module docstring) of ``model`` on faces
+    ``x [B, H, W, C]`` with true attributes ``a [B, t]``, beside the mean training image
+    ``[H, W, C]`` and each attribute's training share ``majority [t]``; ``flip_names`` are the
+    attributes whose flips are scored."""
+    names = tuple(model.attribute_names)
+    out, acc, base = _evaluate(
+        model,
+        jnp.asarray(x),
+        jnp.asarray(a),
+        jnp.asarray(mean_image),
+        jnp.asarray(majority),
+        jnp.asarray(attribute_conflicts(names)),
+        tuple(names.index(n) for n in flip_names),
+    )
+    metrics = {k: float(v) for k, v in out.items()}
+    acc, base = np.asarray(acc), np.asarray(base)
+    for name, p, q in zip(flip_names, acc, base, strict=True):
+        metrics[f"flip_acc_{name}"] = float(p)
+        metrics[f"flip_base_{name}"] = float(q)
+    metrics["flip_acc"] = float(acc.mean())
+    metrics["flip_base"] = float(base.mean())
+    return metrics
+
+
 @functools.partial(jax.jit, static_argnames=("flips",))
 def _edits(model: AttributeModel, x, a, conflicts, flips):
     z = model.encode(x)
@@ -569,22 +601,14 @@ class AttGANTask:
 
     def evaluate(self, modules) -> dict[str, float]:
         model = self.model(modules["generator_ema"], modules["discriminator"])
-        out, acc, base = _evaluate(
+        metrics = held_out_scores(
             model,
-            jnp.asarray(self.val_x),
-            jnp.asarray(self.val_a),
-            jnp.asarray(self.mean_image),
-            jnp.asarray(self.majority),
-            self._conflicts,
-            self._flips,
+            self.val_x,
+            self.val_a,
+            self.mean_image,
+            self.majority,
+            self.config.flip_attributes,
         )
-        metrics = {k: float(v) for k, v in out.items()}
-        acc, base = np.asarray(acc), np.asarray(base)
-        for name, p, q in zip(self.config.flip_attributes, acc, base, strict=True):
-            metrics[f"flip_acc_{name}"] = float(p)
-            metrics[f"flip_base_{name}"] = float(q)
-        metrics["flip_acc"] = float(acc.mean())
-        metrics["flip_base"] = float(base.mean())
         if self.samples_dir is not None:
             step = int(modules["opt_generator"].step[...])
             self.save_grid(model, self.samples_dir / f"edits_{step:07d}.png")
@@ -714,11 +738,12 @@ def load_attgan(
     attribute_names: Sequence[str] | None = None,
     dataset: str | None = None,
 ) -> tuple[AttributeModel, dict[str, Any]]:
-    """Loads a model saved by :func:`train_attgan` (its workdir or checkpoint directory):
+    """Loads a model saved by :func:`train_attgan` (its workdir or checkpoint directory), or
+    one shipped with the package (``"bundled:<name>"``, checked against its content digest):
     ``(model, metadata)``.
 
     Args:
-      directory: the workdir or its ``checkpoint`` folder.
+      directory: the workdir or its ``checkpoint`` folder, or ``"bundled:<name>"``.
       image_shape: when given, the ``(H, W, C)`` the caller's images have; a model of other
         images is refused.
       attribute_names: when given, the attributes (in order) the caller's vectors hold; a model
@@ -726,13 +751,19 @@ def load_attgan(
       dataset: when given, the data set the model must have been trained on.
 
     Raises:
-      FileNotFoundError: no checkpoint there.
+      FileNotFoundError: no checkpoint there (or no shipped model of that name).
       ValueError: the directory holds another kind of checkpoint, a model of another image
-        shape, attribute list or data set than asked for, or weights that do not match the
-        stored config (:class:`~jaxcf.checkpoint.CheckpointMismatchError`).
+        shape, attribute list or data set than asked for, weights that do not match the
+        stored config (:class:`~jaxcf.checkpoint.CheckpointMismatchError`), or a shipped model
+        whose arrays do not match its digest.
     """
+    bundled = str(directory).startswith(assets.PREFIX)
     directory, meta, config = saved.open_checkpoint(
-        directory, kind=KIND, entry="generator", from_dict=AttGANConfig.from_dict, label="AttGAN"
+        assets.resolve(directory),
+        kind=KIND,
+        entry="generator",
+        from_dict=AttGANConfig.from_dict,
+        label="AttGAN",
     )
     names = tuple(meta.get("attribute_names", ()))
     if len(names) != config.num_attributes:
@@ -753,6 +784,11 @@ def load_attgan(
             f"{directory} holds an AttGAN of the attributes {names}, not {tuple(attribute_names)}"
         )
     generator, discriminator = build_attgan(config)
-    checkpoint.load(directory, {"generator": generator, "discriminator": discriminator})
+    modules = {"generator": generator, "discriminator": discriminator}
+    checkpoint.load(directory, modules)
+    if bundled:
+        from jaxcf.training.export import verify
+
+        verify(directory, modules, None)
     model = AttributeModel(as_pytree(generator), as_pytree(discriminator), config, names)
     return model, meta

@@ -340,6 +340,11 @@ def load_classifier(directory: str | Path) -> tuple[nnx.Module, GaussianDensity 
     bundled = str(directory).startswith(assets.PREFIX)
     directory = assets.resolve(directory)
     metadata = checkpoint.read_metadata(directory)
+    if "model" not in metadata or metadata.get("kind") is not None:
+        raise ValueError(
+            f"{directory} is not a classifier checkpoint (kind {metadata.get('kind')!r}, "
+            f"entries {sorted(metadata.get('entries', {}))})"
+        )
     model = build(config_from_dict(metadata["model"]))
     checkpoint.load(directory, model)
     model.eval()

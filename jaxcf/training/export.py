@@ -1,10 +1,12 @@
-"""Compact copies of trained classifiers, small enough to ship inside the package.
+"""Compact copies of trained models, small enough to ship inside the package.
 
-A compact copy rounds every floating-point weight and state value of a trained classifier to
-bfloat16 precision (8 significant bits), keeps them as float32 (so the model runs unchanged and
-the checkpoint's compressor halves their size), refits the class-conditional feature density on
-the rounded network's features in float64, and re-measures test accuracy. The rounded network
-*is* the shipped model: its accuracy and every counterfactual it gives are measured on it.
+A compact copy rounds every floating-point weight and state value to bfloat16 precision (8
+significant bits) and keeps them as float32 (so the model runs unchanged and the checkpoint's
+compressor halves their size). For a classifier (:func:`export_compact`) it refits the
+class-conditional feature density on the rounded network's features in float64 and re-measures
+test accuracy; for an AttGAN-like model (:func:`export_attgan_compact`) it re-measures the
+held-out reconstruction, attribute and attribute-flip numbers. The rounded network *is* the
+shipped model: its numbers and every counterfactual it gives are measured on it.
 
 :func:`content_digest` hashes the arrays themselves (not the files, whose metadata carry
 timestamps), so a rebuild from the same training config on the same machine can be checked
@@ -14,6 +16,7 @@ bit for bit against the shipped copy.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ from flax import nnx
 
 from jaxcf import checkpoint
 from jaxcf.data import load_dataset
-from jaxcf.density import GaussianDensity, fit_gaussians
+from jaxcf.density import fit_gaussians
+from jaxcf.pure import as_pytree
 from jaxcf.training.classification import accuracy, extract_features, load_classifier
 
 DIGEST_FILE = "content.sha256"
@@ -42,15 +46,18 @@ def round_to_bfloat16(model: nnx.Module) -> None:
     nnx.update(model, jax.tree.map(rnd, state))
 
 
-def content_digest(model: nnx.Module, density: GaussianDensity | None) -> str:
-    """SHA-256 of the model's non-RNG state and the density's arrays, in a fixed order."""
+def content_digest(model: nnx.Module | Mapping[str, nnx.Module], density: Any = None) -> str:
+    """SHA-256 of a model's non-RNG state (or of several named models', in name order) and the
+    density's arrays, in a fixed order."""
     h = hashlib.sha256()
-    state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
-    flat, _ = jax.tree_util.tree_flatten_with_path(state)
-    for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode())
-        h.update(a.tobytes())
+    named = model.items() if isinstance(model, Mapping) else [("", model)]
+    for name, module in sorted(named, key=lambda kv: kv[0]):
+        state = nnx.to_pure_dict(nnx.state(module, nnx.Not(nnx.RngState)))
+        flat, _ = jax.tree_util.tree_flatten_with_path(state)
+        for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+            a = np.ascontiguousarray(np.asarray(leaf))
+            h.update(f"{name}{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode())
+            h.update(a.tobytes())
     if density is not None:
         for name, a in sorted(density.to_arrays().items()):
             h.update(name.encode())
@@ -83,25 +90,79 @@ def export_compact(source: str | Path, destination: str | Path, *, overwrite: bo
             "source_test_accuracy": meta["test_accuracy"],
         },
     )
-    destination = Path(destination)
-    checkpoint.save(
-        destination,
-        model,
-        metadata=keep,
-        extras={"density": density.to_arrays()},
-        overwrite=overwrite,
+    return _write(destination, model, keep, {"density": density.to_arrays()}, overwrite, density)
+
+
+def export_attgan_compact(
+    source: str | Path, destination: str | Path, *, overwrite: bool = False
+) -> str:
+    """Writes a compact copy of the AttGAN-like model saved by
+    :func:`~jaxcf.training.attgan.train_attgan` at ``source`` (its workdir or checkpoint) to
+    ``destination``: generator and discriminator rounded alike, the evaluation's held-out
+    numbers measured again on every test face, before and after rounding, into its metadata.
+
+    Returns the content digest, also written to ``destination/content.sha256``.
+    """
+    from jaxcf.models.attgan import AttGANConfig, build_attgan
+    from jaxcf.training import attgan, saved
+
+    directory, meta, config = saved.open_checkpoint(
+        source,
+        kind=attgan.KIND,
+        entry="generator",
+        from_dict=AttGANConfig.from_dict,
+        label="AttGAN",
     )
+    generator, discriminator = build_attgan(config)
+    modules = {"generator": generator, "discriminator": discriminator}
+    checkpoint.load(directory, modules)
+    names = tuple(meta["attribute_names"])
+    train = load_dataset(meta["dataset"], "train")
+    test = load_dataset(meta["dataset"], "test")
+    flips = tuple(meta.get("configs", {}).get("generator", {}).get("flip_attributes", ()))
+    flips = flips or tuple(n for n in ("Male", "Young", "Eyeglasses", "Blond_Hair") if n in names)
+
+    def scores() -> dict[str, float]:
+        model = attgan.AttributeModel(as_pytree(generator), as_pytree(discriminator), config, names)
+        return attgan.held_out_scores(
+            model,
+            test.inputs,
+            test.attributes,
+            train.inputs.mean(0),
+            train.attributes.mean(0),
+            flips,
+        )
+
+    before = scores()
+    for module in modules.values():
+        round_to_bfloat16(module)
+    keep = {k: v for k, v in meta.items() if k not in checkpoint.RESERVED_KEYS}
+    keep.update(
+        test_scores=scores(),
+        compact={
+            "rounding": "bfloat16 precision, stored as float32",
+            "source_test_scores": before,
+        },
+    )
+    return _write(destination, modules, keep, None, overwrite, None)
+
+
+def _write(destination, entries, metadata, extras, overwrite, density) -> str:
+    destination = Path(destination)
+    checkpoint.save(destination, entries, metadata=metadata, extras=extras, overwrite=overwrite)
     # Orbax's commit marker names the temporary directory it wrote to; a shipped file should
     # name no machine's paths.
     marker = destination / "commit_success.txt"
     if marker.is_file():
         marker.write_text("Checkpoint commit was successful\n")
-    digest = content_digest(model, density)
+    digest = content_digest(entries, density)
     (destination / DIGEST_FILE).write_text(digest + "\n")
     return digest
 
 
-def verify(directory: str | Path, model: nnx.Module, density: Any) -> None:
+def verify(
+    directory: str | Path, model: nnx.Module | Mapping[str, nnx.Module], density: Any
+) -> None:
     """Raises ValueError unless the loaded arrays match the digest stored beside them."""
     path = Path(directory) / DIGEST_FILE
     if not path.is_file():
@@ -110,6 +171,6 @@ def verify(directory: str | Path, model: nnx.Module, density: Any) -> None:
     got = content_digest(model, density)
     if got != want:
         raise ValueError(
-            f"the classifier at {directory} does not match its content digest "
+            f"the model at {directory} does not match its content digest "
             f"({got[:12]} != {want[:12]}): the files are damaged or were changed"
         )
