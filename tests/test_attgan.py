@@ -5,12 +5,10 @@ than the mean image, reproducible and resumable training, and loading as a pure,
 that refuses checkpoints and attribute vectors it does not match.
 
 Whether flipping an attribute in the decoder changes the attribute classifier's decision on
-held-out faces needs a properly trained model (a few hundred steps of the CPU config begin to
-show it; the tiny run here does not get that far):
-:func:`test_a_trained_model_controls_the_classifier_decision` checks it on the checkpoint of
-``train/configs/attgan_celeba.py`` when one exists (``$JAXCF_ATTGAN_WORKDIR``, else
-``workdir/attgan_celeba`` or ``workdir/aip_celeba/attgan`` in the checkout) and is skipped
-otherwise."""
+held-out faces needs a properly trained model (the tiny run here does not get that far):
+:func:`test_a_trained_model_controls_the_classifier_decision` checks it on the shipped compact
+copy of ``train/configs/attgan_celeba.py``'s model (or on the workdir in
+``$JAXCF_ATTGAN_WORKDIR``)."""
 
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ import dataclasses
 import json
 import os
 import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -57,11 +54,7 @@ TINY = AttGANConfig(
     discriminator_hidden=32,
 )
 STEPS = 60
-# Where the CPU config's model is trained by hand: on its own, or by the AIP protocol.
-TRAINED_WORKDIRS = tuple(
-    Path(__file__).resolve().parent.parent / "workdir" / name
-    for name in ("attgan_celeba", "aip_celeba/attgan")
-)
+SHIPPED = "bundled:attgan_celeba"  # train/configs/attgan_celeba.py, see jaxcf/assets
 
 
 def _tiny_config(**overrides) -> AttGANTrainConfig:
@@ -482,25 +475,13 @@ def test_training_is_reproducible_resumable_and_checks_its_data(
 # ----------------------------------------------------------------------------- trained model
 
 
-def _trained_workdir() -> Path:
-    given = os.environ.get("JAXCF_ATTGAN_WORKDIR")
-    folders = (Path(given),) if given else TRAINED_WORKDIRS
-    for folder in folders:
-        if (folder / "checkpoint" / "metadata.json").is_file():
-            return folder
-    pytest.skip(
-        f"no trained AttGAN checkpoint in {' or '.join(map(str, folders))} (train one with "
-        "`python -m train.attgan --config train/configs/attgan_celeba.py --workdir "
-        "workdir/attgan_celeba`, about an hour on 2 CPU cores, or set $JAXCF_ATTGAN_WORKDIR)"
-    )
-
-
 def test_a_trained_model_controls_the_classifier_decision(celeba_test):
     """The done-criterion: flipping an attribute in the decoder changes the attribute
     classifier's decision on held-out faces (test faces 256-999, which the periodic evaluation
     never used), far more often than the unflipped reconstruction already shows the flipped
     value."""
-    model, _ = load_attgan(_trained_workdir(), image_shape=(64, 64, 3), dataset="celeba")
+    where = os.environ.get("JAXCF_ATTGAN_WORKDIR") or SHIPPED
+    model, _ = load_attgan(where, image_shape=(64, 64, 3), dataset="celeba")
     x = jnp.asarray(celeba_test.inputs[256:])
     a = jnp.asarray(celeba_test.attributes[256:])
 
