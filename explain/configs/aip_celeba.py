@@ -1,10 +1,11 @@
 """The AIP protocol on 64x64 CelebA at CPU size: the gender and age CNNs of
 train/configs/cnn_celeba_{male,young}.py, the VAE of vae_celeba.py and the AttGAN-like model of
-attgan_celeba.py (each trained into the workdir when missing); the five methods at their
-published settings (AIP and AIP_R: alpha 1.5, beta 0.9, mu 2, gamma 3, at most 500 iterations;
-REVISE and xGEMs with per-query Adam, 1,000 iterations) on the first 500 test faces; AIP on 200
-test faces against the age classifier; augmentation with 3 seeds of 2,000 training faces, 1,000
-of them explained.
+attgan_celeba.py (each trained into the workdir when missing, about 1 1/2 hours in all on 2
+CPU cores); the five methods at their published settings (AIP and AIP_R: alpha 1.5, beta 0.9,
+mu 2, gamma 3, at most 500 iterations; REVISE and xGEMs with per-query Adam, 1,000 iterations;
+REVISE's L1 weighted 0.1, not 1: see jaxcf/protocols/aip.py) on the first 500 test faces; AIP
+on 200 test faces against the age classifier; augmentation with 3 seeds of 2,000 training
+faces, 1,000 of them explained.
 
     python -m explain.aip --config explain/configs/aip_celeba.py --workdir workdir/aip_celeba
 """
