@@ -758,13 +758,7 @@ def load_attgan(
         whose arrays do not match its digest.
     """
     bundled = str(directory).startswith(assets.PREFIX)
-    directory, meta, config = saved.open_checkpoint(
-        assets.resolve(directory),
-        kind=KIND,
-        entry="generator",
-        from_dict=AttGANConfig.from_dict,
-        label="AttGAN",
-    )
+    directory, meta, config = _open(directory)
     names = tuple(meta.get("attribute_names", ()))
     if len(names) != config.num_attributes:
         raise ValueError(
@@ -783,12 +777,37 @@ def load_attgan(
         raise ValueError(
             f"{directory} holds an AttGAN of the attributes {names}, not {tuple(attribute_names)}"
         )
-    generator, discriminator = build_attgan(config)
-    modules = {"generator": generator, "discriminator": discriminator}
-    checkpoint.load(directory, modules)
+    modules = _modules(directory, config)
     if bundled:
         from jaxcf.training.export import verify
 
         verify(directory, modules, None)
-    model = AttributeModel(as_pytree(generator), as_pytree(discriminator), config, names)
+    model = AttributeModel(
+        as_pytree(modules["generator"]), as_pytree(modules["discriminator"]), config, names
+    )
     return model, meta
+
+
+def load_attgan_modules(directory: str | Path) -> tuple[dict[str, nnx.Module], dict[str, Any]]:
+    """The saved generator and discriminator as NNX modules (``{"generator", "discriminator"}``)
+    and the metadata, without :func:`load_attgan`'s fit checks (for tools that rewrite the
+    weights, such as :func:`jaxcf.training.export.export_attgan_compact`)."""
+    directory, meta, config = _open(directory)
+    return _modules(directory, config), meta
+
+
+def _open(directory: str | Path) -> tuple[Path, dict[str, Any], AttGANConfig]:
+    return saved.open_checkpoint(
+        assets.resolve(directory),
+        kind=KIND,
+        entry="generator",
+        from_dict=AttGANConfig.from_dict,
+        label="AttGAN",
+    )
+
+
+def _modules(directory: Path, config: AttGANConfig) -> dict[str, nnx.Module]:
+    generator, discriminator = build_attgan(config)
+    modules = {"generator": generator, "discriminator": discriminator}
+    checkpoint.load(directory, modules)
+    return modules

@@ -103,26 +103,17 @@ def export_attgan_compact(
 
     Returns the content digest, also written to ``destination/content.sha256``.
     """
-    from jaxcf.models.attgan import AttGANConfig, build_attgan
-    from jaxcf.training import attgan, saved
+    from jaxcf.training import attgan
 
-    directory, meta, config = saved.open_checkpoint(
-        source,
-        kind=attgan.KIND,
-        entry="generator",
-        from_dict=AttGANConfig.from_dict,
-        label="AttGAN",
-    )
-    generator, discriminator = build_attgan(config)
-    modules = {"generator": generator, "discriminator": discriminator}
-    checkpoint.load(directory, modules)
+    modules, meta = attgan.load_attgan_modules(source)
+    generator, discriminator = modules["generator"], modules["discriminator"]
     names = tuple(meta["attribute_names"])
     train = load_dataset(meta["dataset"], "train")
     test = load_dataset(meta["dataset"], "test")
-    flips = tuple(meta.get("configs", {}).get("generator", {}).get("flip_attributes", ()))
-    flips = flips or tuple(n for n in ("Male", "Young", "Eyeglasses", "Blond_Hair") if n in names)
+    flips = tuple(meta["train_config"]["flip_attributes"])  # those its evaluations scored
 
     def scores() -> dict[str, float]:
+        config = generator.config
         model = attgan.AttributeModel(as_pytree(generator), as_pytree(discriminator), config, names)
         return attgan.held_out_scores(
             model,
