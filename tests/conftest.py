@@ -8,6 +8,8 @@ the CPU backend offers 4 fake devices in-process, so sharding tests need no subp
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from typing import Any
 
 import jax
@@ -17,6 +19,26 @@ from flax import struct
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_num_cpu_devices", 4)
+
+# One on-disk compilation cache for the whole run. Both xdist workers build the same session
+# fixtures, and the kill/resume and multi-process tests start fresh interpreters that compile
+# the same programs again; on 2 cores compiling is most of the suite's time, and reading an
+# executable back takes milliseconds. The environment variables carry the cache into those
+# subprocesses; the cache keys hold the program, the devices and the jax version, so a stale
+# entry is never read. Programs with host callbacks are never cached (jax's rule).
+_JIT_CACHE = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxcf-tests-jit-cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
+jax.config.update("jax_compilation_cache_dir", _JIT_CACHE)
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs",
+    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+)
+jax.config.update(
+    "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+)
 
 
 @pytest.fixture(autouse=True)

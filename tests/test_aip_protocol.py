@@ -26,6 +26,7 @@ from jaxcf.protocols.aip import (
     attribute_ranking,
     latent_perturbation,
     run_aip_protocol,
+    run_augmentation,
 )
 from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
@@ -193,6 +194,10 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
     again = run_aip_protocol(_job(), workdir)
     assert again["scores"] == doc["scores"] and again["augmentation"] == doc["augmentation"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # A finished seed made by another AIP is refused, not silently reported under this one.
+    other = MethodSpec("aip", AIPConfig(mu=0.5))
+    with pytest.raises(ValueError, match="delete .*seed_0"):
+        run_augmentation(_job(), None, workdir / "augment", other)
 
 
 @pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
@@ -268,6 +273,7 @@ def test_models_trained_on_other_data_are_refused():
         (dict(seeds=()), "seeds"),
         (dict(seeds=(1, 1)), "seeds"),
         (dict(subset=1), "subset"),
+        (dict(method=MethodSpec("xgems")), "method"),
     ],
 )
 def test_bad_augment_configs_raise(kwargs, match):
