@@ -438,25 +438,44 @@ def _train_on(config: TrainConfig, images, labels, test) -> tuple[Any, float]:
     return model, float(result.history[-1]["test_accuracy"])
 
 
+def _finished_seeds(aug: AugmentConfig, workdir: Path, recorded: dict) -> dict[int, dict]:
+    """seed -> summary of the seeds already done in ``workdir``.
+
+    Raises:
+      ValueError: a finished seed was made by another AIP than ``recorded``.
+    """
+    found = {}
+    for s in aug.seeds:
+        done = workdir / f"seed_{s}" / "summary.json"
+        if done.exists():
+            summary = json.loads(done.read_text())
+            if summary.get("method") != recorded:
+                raise ValueError(
+                    f"{done} was made with AIP {summary.get('method')}, not {recorded}; "
+                    f"delete {done.parent} to rerun it"
+                )
+            found[s] = summary
+    return found
+
+
+def _recorded_method(aug: AugmentConfig, aip: MethodSpec) -> tuple[MethodSpec, dict]:
+    spec = aug.method or aip
+    return spec, to_jsonable(dataclasses.asdict(spec))
+
+
 def run_augmentation(job: AIPJob, attgan: Any, workdir: Path, aip: MethodSpec) -> dict[str, Any]:
     """The augmentation experiment; one ``seed_<s>/summary.json`` per seed (reused on rerun)."""
     aug = job.augment
-    aip = aug.method or aip
-    recorded = to_jsonable(dataclasses.asdict(aip))
+    aip, recorded = _recorded_method(aug, aip)
+    finished = _finished_seeds(aug, workdir, recorded)
     train = load_dataset("celeba_young", "train")
     test = load_dataset("celeba_young", "test")
     seeds = []
     for s in aug.seeds:
         folder = workdir / f"seed_{s}"
         done = folder / "summary.json"
-        if done.exists():
-            summary = json.loads(done.read_text())
-            if summary.get("method") != recorded:
-                raise ValueError(
-                    f"{done} was made with AIP {summary.get('method')}, not {recorded}; "
-                    f"delete {folder} to rerun it"
-                )
-            seeds.append(summary)
+        if s in finished:
+            seeds.append(finished[s])
             continue
         config = dataclasses.replace(job.age_classifier, seed=s, train_examples=aug.subset)
         pick = np.sort(np.random.default_rng(s).permutation(len(train.labels))[: aug.subset])
@@ -566,6 +585,11 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     """Runs the protocol; writes ``<workdir>/report/aip.{json,md}`` and its figures and
     returns what the JSON holds."""
     workdir = Path(workdir)
+    aip_spec = next(s for s in job.methods if s.key == "aip")
+    if job.augment is not None:  # a mismatched finished seed fails now, not after the runs
+        _finished_seeds(
+            job.augment, workdir / "augment", _recorded_method(job.augment, aip_spec)[1]
+        )
     out = workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
     models, info = load_models(job, workdir)
@@ -597,7 +621,6 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     scores = score_methods(outputs, x, target, models, real, job.lpr_tolerance)
     timing = {m: _per_query_seconds(r) for m, r in results.items()}
 
-    aip_spec = next(s for s in job.methods if s.key == "aip")
     aip = results["aip"]
     aip_ok = outputs["aip"][1]
     gender_delta = attribute_changes(aip)
