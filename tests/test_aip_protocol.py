@@ -94,6 +94,7 @@ def _job(**overrides) -> AIPJob:
         queries=6,
         real_faces=24,
         attribute_queries=4,
+        attribute_method=MethodSpec("aip", AIPConfig(max_iter=3, mu=1.0)),
         augment=AugmentConfig(subset=64, augmented=6, seeds=(0, 1)),
         runner=RunnerConfig(chunk_size=3, slots=3),
         grid=2,
@@ -138,7 +139,10 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         if ok.any():
             l1 = np.abs(r.x_cf - r.x).reshape(6, -1).mean(1)[ok].mean()
             assert s["l1"] == pytest.approx(l1, rel=1e-6)
-            assert 0.0 <= s["lpr_attgan"] <= 1.0 and 0.0 <= s["lpr_vae"] <= 1.0
+            for key in ("lpr_attgan", "lpr_vae", "lpr_start_attgan", "lpr_start_vae"):
+                assert 0.0 <= s[key] <= 1.0, key
+            if m == "fgsm":  # FGSM starts from the query: both LPRs are one count
+                assert s["lpr_start_attgan"] == s["lpr_attgan"]
         # Every query heads for the class the classifier does not predict.
         np.testing.assert_array_equal(r.target, 1 - metrics.predict(clf, r.x))
         assert doc["timing"][m]["seconds_per_query"] > 0
@@ -153,16 +157,23 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         "fr_aip_ge_revise",
         "lpr_aip_lt_fgsm",
         "lpr_aip_lt_aip_random",
+        "lpr_from_start_aip_lt_fgsm",
+        "lpr_from_start_aip_lt_aip_random",
     }
     assert ordering["fr_aip_ge_xgems"] is None and ordering["lpr_aip_lt_aip_random"] is None
     att = doc["attributes"]
     assert att["age_queries"] == 4 and len(att["names"]) == 13
+    # The age classifier's AIP is the job's attribute_method, not the gender task's.
+    assert att["age_method"]["max_iter"] == 3 and att["age_method"]["mu"] == 1.0
+    assert Results.load(workdir / "runs_young" / "aip").n_iter.max() <= 3
     for ranking in (att["gender_classifier"], att["age_classifier"]):
         assert all(r["attribute"] in att["names"] for r in ranking)
         changes = [r["mean_abs_change"] for r in ranking]
         assert changes == sorted(changes, reverse=True)
     aug = doc["augmentation"]
     assert [s["seed"] for s in aug["seeds"]] == [0, 1]
+    # The augmentation explains age classifiers: by default with the age classifier's AIP.
+    assert all(s["method"]["config"]["max_iter"] == 3 for s in aug["seeds"])
     for s in aug["seeds"]:
         assert s["train_faces"] == 64 and 0 <= s["counterfactuals_added"] <= 6
         assert 0.0 < s["accuracy_without"] <= 1.0 and 0.0 < s["accuracy_with"] <= 1.0
@@ -251,6 +262,7 @@ def test_attribute_ranking_orders_by_mean_absolute_change_over_flipped_queries()
         (dict(queries=1), "queries"),
         (dict(lpr_tolerance=0.0), "lpr_tolerance"),
         (dict(real_faces=1), "real_faces"),
+        (dict(attribute_method=MethodSpec("xgems")), "attribute_method"),
     ],
 )
 def test_bad_jobs_raise(overrides, match):

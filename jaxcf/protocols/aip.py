@@ -11,8 +11,8 @@ Steps (each skipped when its result is in the workdir already, so an interrupted
    (AIP's attribute-informed encoder-decoder);
 2. every method on the first ``queries`` test faces, each towards the class the gender
    classifier does *not* predict, through the runner into ``<workdir>/runs/<method>``;
-3. AIP on the first ``attribute_queries`` test faces against the age classifier
-   (``<workdir>/runs_young/aip``);
+3. AIP (the job's ``attribute_method``: steps of its own) on the first ``attribute_queries``
+   test faces against the age classifier (``<workdir>/runs_young/aip``);
 4. the augmentation experiment, one folder per seed under ``<workdir>/augment``.
 
 Metrics (``<workdir>/report/aip.{json,md}`` with the figures):
@@ -26,6 +26,10 @@ Metrics (``<workdir>/report/aip.{json,md}`` with the figures):
   faces. Encoding a decoded image does not return the code it was decoded from exactly, so a
   method's reconstruction without any change already has an LPR above 0: the report shows that
   floor as the ``reconstruction`` rows. Over the flipped queries.
+* **LPR from start**: the same count between the counterfactual and the image the method
+  starts from and perturbs: the AttGAN's reconstruction for AIP and AIP_R, the VAE's for
+  xGEMs and REVISE, the query itself for FGSM. This takes the re-encoding floor out of the
+  latent methods' numbers, so they compare with FGSM's on the change the search itself made.
 * **L1**: mean absolute change per pixel and channel, in [0, 1] intensity units, over the
   flipped queries.
 * **Realism**: ``MMD^2`` (:func:`jaxcf.distribution.mmd2`) between the flipped counterfactuals
@@ -93,11 +97,12 @@ __all__ = ["DEFAULT_METHODS", "PAPER_ORDERING", "AIPJob", "AugmentConfig", "run_
 DEFAULT_METHODS = (
     # AIP's published first steps (mu 2, gamma 3) flip every face in one update on this AttGAN,
     # but that update wrecks the face (held-out L1 0.116 per pixel against the reconstruction's
-    # 0.086; the faces are unrecognisable). On 64 *training* faces (not the evaluation queries),
-    # steps scaled by 1, 0.1, 0.03, 0.01, 0.003 flipped 100, 100, 100, 100 and 38%; with the
-    # decay beta 0.9 the whole path is at most 10 first steps long. 0.01 is the smallest scale
-    # that flips them all (4.6 updates on average, L1 0.079, near the reconstruction's).
-    MethodSpec("aip", AIPConfig(mu=0.02, gamma=0.03)),
+    # 0.086; the faces are unrecognisable). The steps here are the published ones scaled by the
+    # smallest factor that loses no flips on 256 *training* faces (not the evaluation queries):
+    # scales 0.03 and 0.01 flipped 100% (1.5 updates on average, L1 0.083) and 97.3% (L1
+    # 0.082); an earlier probe of 64 faces had picked 0.01, which flipped 97.0% of the held-out
+    # queries. With the decay beta 0.9 the whole path is at most 10 first steps long.
+    MethodSpec("aip", AIPConfig(mu=0.06, gamma=0.09)),
     MethodSpec("xgems", XGEMsConfig()),
     # REVISE's L1 term sums over 64 x 64 x 3 = 12,288 values: at the published weight 1 it
     # outweighs the classifier's loss and the descent stays at the reconstruction (a run of the
@@ -108,6 +113,10 @@ DEFAULT_METHODS = (
     MethodSpec("fgsm", FGSMConfig(eps=0.01, schedule=(0.02, 0.05, 0.1))),
     MethodSpec("aip_random", AIPRandomConfig()),
 )
+
+# The model whose reconstruction each latent method starts from (the LPR from start); any
+# other method starts from the query itself.
+_STARTS = {"aip": "attgan", "aip_random": "attgan", "xgems": "vae", "revise": "vae"}
 
 # What the AIP paper reports on this task, as an ordering rather than numbers: AIP's flip ratio is
 # at least xGEMs' (and REVISE's), and its latent perturbation ratio below FGSM's and AIP_R's.
@@ -124,7 +133,8 @@ class AugmentConfig:
     augmented: how many of them AIP explains towards the other age class; the flipped
       counterfactuals join the training data with that class as their label.
     seeds: one run per seed (the subset, the initialisation and the batches).
-    method: the AIP whose counterfactuals are added; ``None``: the job's ``"aip"`` method.
+    method: the AIP whose counterfactuals are added; ``None``: the AIP the job runs against
+      the age classifier (its ``attribute_method``, else its ``"aip"`` method).
       Each seed's summary records it, and a rerun refuses a finished seed made by another.
     """
 
@@ -142,10 +152,12 @@ class AugmentConfig:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}")
         validation.non_negative_entries(self, "seeds")
-        if self.method is not None and (
-            not isinstance(self.method, MethodSpec) or self.method.name != "aip"
-        ):
-            raise ValueError(f"method must be an 'aip' MethodSpec or None, got {self.method!r}")
+        _check_aip_or_none(self.method, "method")
+
+
+def _check_aip_or_none(spec: Any, field: str) -> None:
+    if spec is not None and (not isinstance(spec, MethodSpec) or spec.name != "aip"):
+        raise ValueError(f"{field} must be an 'aip' MethodSpec or None, got {spec!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +178,9 @@ class AIPJob:
     real_faces: how many of the test faces after the queries realism and the LPR tolerance
       are measured against (None: all of them).
     attribute_queries: held-out faces explained against the age classifier.
+    attribute_method: the AIP run against the age classifier; ``None``: the job's ``"aip"``.
+      Steps chosen for one classifier need not suit another (a step small enough to keep the
+      faces on the gender classifier may be too small to flip the age classifier at all).
     augment: the augmentation experiment, or None to skip it.
     lpr_tolerance: a code dimension counts as changed when it moved by more than this many
       of its standard deviations over real faces.
@@ -186,6 +201,7 @@ class AIPJob:
     queries: int = 500
     real_faces: int | None = None
     attribute_queries: int = 200
+    attribute_method: MethodSpec | None = None
     augment: AugmentConfig | None = AugmentConfig()
     lpr_tolerance: float = 0.1
     runner: runner.RunnerConfig = runner.RunnerConfig(chunk_size=100)
@@ -211,6 +227,7 @@ class AIPJob:
         keys = [s.key for s in self.methods]
         if "aip" not in keys:
             raise ValueError(f"AIPJob.methods must include 'aip', got {keys}")
+        _check_aip_or_none(self.attribute_method, "attribute_method")
 
 
 # ----------------------------------------------------------------------------- models
@@ -361,6 +378,7 @@ def score_methods(
     models: Mapping[str, Any],
     real: tuple[np.ndarray, np.ndarray],
     tolerance: float,
+    starts: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """FR, LPR under both encoders, L1 and realism of each method's counterfactuals.
 
@@ -370,10 +388,22 @@ def score_methods(
       models: with ``"attribute_model"`` and ``"vae"`` (the encoders).
       real: ``(images, labels)`` of the real held-out faces.
       tolerance: the LPR tolerance in code standard deviations.
+      starts: label -> ``[N, H, W, C]`` images the method started from; those labels also get
+        ``lpr_start_<encoder>``, the LPR between start and counterfactual (None for the rest).
     """
     encoders = {"attgan": models["attribute_model"], "vae": models["vae"]}
     scales = {k: _code_scale(e, real[0]) for k, e in encoders.items()}
     query_codes = {k: _apply(_encode, e, x) for k, e in encoders.items()}  # once, not per method
+    start_codes: dict[tuple[int, str], np.ndarray] = {}  # by image array: starts are shared
+
+    def codes_of(images: np.ndarray, k: str) -> np.ndarray:
+        if images is x:
+            return query_codes[k]
+        if (id(images), k) not in start_codes:
+            start_codes[id(images), k] = _apply(_encode, encoders[k], images)
+        return start_codes[id(images), k]
+
+    starts = starts or {}
     real_feats = distribution.encode_images(real[0])
     query_feats = distribution.encode_images(x)
     bandwidth = distribution.median_bandwidth(query_feats, real_feats)
@@ -384,8 +414,13 @@ def score_methods(
         l1 = np.abs(x_cf - x).reshape(len(x), -1).mean(axis=1)
         row["l1"] = float(l1[ok].mean()) if ok.any() else None
         for k, enc in encoders.items():
-            lpr = _changed(query_codes[k], _apply(_encode, enc, x_cf), scales[k], tolerance)
+            z_cf = _apply(_encode, enc, x_cf)
+            lpr = _changed(query_codes[k], z_cf, scales[k], tolerance)
             row[f"lpr_{k}"] = float(lpr[ok].mean()) if ok.any() else None
+            row[f"lpr_start_{k}"] = None
+            if label in starts and ok.any():
+                moved = _changed(codes_of(starts[label], k), z_cf, scales[k], tolerance)
+                row[f"lpr_start_{k}"] = float(moved[ok].mean())
         row["mmd2"] = _realism(
             distribution.encode_images(x_cf), target, ok, (real_feats, real[1]), bandwidth
         )
@@ -396,6 +431,8 @@ def score_methods(
         "l1": 0.0,
         "lpr_attgan": 0.0,
         "lpr_vae": 0.0,
+        "lpr_start_attgan": 0.0,
+        "lpr_start_vae": 0.0,
         "mmd2": _realism(
             query_feats, target, np.ones(len(x), bool), (real_feats, real[1]), bandwidth
         ),
@@ -547,19 +584,23 @@ def _ordering(scores: Mapping[str, Any]) -> dict[str, bool | None]:
         "fr_aip_ge_revise": cmp("aip", "revise", "fr", ge),
         "lpr_aip_lt_fgsm": cmp("aip", "fgsm", "lpr_attgan", lt),
         "lpr_aip_lt_aip_random": cmp("aip", "aip_random", "lpr_attgan", lt),
+        "lpr_from_start_aip_lt_fgsm": cmp("aip", "fgsm", "lpr_start_attgan", lt),
+        "lpr_from_start_aip_lt_aip_random": cmp("aip", "aip_random", "lpr_start_attgan", lt),
     }
 
 
 def _scores_markdown(scores: Mapping[str, Any], timing: Mapping[str, Any]) -> str:
     lines = [
-        "| method | FR % | LPR % (AttGAN code) | LPR % (VAE code) | L1 per pixel | MMD^2 "
-        "realism | s / query | s / query steady |",
-        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| method | FR % | LPR % (AttGAN code) | LPR % (VAE code) | LPR % from start (AttGAN "
+        "code) | LPR % from start (VAE code) | L1 per pixel | MMD^2 realism | s / query | "
+        "s / query steady |",
+        "| :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, s in scores.items():
         t = timing.get(label, {})
         lines.append(
             f"| {label} | {_pct(s['fr'])} | {_pct(s['lpr_attgan'])} | {_pct(s['lpr_vae'])} | "
+            f"{_pct(s['lpr_start_attgan'])} | {_pct(s['lpr_start_vae'])} | "
             f"{_num(s['l1'], '.4f')} | {_num(s['mmd2'], '.4f')} | "
             f"{_num(t.get('seconds_per_query'), '.3f')} | "
             f"{_num(t.get('steady_seconds_per_query'), '.3f')} |"
@@ -586,9 +627,10 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     returns what the JSON holds."""
     workdir = Path(workdir)
     aip_spec = next(s for s in job.methods if s.key == "aip")
+    age_spec = job.attribute_method or aip_spec
     if job.augment is not None:  # a mismatched finished seed fails now, not after the runs
         _finished_seeds(
-            job.augment, workdir / "augment", _recorded_method(job.augment, aip_spec)[1]
+            job.augment, workdir / "augment", _recorded_method(job.augment, age_spec)[1]
         )
     out = workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -615,10 +657,19 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         m: (r.x_cf, metrics.validity(clf, r.x_cf, r.target) & r.success.astype(bool))
         for m, r in results.items()
     }
+    recon = {}
     for name, model in (("attgan", attgan), ("vae", models["vae"])):
-        x_rec = _apply(_reconstruct, model, x)
-        outputs[f"{name} reconstruction"] = (x_rec, metrics.predict(clf, x_rec) == target)
-    scores = score_methods(outputs, x, target, models, real, job.lpr_tolerance)
+        recon[name] = _apply(_reconstruct, model, x)
+        outputs[f"{name} reconstruction"] = (
+            recon[name],
+            metrics.predict(clf, recon[name]) == target,
+        )
+    starts = {
+        s.key: recon[_STARTS[s.name]] if s.name in _STARTS else x
+        for s in job.methods
+        if s.key in results
+    }
+    scores = score_methods(outputs, x, target, models, real, job.lpr_tolerance, starts)
     timing = {m: _per_query_seconds(r) for m, r in results.items()}
 
     aip = results["aip"]
@@ -630,7 +681,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     xa = test.inputs[: job.attribute_queries]
     age_target = (1 - metrics.predict(models["age"], xa)).astype(np.int32)
     age_run = runner.run(
-        make(aip_spec, classifier=models["age"], attribute_model=attgan),
+        make(age_spec, classifier=models["age"], attribute_model=attgan),
         xa,
         age_target,
         workdir / "runs_young" / "aip",
@@ -647,7 +698,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
 
     augmentation = None
     if job.augment is not None:
-        augmentation = run_augmentation(job, attgan, workdir / "augment", aip_spec)
+        augmentation = run_augmentation(job, attgan, workdir / "augment", age_spec)
 
     # Figures.
     show = experiment.grid_rows(len(x), job.grid)
@@ -700,6 +751,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
             "age_flipped": int(age_ok.sum()),
             "age_queries": len(xa),
             "male_rank_for_age": male_rank,
+            "age_method": dataclasses.asdict(age_spec.resolved_config()),
         },
         "augmentation": augmentation,
         "config": {
@@ -720,9 +772,15 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     return doc
 
 
+def _settings(config: Mapping[str, Any]) -> str:
+    """An AIP config's steps and weights as ``"mu 2.0, gamma 3.0, ..."``."""
+    return ", ".join(f"{k} {config[k]}" for k in ("mu", "gamma", "alpha", "beta") if k in config)
+
+
 def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     clf, age = info["classifier"], info["classifier_young"]
     att = doc["attributes"]
+    aip_config = next(m["config"] for m in doc["config"]["methods"] if m["key"] == "aip")
     text = (
         f"# AIP protocol on CelebA: {doc['queries']} held-out faces\n\n"
         f"Gender classifier test accuracy {clf['test_accuracy']:.4f}; age classifier "
@@ -730,23 +788,27 @@ def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         "classifier does not predict. FR: flip ratio. LPR: fraction of code dimensions that "
         f"moved by more than {doc['lpr_tolerance']} standard deviations (over real faces) when "
         "the query and its counterfactual are encoded by the same encoder, over flipped queries; "
-        "the reconstruction rows are the floor re-encoding alone gives. L1: mean absolute change "
+        "the reconstruction rows are the floor re-encoding alone gives. LPR from start: the same "
+        "count between the counterfactual and the image the method perturbs (AIP and AIP_R: the "
+        "AttGAN's reconstruction; xGEMs and REVISE: the VAE's; FGSM: the query), which takes that "
+        "floor out. L1: mean absolute change "
         "per pixel and channel. Realism: MMD^2 to real held-out faces of the target class "
         f"({doc['real_faces']} faces) through a fixed random conv encoder, one bandwidth; the "
         "query row is the unchanged queries. Seconds include compilation; steady: chunks after "
         "the first.\n\n"
         + _scores_markdown(doc["scores"], doc["timing"])
         + "\nThe paper's ordering (AIP's FR at least xGEMs' and REVISE's; its LPR, AttGAN code, "
-        "below FGSM's and AIP_R's) here: "
+        "below FGSM's and AIP_R's, from the query and from the start) here: "
         + ", ".join(f"{k} {v}" for k, v in doc["ordering_holds"].items())
         + ".\n\n![faces](aip_faces.png)\n"
         + _ranking_markdown(
-            att["gender_classifier"], "Attributes AIP changes to flip the gender classifier:"
+            att["gender_classifier"],
+            f"Attributes AIP ({_settings(aip_config)}) changes to flip the gender classifier:",
         )
         + _ranking_markdown(
             att["age_classifier"],
-            f"Attributes AIP changes to flip the age classifier ({att['age_flipped']} of "
-            f"{att['age_queries']} queries flipped):",
+            f"Attributes AIP ({_settings(att['age_method'])}) changes to flip the age "
+            f"classifier ({att['age_flipped']} of {att['age_queries']} queries flipped):",
         )
         + (
             f"\nFor the age classifier, Male ranks {att['male_rank_for_age']} of "
@@ -764,10 +826,7 @@ def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             for s in aug["seeds"]
         )
         a, b, g = aug["accuracy_without"], aug["accuracy_with"], aug["gain"]
-        made_by = aug["seeds"][0].get("method", {}).get("config", {})
-        settings = ", ".join(
-            f"{k} {made_by[k]}" for k in ("mu", "gamma", "alpha", "beta") if k in made_by
-        )
+        settings = _settings(aug["seeds"][0].get("method", {}).get("config", {}))
         text += (
             "\n## Counterfactual data augmentation (age classifier)\n\n"
             f"Counterfactuals from AIP with {settings}; each seed's age classifier is trained "
