@@ -209,7 +209,9 @@ def test_resume_after_kill(trained_dir, tmp_path):
     out = tmp_path / "killed"
     proc = _job(checkpoint, out, chunk=4, slots=2, pause=30.0, wait=False)
     deadline = time.time() + 300
-    while not (out / "chunks" / "chunk_00001.npz").exists():  # pauses 30 s after each chunk
+    while not (
+        out / "chunks" / "chunk_00001.npz"
+    ).exists():  # it pauses 30 s after chunk 1
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
