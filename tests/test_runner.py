@@ -209,9 +209,8 @@ def test_resume_after_kill(trained_dir, tmp_path):
     out = tmp_path / "killed"
     proc = _job(checkpoint, out, chunk=4, slots=2, pause=30.0, wait=False)
     deadline = time.time() + 300
-    while not (
-        out / "chunks" / "chunk_00001.npz"
-    ).exists():  # it pauses 30 s after chunk 1
+    # The job pauses 30 s after chunk 1 (and each later one): the kill lands between chunks.
+    while not (out / "chunks" / "chunk_00001.npz").exists():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.time() < deadline
         time.sleep(0.05)
