@@ -27,6 +27,7 @@ from jaxcf.protocols.aip import (
     latent_perturbation,
     run_aip_protocol,
     run_augmentation,
+    score_methods,
 )
 from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
@@ -242,6 +243,15 @@ def test_latent_perturbation_counts_dimensions_past_the_tolerance():
     # Row 1: 0.05 is below 0.1 * 1 in the first three dimensions, above 0.1 * 0.1 in the last.
     np.testing.assert_allclose(lpr, [0.25, 0.25, 0.25])
     assert latent_perturbation(_Coordinates(), x, x, scale, 0.1).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_start_naming_no_output_is_refused_before_encoding():
+    x = np.zeros((2, 2, 2, 1), np.float32)
+    outputs = {"aip": (x, np.ones(2, bool))}
+    with pytest.raises(ValueError, match="starts name no output: \\['vae reconstruction'\\]"):
+        score_methods(
+            outputs, x, np.zeros(2), {}, (x, np.zeros(2)), 0.1, {"aip": "vae reconstruction"}
+        )
 
 
 def test_attribute_ranking_orders_by_mean_absolute_change_over_flipped_queries():

@@ -378,7 +378,7 @@ def score_methods(
     models: Mapping[str, Any],
     real: tuple[np.ndarray, np.ndarray],
     tolerance: float,
-    starts: Mapping[str, np.ndarray] | None = None,
+    starts: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """FR, LPR under both encoders, L1 and realism of each method's counterfactuals.
 
@@ -388,22 +388,24 @@ def score_methods(
       models: with ``"attribute_model"`` and ``"vae"`` (the encoders).
       real: ``(images, labels)`` of the real held-out faces.
       tolerance: the LPR tolerance in code standard deviations.
-      starts: label -> ``[N, H, W, C]`` images the method started from; those labels also get
-        ``lpr_start_<encoder>``, the LPR between start and counterfactual (None for the rest).
+      starts: label -> the label of the images that method started from (another output, such
+        as a reconstruction, or ``"query"``); those labels also get ``lpr_start_<encoder>``,
+        the LPR between start and counterfactual (None for the rest).
+
+    Raises:
+      ValueError: a start names neither an output nor ``"query"``.
     """
+    starts = dict(starts or {})
+    unknown = sorted(set(starts.values()) - set(outputs) - {"query"})
+    if unknown:
+        raise ValueError(f"starts name no output: {unknown}; outputs are {sorted(outputs)}")
     encoders = {"attgan": models["attribute_model"], "vae": models["vae"]}
     scales = {k: _code_scale(e, real[0]) for k, e in encoders.items()}
-    query_codes = {k: _apply(_encode, e, x) for k, e in encoders.items()}  # once, not per method
-    start_codes: dict[tuple[int, str], np.ndarray] = {}  # by image array: starts are shared
-
-    def codes_of(images: np.ndarray, k: str) -> np.ndarray:
-        if images is x:
-            return query_codes[k]
-        if (id(images), k) not in start_codes:
-            start_codes[id(images), k] = _apply(_encode, encoders[k], images)
-        return start_codes[id(images), k]
-
-    starts = starts or {}
+    # Every image set is encoded once: starts are other outputs' codes.
+    codes = {
+        label: {k: _apply(_encode, e, images) for k, e in encoders.items()}
+        for label, images in [("query", x), *((m, o[0]) for m, o in outputs.items())]
+    }
     real_feats = distribution.encode_images(real[0])
     query_feats = distribution.encode_images(x)
     bandwidth = distribution.median_bandwidth(query_feats, real_feats)
@@ -413,14 +415,12 @@ def score_methods(
         row: dict[str, Any] = {"n": len(ok), "fr": float(ok.mean())}
         l1 = np.abs(x_cf - x).reshape(len(x), -1).mean(axis=1)
         row["l1"] = float(l1[ok].mean()) if ok.any() else None
-        for k, enc in encoders.items():
-            z_cf = _apply(_encode, enc, x_cf)
-            lpr = _changed(query_codes[k], z_cf, scales[k], tolerance)
-            row[f"lpr_{k}"] = float(lpr[ok].mean()) if ok.any() else None
-            row[f"lpr_start_{k}"] = None
-            if label in starts and ok.any():
-                moved = _changed(codes_of(starts[label], k), z_cf, scales[k], tolerance)
-                row[f"lpr_start_{k}"] = float(moved[ok].mean())
+        for k in encoders:
+            for key, origin in ((f"lpr_{k}", "query"), (f"lpr_start_{k}", starts.get(label))):
+                row[key] = None
+                if origin is not None and ok.any():
+                    moved = _changed(codes[origin][k], codes[label][k], scales[k], tolerance)
+                    row[key] = float(moved[ok].mean())
         row["mmd2"] = _realism(
             distribution.encode_images(x_cf), target, ok, (real_feats, real[1]), bandwidth
         )
@@ -657,15 +657,11 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         m: (r.x_cf, metrics.validity(clf, r.x_cf, r.target) & r.success.astype(bool))
         for m, r in results.items()
     }
-    recon = {}
     for name, model in (("attgan", attgan), ("vae", models["vae"])):
-        recon[name] = _apply(_reconstruct, model, x)
-        outputs[f"{name} reconstruction"] = (
-            recon[name],
-            metrics.predict(clf, recon[name]) == target,
-        )
+        x_rec = _apply(_reconstruct, model, x)
+        outputs[f"{name} reconstruction"] = (x_rec, metrics.predict(clf, x_rec) == target)
     starts = {
-        s.key: recon[_STARTS[s.name]] if s.name in _STARTS else x
+        s.key: f"{_STARTS[s.name]} reconstruction" if s.name in _STARTS else "query"
         for s in job.methods
         if s.key in results
     }
