@@ -80,10 +80,12 @@ def jolt(module, *, scale: float, seed: int = 1):
     return module
 
 
+@functools.cache
 def tiny_diffusion(seed: int = 0, scale: float = 0.05):
     """An untrained small diffusion model for 28x28 digits (padded to 32; cosine schedule of
     100 steps), every UNet weight jolted so that its zero-initialised output layer predicts some
-    noise."""
+    noise. Built once per process like :func:`tiny_vae` (the UNet's eager initialisation and the
+    jolt take ~10 s, and the contract table asks for it in every test of three variants)."""
     from flax import nnx
 
     from jaxcf import diffusion
@@ -115,9 +117,10 @@ def tiny_diffae_config(code: int = 16):
     )
 
 
+@functools.cache
 def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
     """An untrained small diffusion autoencoder for 28x28 images (padded to 32; linear schedule
-    of 100 steps), jolted like :func:`tiny_diffusion`."""
+    of 100 steps), jolted and built once per process like :func:`tiny_diffusion`."""
     from jaxcf import diffusion
     from jaxcf.models.unet import build_denoiser
     from jaxcf.pure import as_pytree

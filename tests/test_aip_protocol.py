@@ -171,6 +171,15 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         assert all(r["attribute"] in att["names"] for r in ranking)
         changes = [r["mean_abs_change"] for r in ranking]
         assert changes == sorted(changes, reverse=True)
+    # The age ranking split by direction: the two halves are the flipped queries by target.
+    young = Results.load(workdir / "runs_young" / "aip")
+    age_clf, _, _ = load_classifier(workdir / "classifier_young" / "checkpoint")
+    age_ok = young.success.astype(bool) & metrics.validity(age_clf, young.x_cf, young.target)
+    split = att["age_by_direction"]
+    assert att["age_flipped"] == int(age_ok.sum())
+    for direction, t in (("towards young", 1), ("towards old", 0)):
+        assert split[direction]["flipped"] == int((age_ok & (young.target == t)).sum())
+        assert len(split[direction]["ranking"]) == (13 if split[direction]["flipped"] else 0)
     aug = doc["augmentation"]
     assert [s["seed"] for s in aug["seeds"]] == [0, 1]
     # The augmentation explains age classifiers: by default with the age classifier's AIP.

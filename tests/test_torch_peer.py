@@ -35,6 +35,9 @@ import pytest
 from flax import nnx
 
 torch = pytest.importorskip("torch")
+# One intra-op thread: with the other xdist worker busy on the second core, PyTorch's spinning
+# thread pool fights it for the core and the DeDUCE comparison took 45 s instead of 5.
+torch.set_num_threads(1)
 
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce, jsma  # noqa: E402
 from jaxcf.methods.pixels import select_pixels as jax_select  # noqa: E402

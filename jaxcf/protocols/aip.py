@@ -608,6 +608,30 @@ def _scores_markdown(scores: Mapping[str, Any], timing: Mapping[str, Any]) -> st
     return "\n".join(lines) + "\n"
 
 
+def _rank_of(ranking: list[dict], attribute: str) -> int | None:
+    """1-based rank of ``attribute`` in a ranking, or None when it is empty."""
+    return next((i + 1 for i, r in enumerate(ranking) if r["attribute"] == attribute), None)
+
+
+def _direction_markdown(by_direction: Mapping[str, Mapping[str, Any]]) -> str:
+    """The age ranking split by the direction of the flip: the top attributes with their signed
+    mean change, and where Male ranks and which way it moves."""
+    rows = []
+    for direction, d in by_direction.items():
+        top = ", ".join(f"{r['attribute']} {r['mean_change']:+.2f}" for r in d["ranking"][:3])
+        male = next((r for r in d["ranking"] if r["attribute"] == "Male"), None)
+        rows.append(
+            f"| {direction} | {d['flipped']} | {top or '-'} | {d['male_rank'] or '-'} | "
+            + (f"{male['mean_change']:+.3f} |" if male else "- |")
+        )
+    return (
+        "\nThe age classifier's ranking split by the direction of the flip (signed mean change "
+        "a* - a0; Male > 0 means towards male):\n\n"
+        "| direction | flipped | top 3 attributes (mean change) | Male rank | Male mean change |\n"
+        "| :--- | ---: | :--- | ---: | ---: |\n" + "\n".join(rows) + "\n"
+    )
+
+
 def _ranking_markdown(ranking: list[dict], title: str) -> str:
     if not ranking:
         return f"\n{title}: no flipped queries.\n"
@@ -690,7 +714,17 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     )
     age_delta = attribute_changes(age_run)
     age_ranking = attribute_ranking(age_delta, age_ok, names)
-    male_rank = next((i + 1 for i, r in enumerate(age_ranking) if r["attribute"] == "Male"), None)
+    # Split by direction: what moves a face towards "young" need not be what moves it towards
+    # "old", and the pooled mean change of an attribute can cancel between the two.
+    age_by_direction = {
+        direction: {
+            "flipped": int((age_ok & (age_target == young)).sum()),
+            "ranking": attribute_ranking(age_delta, age_ok & (age_target == young), names),
+        }
+        for direction, young in (("towards young", 1), ("towards old", 0))
+    }
+    for d in age_by_direction.values():
+        d["male_rank"] = _rank_of(d["ranking"], "Male")
 
     augmentation = None
     if job.augment is not None:
@@ -726,6 +760,10 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         {
             f"gender classifier ({int(aip_ok.sum())} queries)": gender_ranking,
             f"age classifier ({int(age_ok.sum())} queries)": age_ranking,
+            **{
+                f"age, {direction} ({d['flipped']})": d["ranking"]
+                for direction, d in age_by_direction.items()
+            },
         },
         names,
         title="Mean |a* - a0| of AIP's counterfactuals, per attribute",
@@ -746,7 +784,8 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
             "age_classifier": age_ranking,
             "age_flipped": int(age_ok.sum()),
             "age_queries": len(xa),
-            "male_rank_for_age": male_rank,
+            "male_rank_for_age": _rank_of(age_ranking, "Male"),
+            "age_by_direction": age_by_direction,
             "age_method": dataclasses.asdict(age_spec.resolved_config()),
         },
         "augmentation": augmentation,
@@ -812,6 +851,7 @@ def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             if att["male_rank_for_age"] is not None
             else ""
         )
+        + _direction_markdown(att["age_by_direction"])
         + "\n![attributes](aip_attributes.png)\n\n![per query](aip_attributes_queries.png)\n"
     )
     aug = doc["augmentation"]
