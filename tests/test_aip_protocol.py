@@ -219,6 +219,11 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
     other = MethodSpec("aip", AIPConfig(mu=0.5))
     with pytest.raises(ValueError, match="delete .*seed_0"):
         run_augmentation(_job(), None, workdir / "augment", other)
+    # Another age-classifier AIP stops at the (short) age run, before the gender runs.
+    changed = _job(attribute_method=other, augment=None)
+    with pytest.raises(ValueError, match="runs_young.*different arguments"):
+        run_aip_protocol(changed, workdir)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture

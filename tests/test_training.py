@@ -43,6 +43,38 @@ def test_loading_into_another_architecture_is_a_clear_error(trained_dir):
         checkpoint.load(trained_dir / "checkpoint", wrong)
 
 
+@pytest.mark.standard_promotion  # optax's Adam inside the train step
+def test_a_second_classifier_of_the_same_kind_trains_without_recompiling(mnist_test):
+    """The optimiser is a static part of the step's graph: equal settings must give the same
+    transformation, or every classifier trained in a process (seeds, augmentation) traces and
+    compiles the step again."""
+    from jaxcf.training.classification import ClassifierTask
+    from jaxcf.training.loop import fit
+
+    config = TrainConfig(
+        model=CNNConfig(channels=(4, 8), hidden=8),
+        optimizer="adam",
+        learning_rate=1e-3,
+        lr_boundaries=(0.5,),
+        epochs=1,
+        batch_size=32,
+        train_examples=64,
+    )
+    data = (mnist_test.images[:64], mnist_test.labels[:64])
+
+    def train(seed: int) -> None:
+        c = dataclasses.replace(config, seed=seed)
+        fit(ClassifierTask(c, *data), data, c.loop_config(), desc="cnn")
+
+    train(0)
+    compiled = classification.train_step.jitted_fn._cache_size()
+    train(1)
+    assert classification.train_step.jitted_fn._cache_size() == compiled
+    other = dataclasses.replace(config, learning_rate=2e-3)
+    assert make_optimizer(other, 10) is not make_optimizer(config, 10)
+    assert make_optimizer(dataclasses.replace(config, seed=5), 10) is make_optimizer(config, 10)
+
+
 def test_sgd_schedule_cuts_learning_rate_at_boundaries():
     config = TrainConfig(learning_rate=0.1, momentum=0.0, lr_boundaries=(2, 3), lr_decay=0.1)
     tx = make_optimizer(config, steps_per_epoch=10)

@@ -672,6 +672,19 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     stop = None if job.real_faces is None else job.queries + job.real_faces
     real = (test.inputs[job.queries : stop], test.labels[job.queries : stop])
 
+    # The age classifier: which attributes does AIP move to flip it? Run first: it is short, and
+    # a workdir holding a run of another attribute_method stops here, not after the long runs.
+    xa = test.inputs[: job.attribute_queries]
+    age_target = (1 - metrics.predict(models["age"], xa)).astype(np.int32)
+    age_run = runner.run(
+        make(age_spec, classifier=models["age"], attribute_model=attgan),
+        xa,
+        age_target,
+        workdir / "runs_young" / "aip",
+        config=job.runner,
+        seed=job.seed,
+        desc="aip (age classifier)",
+    )
     resources = {k: models[k] for k in ("classifier", "vae", "attribute_model")}
     results = experiment.run_methods(
         job.methods, resources, x, target, workdir / "runs", config=job.runner, seed=job.seed
@@ -697,18 +710,6 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     gender_delta = attribute_changes(aip)
     gender_ranking = attribute_ranking(gender_delta, aip_ok, names)
 
-    # The age classifier: which attributes does AIP move to flip it?
-    xa = test.inputs[: job.attribute_queries]
-    age_target = (1 - metrics.predict(models["age"], xa)).astype(np.int32)
-    age_run = runner.run(
-        make(age_spec, classifier=models["age"], attribute_model=attgan),
-        xa,
-        age_target,
-        workdir / "runs_young" / "aip",
-        config=job.runner,
-        seed=job.seed,
-        desc="aip (age classifier)",
-    )
     age_ok = metrics.validity(models["age"], age_run.x_cf, age_target) & age_run.success.astype(
         bool
     )

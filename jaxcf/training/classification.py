@@ -11,6 +11,7 @@ data set and its value domain, test accuracy, history, versions) and the fitted 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,19 +95,37 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optax transformation a config describes (learning-rate schedule included)."""
-    schedule = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(round(b * steps_per_epoch)): config.lr_decay for b in config.lr_boundaries},
+    """The optax transformation a config describes (learning-rate schedule included).
+
+    Equal settings give the *same* transformation object: ``nnx.Optimizer`` keeps it as a
+    static part of its graph, so a fresh one (new closures) would make :func:`train_step`
+    trace and compile again for every classifier trained in a process (the augmentation
+    experiment trains several of one architecture)."""
+    boundaries = tuple(
+        (int(round(b * steps_per_epoch)), config.lr_decay) for b in config.lr_boundaries
     )
-    if config.optimizer == "sgd":
-        tx = optax.sgd(schedule, momentum=config.momentum)
-    elif config.optimizer == "adam":
+    return _transformation(
+        config.optimizer, config.learning_rate, config.momentum, config.weight_decay, boundaries
+    )
+
+
+@functools.cache
+def _transformation(
+    optimizer: str,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    boundaries: tuple[tuple[int, float], ...],
+) -> optax.GradientTransformation:
+    schedule = optax.piecewise_constant_schedule(learning_rate, dict(boundaries))
+    if optimizer == "sgd":
+        tx = optax.sgd(schedule, momentum=momentum)
+    elif optimizer == "adam":
         tx = optax.adam(schedule)
     else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}")
-    if config.weight_decay:
-        tx = optax.chain(optax.add_decayed_weights(config.weight_decay), tx)
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    if weight_decay:
+        tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
     return tx
 
 
