@@ -9,8 +9,6 @@
 """
 
 from jaxcf.training.classification import (
-    CHECKPOINT_DIR,
-    PROGRESS_DIR,
     ClassifierTask,
     TrainConfig,
     accuracy,
@@ -23,14 +21,18 @@ from jaxcf.training.classification import (
 )
 from jaxcf.training.ema import ema_update, update_ema
 from jaxcf.training.loop import (
+    CHECKPOINT_DIR,
+    PROGRESS_DIR,
     FitResult,
     LoopConfig,
     Plan,
     Task,
     clear_progress,
     commit,
+    final_checkpoint,
     fit,
     loop_key,
+    save_result,
     write_progress,
 )
 
@@ -49,10 +51,12 @@ __all__ = [
     "ema_update",
     "eval_step",
     "extract_features",
+    "final_checkpoint",
     "fit",
     "load_classifier",
     "loop_key",
     "make_optimizer",
+    "save_result",
     "train_and_evaluate",
     "train_step",
     "update_ema",

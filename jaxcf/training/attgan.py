@@ -82,12 +82,19 @@ from jaxcf.pure import as_pytree
 from jaxcf.training import saved
 from jaxcf.training.counterfactual import gan_losses
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
+from jaxcf.training.loop import (
+    PROGRESS_DIR,
+    LoopConfig,
+    Plan,
+    commit,
+    final_checkpoint,
+    fit,
+    loop_config_of,
+    save_result,
+)
 
 Array = jax.Array
 
-CHECKPOINT_DIR = saved.CHECKPOINT_DIR
-PROGRESS_DIR = "progress"
 SAMPLES_DIR = "samples"
 KIND = "attgan"
 """``metadata["kind"]`` of an AttGAN checkpoint."""
@@ -678,9 +685,7 @@ def train_attgan(
         it has no (or another number of) attributes, or ``flip_attributes`` names one it lacks.
     """
     workdir = Path(workdir)
-    final = workdir / CHECKPOINT_DIR
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    final = final_checkpoint(workdir, overwrite=overwrite)
     x, a, names = _split(config, "train")
     if config.train_examples is not None:
         x, a = x[: config.train_examples], a[: config.train_examples]
@@ -716,19 +721,12 @@ def train_attgan(
         "attribute_names": list(names),
         "configs": {"generator": model_config, "discriminator": model_config},
         "train_config": config.to_dict(),
-        "history": result.history,
-        "train_seconds": result.seconds,
     }
-    checkpoint.save(
-        final,
-        {"generator": generator, "discriminator": discriminator},
-        metadata=meta,
-        overwrite=overwrite,
-    )
+    entries = {"generator": generator, "discriminator": discriminator}
+    stored = save_result(final, entries, meta, result, overwrite=overwrite)
     model = task.model(generator, discriminator)
     task.save_grid(model, workdir / "edits.png")
-    clear_progress(workdir / PROGRESS_DIR)
-    return model, checkpoint.read_metadata(final)
+    return model, stored
 
 
 def load_attgan(

@@ -34,11 +34,18 @@ from jaxcf.models import (
     config_to_dict,
     refine_spectral_norms,
 )
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, write_progress
+from jaxcf.training.loop import (
+    PROGRESS_DIR,
+    LoopConfig,
+    Plan,
+    commit,
+    final_checkpoint,
+    fit,
+    save_result,
+    write_progress,
+)
 
-PROGRESS_DIR = "progress"
 """Subfolder of the workdir holding the progress checkpoint of an unfinished run."""
-CHECKPOINT_DIR = "checkpoint"
 """Subfolder of the workdir holding the trained classifier."""
 
 
@@ -236,9 +243,7 @@ def train_and_evaluate(
         configuration.
     """
     workdir = Path(workdir)
-    final = workdir / CHECKPOINT_DIR
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    final = final_checkpoint(workdir, overwrite=overwrite)
     train = load_dataset(config.dataset, "train")
     test = load_dataset(config.dataset, "test")
     _check_fits(config.model, train)
@@ -272,21 +277,14 @@ def train_and_evaluate(
         },
         "train_examples": len(images),
         "test_accuracy": result.history[-1]["test_accuracy"],
-        "history": result.history,
         "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "model"},
-        "train_seconds": result.seconds,
         "density": {"kind": "gaussian", "jitter": density.jitter},
     }
-    checkpoint.save(
-        final,
-        model,
-        metadata=metadata,
-        extras={"density": density.to_arrays()},
-        overwrite=overwrite,
+    stored = save_result(
+        final, model, metadata, result, overwrite=overwrite, extras={"density": density.to_arrays()}
     )
-    clear_progress(workdir / PROGRESS_DIR)
     model.eval()
-    return model, density, checkpoint.read_metadata(final)
+    return model, density, stored
 
 
 def _upgrade_legacy_progress(path: Path, task: ClassifierTask, num_examples: int) -> None:

@@ -56,12 +56,20 @@ from jaxcf.classifier import as_pure
 from jaxcf.models import generators as gen_lib
 from jaxcf.tabular import TabularTransform
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
+from jaxcf.training.loop import (
+    CHECKPOINT_DIR,
+    PROGRESS_DIR,
+    LoopConfig,
+    Plan,
+    commit,
+    final_checkpoint,
+    fit,
+    loop_config_of,
+    save_result,
+)
 
 Array = jax.Array
 
-CHECKPOINT_DIR = "checkpoint"
-PROGRESS_DIR = "progress"
 TargetMode = Literal["flip", "soft", "regression"]
 
 
@@ -472,9 +480,7 @@ def train_generator(
       The EMA generator (what explains) and the saved metadata.
     """
     workdir = Path(workdir)
-    final = workdir / CHECKPOINT_DIR
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    final = final_checkpoint(workdir, overwrite=overwrite)
     _check_compatible(config, classifier, train_x)
     if mesh is not None and config.batch_size % mesh.devices.size:
         raise ValueError(
@@ -496,12 +502,9 @@ def train_generator(
         "train_config": config.to_dict(),
         "classifier_digest": classifier_digest(classifier),
         "target": config.target,
-        "history": result.history,
-        "train_seconds": result.seconds,
     }
-    checkpoint.save(final, {"generator": generator}, metadata=meta, overwrite=overwrite)
-    clear_progress(workdir / PROGRESS_DIR)
-    return generator, checkpoint.read_metadata(final)
+    stored = save_result(final, {"generator": generator}, meta, result, overwrite=overwrite)
+    return generator, stored
 
 
 def load_generator(

@@ -35,12 +35,20 @@ from jaxcf import diffusion as diff
 from jaxcf.models.unet import DiffAEConfig, UNetConfig, build_denoiser, denoiser_config_from_dict
 from jaxcf.pure import as_pytree
 from jaxcf.training.ema import update_ema
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
+from jaxcf.training.loop import (
+    CHECKPOINT_DIR,
+    PROGRESS_DIR,
+    LoopConfig,
+    Plan,
+    commit,
+    final_checkpoint,
+    fit,
+    loop_config_of,
+    save_result,
+)
 
 Array = jax.Array
 
-CHECKPOINT_DIR = "checkpoint"
-PROGRESS_DIR = "progress"
 SAMPLES_DIR = "samples"
 
 __all__ = [
@@ -326,9 +334,7 @@ def train_diffusion(
       ValueError: the padded images do not match the UNet's ``input_shape``.
     """
     workdir = Path(workdir)
-    final = workdir / CHECKPOINT_DIR
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    final = final_checkpoint(workdir, overwrite=overwrite)
     train, shape = _images(config, "train")
     test, _ = _images(config, "test")
     space = ImageSpace(config.pad)
@@ -361,13 +367,10 @@ def train_diffusion(
         "schedule": dataclasses.asdict(config.schedule),
         "pad": config.pad,
         "train_config": config.to_dict(),
-        "history": result.history,
-        "train_seconds": result.seconds,
     }
-    checkpoint.save(final, {"unet": ema}, metadata=meta, overwrite=overwrite)
+    stored = save_result(final, {"unet": ema}, meta, result, overwrite=overwrite)
     task.save_samples(task.model(ema), workdir / "samples.png")
-    clear_progress(workdir / PROGRESS_DIR)
-    return task.model(ema), checkpoint.read_metadata(final)
+    return task.model(ema), stored
 
 
 def load_diffusion(directory: str | Path) -> tuple[DiffusionModel, dict[str, Any]]:

@@ -20,6 +20,12 @@ config. :func:`fit` owns everything else:
   modules and history as an unbroken run; a progress checkpoint of another configuration is a
   ``ValueError``. The caller deletes it (:func:`clear_progress`) once its own result is saved.
 
+Every trainer of :mod:`jaxcf.training` keeps one layout: a workdir whose ``progress/`` folder
+holds the progress checkpoint while training and whose ``checkpoint/`` folder holds the result.
+:func:`final_checkpoint` refuses a finished workdir before anything is loaded or trained;
+:func:`save_result` saves the result with the run's history and training seconds and then
+deletes the progress checkpoint.
+
 Bitwise resumption needs the task to be deterministic given its modules, the batch and the
 key: take randomness from the key (or from the modules' own ``nnx.Rngs`` streams, which the
 progress checkpoint restores), not from host-side generators.
@@ -342,6 +348,42 @@ def write_progress(
 def clear_progress(progress_dir: str | Path) -> None:
     """Deletes a progress checkpoint (once the run's own result is safely saved)."""
     shutil.rmtree(progress_dir, ignore_errors=True)
+
+
+CHECKPOINT_DIR = "checkpoint"  # a trainer's result, in its workdir
+PROGRESS_DIR = "progress"  # the progress checkpoint :func:`fit` resumes from, in its workdir
+
+
+def final_checkpoint(workdir: str | Path, *, overwrite: bool) -> Path:
+    """``workdir/checkpoint``, where a trainer saves its result.
+
+    Raises:
+      FileExistsError: it exists and ``overwrite`` is False (a trainer calls this first, before
+        loading data or training).
+    """
+    final = Path(workdir) / CHECKPOINT_DIR
+    if final.exists() and not overwrite:
+        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    return final
+
+
+def save_result(
+    final: Path,
+    entries: Any,
+    metadata: Mapping[str, Any],
+    result: FitResult,
+    *,
+    overwrite: bool,
+    extras: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Saves a trainer's result to ``final`` (from :func:`final_checkpoint`): ``entries`` (a
+    module or ``{name: module}``) with ``metadata`` plus the run's ``history`` and
+    ``train_seconds``; then deletes the progress checkpoint beside it. Returns the metadata as
+    saved."""
+    metadata = {**metadata, "history": result.history, "train_seconds": result.seconds}
+    checkpoint.save(final, entries, metadata=metadata, extras=extras, overwrite=overwrite)
+    clear_progress(final.parent / PROGRESS_DIR)
+    return checkpoint.read_metadata(final)
 
 
 # ----------------------------------------------------------------------------- helpers

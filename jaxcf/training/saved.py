@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxcf import checkpoint
-
-CHECKPOINT_DIR = "checkpoint"
+from jaxcf.training.loop import CHECKPOINT_DIR
 
 
 def open_checkpoint(

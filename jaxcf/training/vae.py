@@ -49,12 +49,19 @@ from jaxcf import checkpoint, report, validation
 from jaxcf.models.vae import VAE, VAEConfig, gaussian_kl, reparametrise
 from jaxcf.pure import as_pytree
 from jaxcf.training import saved
-from jaxcf.training.loop import LoopConfig, Plan, clear_progress, commit, fit, loop_config_of
+from jaxcf.training.loop import (
+    PROGRESS_DIR,
+    LoopConfig,
+    Plan,
+    commit,
+    final_checkpoint,
+    fit,
+    loop_config_of,
+    save_result,
+)
 
 Array = jax.Array
 
-CHECKPOINT_DIR = saved.CHECKPOINT_DIR
-PROGRESS_DIR = "progress"
 SAMPLES_DIR = "samples"
 KIND = "vae"
 """``metadata["kind"]`` of a VAE checkpoint."""
@@ -370,9 +377,7 @@ def train_vae(
       ValueError: the data set's images are not ``[0, 1]`` images of the VAE's input shape.
     """
     workdir = Path(workdir)
-    final = workdir / CHECKPOINT_DIR
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it")
+    final = final_checkpoint(workdir, overwrite=overwrite)
     train = _images(config, "train")
     if config.train_examples is not None:
         train = train[: config.train_examples]
@@ -396,14 +401,11 @@ def train_vae(
         "latent_dim": config.model.latent_dim,
         "configs": {"vae": dataclasses.asdict(config.model)},
         "train_config": config.to_dict(),
-        "history": result.history,
-        "train_seconds": result.seconds,
     }
-    checkpoint.save(final, {"vae": vae}, metadata=meta, overwrite=overwrite)
+    stored = save_result(final, {"vae": vae}, meta, result, overwrite=overwrite)
     model = task.model(vae)
     task.save_grids(model, workdir)
-    clear_progress(workdir / PROGRESS_DIR)
-    return model, checkpoint.read_metadata(final)
+    return model, stored
 
 
 def load_vae(
