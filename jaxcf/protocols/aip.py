@@ -44,7 +44,8 @@ Metrics (``<workdir>/report/aip.{json,md}`` with the figures):
 Attribute analysis (AIP section 4.6.1): for each flipped AIP query the attributes ranked by
 ``|a* - a0|``, and over all of them the mean change per attribute: which attributes the
 classifier leans on. For the age classifier the question is where ``Male`` ranks (the paper's
-gender-bias example).
+gender-bias example), pooled and split by the direction of the flip (towards young, towards
+old), where the signed mean change says which way each attribute is pushed.
 
 Augmentation (AIP section 4.6.2), per seed: the age classifier trained on a seeded subset of
 the training faces, AIP counterfactuals of some of them towards the other age class (the flipped
