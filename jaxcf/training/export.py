@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from jaxcf import checkpoint
 from jaxcf.data import load_dataset
@@ -124,12 +125,18 @@ def export_attgan_compact(
             flips,
         )
 
-    before = scores()
-    for module in modules.values():
-        round_to_bfloat16(module)
+    # Each pass scores every test face in one jitted call (tens of seconds on 2 cores), so the
+    # bar moves per pass.
+    with tqdm(total=2, desc="held-out scores, full then rounded", unit="pass") as bar:
+        before = scores()
+        bar.update()
+        for module in modules.values():
+            round_to_bfloat16(module)
+        after = scores()
+        bar.update()
     keep = {k: v for k, v in meta.items() if k not in checkpoint.RESERVED_KEYS}
     keep.update(
-        test_scores=scores(),
+        test_scores=after,
         compact={
             "rounding": "bfloat16 precision, stored as float32",
             "source_test_scores": before,
