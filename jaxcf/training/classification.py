@@ -45,9 +45,6 @@ from jaxcf.training.loop import (
     write_progress,
 )
 
-"""Subfolder of the workdir holding the progress checkpoint of an unfinished run."""
-"""Subfolder of the workdir holding the trained classifier."""
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:

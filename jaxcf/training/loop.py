@@ -350,8 +350,10 @@ def clear_progress(progress_dir: str | Path) -> None:
     shutil.rmtree(progress_dir, ignore_errors=True)
 
 
-CHECKPOINT_DIR = "checkpoint"  # a trainer's result, in its workdir
-PROGRESS_DIR = "progress"  # the progress checkpoint :func:`fit` resumes from, in its workdir
+CHECKPOINT_DIR = "checkpoint"
+"""Subfolder of a trainer's workdir holding its result."""
+PROGRESS_DIR = "progress"
+"""Subfolder of a trainer's workdir holding the progress checkpoint of an unfinished run."""
 
 
 def final_checkpoint(workdir: str | Path, *, overwrite: bool) -> Path:
