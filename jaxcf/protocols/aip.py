@@ -614,17 +614,22 @@ def _rank_of(ranking: list[dict], attribute: str) -> int | None:
     return next((i + 1 for i, r in enumerate(ranking) if r["attribute"] == attribute), None)
 
 
+def _direction(delta: np.ndarray, ok: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+    """The ranking over the flipped queries ``ok`` of one direction, their count and Male's
+    rank in it."""
+    ranking = attribute_ranking(delta, ok, names)
+    return {"flipped": int(ok.sum()), "ranking": ranking, "male_rank": _rank_of(ranking, "Male")}
+
+
 def _direction_markdown(by_direction: Mapping[str, Mapping[str, Any]]) -> str:
     """The age ranking split by the direction of the flip: the top attributes with their signed
     mean change, and where Male ranks and which way it moves."""
     rows = []
     for direction, d in by_direction.items():
         top = ", ".join(f"{r['attribute']} {r['mean_change']:+.2f}" for r in d["ranking"][:3])
-        male = next((r for r in d["ranking"] if r["attribute"] == "Male"), None)
-        rows.append(
-            f"| {direction} | {d['flipped']} | {top or '-'} | {d['male_rank'] or '-'} | "
-            + (f"{male['mean_change']:+.3f} |" if male else "- |")
-        )
+        rank = d["male_rank"]
+        change = f"{d['ranking'][rank - 1]['mean_change']:+.3f}" if rank else "-"
+        rows.append(f"| {direction} | {d['flipped']} | {top or '-'} | {rank or '-'} | {change} |")
     return (
         "\nThe age classifier's ranking split by the direction of the flip (signed mean change "
         "a* - a0; Male > 0 means towards male):\n\n"
@@ -719,14 +724,9 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     # Split by direction: what moves a face towards "young" need not be what moves it towards
     # "old", and the pooled mean change of an attribute can cancel between the two.
     age_by_direction = {
-        direction: {
-            "flipped": int((age_ok & (age_target == young)).sum()),
-            "ranking": attribute_ranking(age_delta, age_ok & (age_target == young), names),
-        }
+        direction: _direction(age_delta, age_ok & (age_target == young), names)
         for direction, young in (("towards young", 1), ("towards old", 0))
     }
-    for d in age_by_direction.values():
-        d["male_rank"] = _rank_of(d["ranking"], "Male")
 
     augmentation = None
     if job.augment is not None:
