@@ -28,8 +28,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from jaxcf.report import PathLike, _images, _show, save_figure_atomic
+
+# Bar colours by the sign of an attribute's mean change (attribute_ranking_plot).
+_SIGN_COLOURS = {1.0: "tab:purple", -1.0: "tab:orange", 0.0: "tab:gray"}
 
 __all__ = [
     "attribute_change_figure",
@@ -750,13 +754,14 @@ def attribute_ranking_plot(
     dpi: int = 100,
 ) -> Figure:
     """One panel per classifier: mean ``|a* - a0|`` per attribute over many queries, sorted,
-    the largest on top (which attributes the classifier leans on).
+    the largest on top (which attributes the classifier leans on). Where rows carry the signed
+    ``"mean_change"``, a bar's colour says which way the attribute moved on average.
 
     Args:
       path: the PNG to write (atomically).
-      rankings: panel title -> rows with ``"attribute"`` and ``"mean_abs_change"`` (as
-        :func:`jaxcf.protocols.aip.attribute_ranking` returns); an empty list draws an empty
-        panel.
+      rankings: panel title -> rows with ``"attribute"`` and ``"mean_abs_change"`` (and
+        optionally ``"mean_change"``; as :func:`jaxcf.protocols.aip.attribute_ranking`
+        returns); an empty list draws an empty panel.
       names: every attribute name (the order does not matter; unknown names raise).
     """
     if not rankings:
@@ -769,11 +774,17 @@ def attribute_ranking_plot(
         if unknown:
             raise ValueError(f"{panel}: unknown attributes {sorted(unknown)}")
         rows = sorted(rows, key=lambda r: r["mean_abs_change"])
-        ax.barh(np.arange(len(rows)), [r["mean_abs_change"] for r in rows], color="tab:purple")
+        colours = [_SIGN_COLOURS[np.sign(r.get("mean_change", 0.0))] for r in rows]
+        ax.barh(np.arange(len(rows)), [r["mean_abs_change"] for r in rows], color=colours)
         ax.set_yticks(np.arange(len(rows)), [r["attribute"] for r in rows], fontsize=7)
         ax.set_xlabel("mean |a* \u2212 a0|", fontsize=7)
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(panel, fontsize=8)
+    signed = any("mean_change" in r for rows in rankings.values() for r in rows)
+    if signed:
+        labels = ((1.0, "raised on average"), (-1.0, "lowered on average"))
+        handles = [Patch(color=_SIGN_COLOURS[v], label=t) for v, t in labels]
+        fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
     save_figure_atomic(fig, path, dpi=dpi)

@@ -307,6 +307,11 @@ def test_attribute_figures_write_pngs_and_check_their_inputs(tmp_path):
     ]
     fig = figures.attribute_ranking_plot(tmp_path / "r.png", {"age": rows, "none": []}, names)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Young", "Male"]
+    # With the signed mean change, a bar's colour says which way the attribute moved.
+    signed = [{**rows[0], "mean_change": -0.1}, {**rows[1], "mean_change": 0.2}]
+    fig = figures.attribute_ranking_plot(tmp_path / "s.png", {"age": signed}, names)
+    young, male = (tuple(p.get_facecolor()) for p in fig.axes[0].patches)
+    assert young != male and len(fig.legends) == 1
     with pytest.raises(ValueError, match="unknown attributes"):
         figures.attribute_ranking_plot(
             tmp_path / "x.png", {"a": [{"attribute": "Bald", "mean_abs_change": 1.0}]}, names
