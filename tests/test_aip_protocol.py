@@ -196,6 +196,8 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     for m in methods:
         assert f"| {m} |" in text
     assert "Counterfactual data augmentation" in text and "87.32" in text
+    for name, model in doc["models"].items():  # where each model came from
+        assert f"{name} `{model['dir']}`" in text
     for png in ("aip_faces.png", "aip_attributes.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 

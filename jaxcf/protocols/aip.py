@@ -821,7 +821,9 @@ def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     text = (
         f"# AIP protocol on CelebA: {doc['queries']} held-out faces\n\n"
         f"Gender classifier test accuracy {clf['test_accuracy']:.4f}; age classifier "
-        f"{age['test_accuracy']:.4f}. Each query is explained towards the class the gender "
+        f"{age['test_accuracy']:.4f}. Models: "
+        + ", ".join(f"{k} `{v['dir']}`" for k, v in info.items())
+        + ". Each query is explained towards the class the gender "
         "classifier does not predict. FR: flip ratio. LPR: fraction of code dimensions that "
         f"moved by more than {doc['lpr_tolerance']} standard deviations (over real faces) when "
         "the query and its counterfactual are encoded by the same encoder, over flipped queries; "
