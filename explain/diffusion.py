@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.protocols.guided import run_guided_protocol
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path, help="the diffusion model's workdir")
-    args = parser.parse_args(argv)
-    run_guided_protocol(load_config(args.config), args.workdir)
+    args, config = parse_args(parser, argv)
+    run_guided_protocol(config, args.workdir)
     print((args.workdir / "report" / "guided.md").read_text())
 
 

@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.protocols.amortised import run_protocol
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path, help="the trained models' workdir")
-    args = parser.parse_args(argv)
-    run_protocol(load_config(args.config), args.workdir)
+    args, config = parse_args(parser, argv)
+    run_protocol(config, args.workdir)
     print(f"wrote {args.workdir / 'report' / 'report.md'}")
 
 

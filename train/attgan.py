@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.training.attgan import train_attgan
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path)
-    args = parser.parse_args(argv)
-    config = load_config(args.config)
+    args, config = parse_args(parser, argv)
     _, meta = train_attgan(config, args.workdir)
     last = meta["history"][-1]
     flips = ", ".join(

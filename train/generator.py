@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.protocols.amortised import train_models
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path)
-    args = parser.parse_args(argv)
-    _, _, meta = train_models(load_config(args.config), args.workdir)
+    args, config = parse_args(parser, argv)
+    _, _, meta = train_models(config, args.workdir)
     last = meta["history"][-1]
     print(
         f"generator: validation validity {last['val_validity']:.4f}, L1 {last['val_l1']:.4f}; "

@@ -11,19 +11,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.training import train_and_evaluate
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
-    args = parser.parse_args(argv)
-    _, _, metadata = train_and_evaluate(
-        load_config(args.config), args.workdir, overwrite=args.overwrite
-    )
+    args, config = parse_args(parser, argv)
+    _, _, metadata = train_and_evaluate(config, args.workdir, overwrite=args.overwrite)
     print(f"test accuracy {metadata['test_accuracy']:.4f}; saved {args.workdir / 'checkpoint'}")
 
 

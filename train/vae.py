@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.config_file import add_config_argument, parse_args
 from jaxcf.training.vae import train_vae
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="config file with get_config()")
+    add_config_argument(parser)
     parser.add_argument("--workdir", required=True, type=Path)
-    args = parser.parse_args(argv)
-    _, meta = train_vae(load_config(args.config), args.workdir)
+    args, config = parse_args(parser, argv)
+    _, meta = train_vae(config, args.workdir)
     last = meta["history"][-1]
     print(
         f"vae: held-out reconstruction MSE {last['val_mse']:.4f} (mean image "

@@ -1,0 +1,117 @@
+"""Config files and their command-line overrides (``--config.FIELD=VALUE``)."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from jaxcf.config_file import add_config_argument, load_config, override, parse_args
+from jaxcf.methods import AIPConfig
+from jaxcf.models import CNNConfig
+
+_ROOT = Path(__file__).resolve().parents[1]
+CNN_MNIST = _ROOT / "train" / "configs" / "cnn_mnist.py"
+AIP_CELEBA = _ROOT / "explain" / "configs" / "aip_celeba.py"
+
+
+@pytest.fixture(scope="module")
+def train_config():
+    return load_config(CNN_MNIST)
+
+
+@pytest.mark.parametrize(
+    "field, text, read",
+    [
+        ("epochs", "0.5", lambda c: c.epochs == 0.5),
+        ("epochs", "2", lambda c: c.epochs == 2.0 and isinstance(c.epochs, float)),
+        ("batch_size", "64", lambda c: c.batch_size == 64),
+        ("optimizer", "sgd", lambda c: c.optimizer == "sgd"),  # no quotes needed
+        ("optimizer", "'sgd'", lambda c: c.optimizer == "sgd"),
+        ("lr_boundaries", "(1, 2.5)", lambda c: c.lr_boundaries == (1.0, 2.5)),
+        ("lr_boundaries", "[1]", lambda c: c.lr_boundaries == (1.0,)),
+        ("model.channels", "(8,16)", lambda c: c.model.channels == (8, 16)),
+        ("model.hidden", "32", lambda c: c.model == CNNConfig(hidden=32)),
+    ],
+)
+def test_an_override_sets_one_field_and_keeps_the_rest(train_config, field, text, read):
+    got = override(train_config, field, text)
+    assert read(got)
+    assert type(got) is type(train_config)
+    untouched = {"epochs", "batch_size", "optimizer", "lr_boundaries", "model"} - {
+        field.split(".")[0]
+    }
+    assert all(getattr(got, f) == getattr(train_config, f) for f in untouched)
+
+
+def test_tuple_items_are_addressed_by_index():
+    job = load_config(AIP_CELEBA, [("methods.0.config.mu", "0.5"), ("queries", "20")])
+    base = load_config(AIP_CELEBA)
+    assert job.methods[0].config == AIPConfig(mu=0.5, gamma=base.methods[0].config.gamma)
+    assert job.methods[1:] == base.methods[1:] and job.queries == 20
+
+
+@pytest.mark.parametrize(
+    "field, text, match",
+    [
+        ("epoch", "2", r"TrainConfig has no field 'epoch'; its fields: model, dataset"),
+        ("model.width", "2", "CNNConfig has no field 'width'"),
+        ("batch_size", "2.5", r"batch_size: expected int .*got '2.5'"),
+        ("batch_size", "True", "expected int"),
+        (
+            "optimizer",
+            "adamw",
+            "optimizer: expected one of 'sgd', 'adam' \\(now 'adam'\\), got 'adamw'",
+        ),
+        ("model.channels", "(8, 16, 32)", "model.channels: expected"),
+        ("model", "3", r"model is a CNNConfig: set its fields instead"),
+        ("epochs.x", "3", "cannot go into 'x' of a int value"),
+        ("lr_boundaries.4", "3", r"'4' is not an index of this 0-item tuple"),
+        ("model..hidden", "3", "empty field name"),
+        ("epochs", "-1", "epochs"),  # the config's own validation
+    ],
+)
+def test_bad_overrides_raise_naming_the_field(train_config, field, text, match):
+    with pytest.raises(ValueError, match=match):
+        override(train_config, field, text)
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    add_config_argument(parser)
+    parser.add_argument("--workdir")
+    return parser
+
+
+def test_parse_args_takes_both_flag_spellings_in_order():
+    argv = ["--config", str(CNN_MNIST), "--config.epochs=2", "--workdir", "w"]
+    argv += ["--config.model.hidden", "16", "--config.epochs", "0.25"]
+    args, config = parse_args(_parser(), argv)
+    assert args.workdir == "w" and args.config == str(CNN_MNIST)
+    assert config == override(
+        override(load_config(CNN_MNIST), "model.hidden", "16"), "epochs", "0.25"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--config.epoch=2"], "TrainConfig has no field 'epoch'"),
+        (["--config.epochs=-1"], "epochs"),
+        (["--epochs=2"], "unrecognized arguments: --epochs=2"),
+        (["--config.epochs"], "unrecognized arguments: --config.epochs"),  # no value
+    ],
+)
+def test_parse_args_exits_with_a_usage_error(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(_parser(), ["--config", str(CNN_MNIST), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_entry_point_refuses_a_bad_override_before_training(tmp_path, capsys):
+    from train import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main.main(["--config", str(CNN_MNIST), "--workdir", str(tmp_path), "--config.lr=1"])
+    assert "has no field 'lr'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
