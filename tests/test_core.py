@@ -21,6 +21,7 @@ from jaxcf.methods import (
     MethodSpec,
     WachterConfig,
     deduce,
+    describe,
     make,
     method_names,
     register,
@@ -191,6 +192,11 @@ def _linear_logits(w, x):
 
 def test_registry_builds_methods_by_name_and_rejects_bad_specs():
     assert {"deduce", "jsma", "wachter", "fgsm"} <= set(method_names())
+    listing = describe()  # python -m jaxcf.methods
+    assert all(f"{name}: " in listing for name in method_names())
+    assert describe("jsma").startswith("jsma: JSMAConfig; needs classifier\n    step=0.2,")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        describe("jsma", "nope")
     explainer = make(MethodSpec("jsma", JSMAConfig(max_iter=3)), classifier=_linear())
     assert explainer.config == JSMAConfig(max_iter=3)
     assert make("fgsm", classifier=_linear()).config == FGSMConfig()

@@ -47,7 +47,7 @@ from jaxcf.methods._latent import (
     xgems_search,
 )
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
-from jaxcf.methods.registry import MethodSpec, make, method_names, register
+from jaxcf.methods.registry import MethodSpec, describe, make, method_names, register
 from jaxcf.methods.search import (
     IterativeSearch,
     SearchExplainer,
@@ -89,6 +89,7 @@ __all__ = [
     "aip_search",
     "deduce",
     "deduce_search",
+    "describe",
     "fgsm",
     "fgsm_explainer",
     "diffexplainer",

@@ -19,6 +19,7 @@ densities, iterates) stays float32.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,6 +53,30 @@ def register(
 def method_names() -> tuple[str, ...]:
     """The registered method names, sorted."""
     return tuple(sorted(_REGISTRY))
+
+
+def describe(*names: str) -> str:
+    """What each named method (default: every registered one) is built from: its config type
+    with the default values, and the resources :func:`make` needs for it. Also
+    ``python -m jaxcf.methods [NAME ...]``.
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    blocks = []
+    for name in names or method_names():
+        entry = _entry(name)
+        defaults = entry.config_type()
+        fields = ", ".join(
+            f"{f.name}={getattr(defaults, f.name)!r}"
+            for f in dataclasses.fields(defaults)
+            if f.init
+        )
+        blocks.append(
+            f"{name}: {entry.config_type.__name__}; needs {', '.join(entry.needs)}\n"
+            + textwrap.fill(fields, 96, initial_indent="    ", subsequent_indent="    ")
+        )
+    return "\n".join(blocks)
 
 
 def _entry(name: str) -> _Entry:
