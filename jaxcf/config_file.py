@@ -140,7 +140,8 @@ def _coerce(value: Any, hint: Any) -> Any:
         return (
             tuple(_coerce(v, a) for v, a in zip(value, args, strict=True)) if args else tuple(value)
         )
-    if isinstance(hint, type) and isinstance(value, hint):
+    kind = origin if isinstance(origin, type) else hint  # list[int] -> list
+    if isinstance(kind, type) and isinstance(value, kind):
         return value
     raise _Mismatch
 
