@@ -1,8 +1,8 @@
 """The AIP protocol of aip_celeba.py with the AttGAN-like encoder-decoder that ships with the
 package (``bundled:attgan_celeba``: attgan_celeba.py's model, trained on 2 CPU cores and
 exported; see jaxcf/assets/README.md) instead of one trained into the workdir. The two CNNs and
-the VAE are still trained when missing; this skips the AttGAN's 1 1/2 hours, about 2 hours in
-all on 2 CPU cores.
+the VAE are still trained when missing; this skips the AttGAN's 1 1/2 hours: the whole run took
+92 minutes on 2 CPU cores (explain/results/aip_celeba.md is its report).
 
     python -m explain.aip --config explain/configs/aip_celeba_bundled.py \\
         --workdir workdir/aip_celeba_bundled
