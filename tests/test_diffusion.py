@@ -41,6 +41,11 @@ def test_linear_schedule_matches_ho_et_al():
     assert float(s.alphas_cumprod_prev[0]) == 1.0
     # 100 steps keep the overall noise: the scaled betas end at 0.2.
     np.testing.assert_allclose(diff.linear_betas(100)[[0, -1]], [1e-3, 0.2])
+    # From 20 steps down the scaled betas would reach 1 (abar 0 or negative): capped at 0.999.
+    for n in (20, 10):
+        short = diff.make_schedule(diff.ScheduleConfig("linear", n))
+        assert float(np.max(short.betas)) <= np.float32(0.999)
+        assert np.all(np.asarray(short.alphas_cumprod) > 0)
 
 
 def test_cosine_schedule_matches_its_closed_form():

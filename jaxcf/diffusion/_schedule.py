@@ -47,11 +47,14 @@ class ScheduleConfig:
         validation.at_least(self, 2, "num_steps")
 
 
-def linear_betas(num_steps: int) -> np.ndarray:
+def linear_betas(num_steps: int, max_beta: float = 0.999) -> np.ndarray:
     """``float64 [T]``: Ho et al.'s linear betas, 1e-4 .. 0.02 at ``T = 1000``, scaled by
-    ``1000 / T`` for other ``T``."""
+    ``1000 / T`` for other ``T`` and capped at ``max_beta`` as the cosine ones are: from
+    ``T <= 20`` the scaled last beta reaches 1, where ``abar`` would hit 0 (an infinite clean
+    estimate) or go negative."""
     scale = 1000.0 / num_steps
-    return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
+    betas = np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
+    return np.minimum(betas, max_beta)
 
 
 def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
