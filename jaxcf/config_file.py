@@ -197,20 +197,18 @@ def parse_args(
     unknown argument, and a bad override, exit with a usage error."""
     args, rest = parser.parse_known_args(argv)
     overrides, unknown = [], []
-    i = 0
-    while i < len(rest):
-        token = rest[i]
-        if token.startswith(_FLAG) and "=" in token:
-            field, text = token[len(_FLAG) :].split("=", 1)
-        elif token.startswith(_FLAG) and i + 1 < len(rest):
-            field, text = token[len(_FLAG) :], rest[i + 1]
-            i += 1
-        else:
+    tokens = iter(rest)
+    for token in tokens:
+        if not token.startswith(_FLAG):
             unknown.append(token)
-            i += 1
             continue
+        field, eq, text = token[len(_FLAG) :].partition("=")
+        if not eq:  # --config.FIELD VALUE
+            text = next(tokens, None)
+            if text is None:
+                unknown.append(token)
+                continue
         overrides.append((field, text))
-        i += 1
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

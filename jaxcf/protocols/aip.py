@@ -803,7 +803,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     }
     doc = to_jsonable(doc)
     write_json_atomic(out / "aip.json", doc)
-    write_text_atomic(out / "aip.md", _markdown(doc, info))
+    write_text_atomic(out / "aip.md", _markdown(doc))
     print(_scores_markdown(scores, timing), flush=True)
     print(f"wrote {out}/aip.json, aip.md and figures", flush=True)
     return doc
@@ -814,7 +814,8 @@ def _settings(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {config[k]}" for k in ("mu", "gamma", "alpha", "beta") if k in config)
 
 
-def _markdown(doc: Mapping[str, Any], info: Mapping[str, Any]) -> str:
+def _markdown(doc: Mapping[str, Any]) -> str:
+    info = doc["models"]
     clf, age = info["classifier"], info["classifier_young"]
     att = doc["attributes"]
     aip_config = next(m["config"] for m in doc["config"]["methods"] if m["key"] == "aip")
