@@ -150,6 +150,53 @@ def reference_wachter(classifier, x, t, cfg):
     return _search_loop(classifier, x, t, cfg, update)
 
 
+def reference_wachter_rounds(classifier, x, t, cfg):
+    """Wachter's search over the L1 weight for one query (``cfg.rounds > 0``), as a flat loop:
+    check the iterate, keep it if it is the closest valid one, end the round (bisecting the
+    weight, fresh optimiser) after ``max_iter`` checks or ``patience`` valid or invalid ones in a
+    row, and step unless the last round just ended."""
+    tx = optax.adam(cfg.learning_rate) if cfg.optimizer == "adam" else optax.sgd(cfg.learning_rate)
+    outputs, loss_grad, _ = _fns_for(classifier)
+    x0 = np.array(x, np.float32)
+    x = x0.copy()
+    opt = tx.init(jnp.asarray(x))
+    # The weight and its bounds in float32, as the batched search keeps them.
+    lam, lower, upper = np.float32(cfg.l1_weight), np.float32(0.0), np.float32(np.inf)
+    best, best_dist, best_score = None, np.inf, None
+    rnd = checks = found = run_valid = run_invalid = n = 0
+    while True:
+        s, ok = score(outputs(jnp.asarray(x)), t, cfg.threshold, cfg.tolerance)
+        if rnd == cfg.rounds:
+            break
+        dist = float(np.abs(x - x0).astype(np.float32).sum(dtype=np.float32))
+        if ok:
+            found, run_valid, run_invalid = found + 1, run_valid + 1, 0
+            if dist < best_dist:
+                best, best_dist, best_score = x.copy(), dist, s
+        else:
+            run_valid, run_invalid = 0, run_invalid + 1
+        checks += 1
+        if checks == cfg.max_iter or cfg.patience in (run_valid, run_invalid):
+            if found >= cfg.min_found:
+                lower = max(lower, lam)
+                lam = (lower + upper) / 2 if np.isfinite(upper) else lam * np.float32(10)
+            else:
+                upper = min(upper, lam)
+                lam = (lower + upper) / 2 if lower > 0 else lam / np.float32(10)
+            rnd += 1
+            checks = found = run_valid = run_invalid = 0
+            opt = tx.init(jnp.asarray(x))
+        if rnd < cfg.rounds:
+            _, g = loss_grad(jnp.asarray(x), jnp.asarray(t))
+            g = g + lam * jnp.sign(jnp.asarray(x) - x0)
+            updates, opt = tx.update(g, opt)
+            x = np.asarray(jnp.clip(jnp.asarray(x) + updates, 0.0, 1.0))
+        n += 1
+    if best is not None:
+        return best, True, n, best_score
+    return x, False, n, s
+
+
 def reference_fgsm(classifier, x, t, cfg):
     """Targeted FGSM for one query, retried at each larger eps of the schedule until reached.
 

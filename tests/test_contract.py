@@ -42,6 +42,7 @@ from jaxcf.methods import (
     checks,
     make,
     solve,
+    wachter,
 )
 from jaxcf.methods.search import SearchExplainer, solve_jit
 from jaxcf.models import generators
@@ -469,6 +470,19 @@ VARIANTS = [
         criterion=0.5,
     ),
     Variant(
+        "wachter-rounds",
+        "class",
+        lambda m, d: make(
+            "wachter",
+            WachterConfig(learning_rate=0.01, max_iter=12, rounds=3, patience=4, min_found=2),
+            classifier=m,
+        ),
+        lambda e, m, d, x, t, k: references.reference_wachter_rounds(m, x, t, e.config),
+        atol=2e-5,
+        promotion="standard",
+        criterion=0.5,
+    ),
+    Variant(
         "fgsm-retry",
         "class",
         lambda m, d: make("fgsm", FGSMConfig(eps=0.05, schedule=(0.15, 0.3)), classifier=m),
@@ -881,3 +895,29 @@ def test_solve_takes_per_query_keys_and_runs_sharded_in_one_program(trained, mni
     put = jax.device_put
     sharded = jax.jit(solve)(put(search, replicated), put(x, data), put(t, data), put(keys, data))
     np.testing.assert_array_equal(plain.x_cf, sharded.x_cf)
+
+
+@pytest.mark.standard_promotion  # optax's Adam
+def test_wachter_lambda_search_keeps_the_closest_valid_iterate(trained, mnist_test):
+    """Its first round (weight ``l1_weight``, fresh Adam) retraces the first-valid search, so
+    with ``patience`` above that search's step count the first valid iterate is a candidate:
+    the search over the weight never returns a farther counterfactual, and never fails where
+    the first-valid search succeeded. Later rounds raise the weight tenfold while rounds find
+    candidates, then bisect."""
+    model, _, _ = trained
+    x = np.asarray(mnist_test.images[:16])
+    t = make_targets("class", model, x)
+    first_cfg = WachterConfig(learning_rate=0.02, max_iter=40)
+    first = wachter(model, x, t, first_cfg)
+    assert first.success.all()
+    cfg = dataclasses.replace(first_cfg, rounds=4, patience=int(first.n_iter.max()) + 1)
+    found = wachter(model, x, t, cfg)
+    l1 = lambda r: np.abs(np.asarray(r.x_cf) - x).reshape(len(x), -1).sum(-1)  # noqa: E731
+    assert found.success.all()
+    assert np.all(l1(found) <= l1(first) + 1e-4)
+    assert np.mean(l1(found)) < np.mean(l1(first))  # the later rounds find closer ones
+    lam = np.asarray(found.extras["l1_weight"])
+    assert np.all(lam > cfg.l1_weight), lam
+    decades = np.log10(lam / cfg.l1_weight)
+    assert np.any(np.abs(decades - np.round(decades)) > 0.01), lam  # some were bisected
+    assert np.all(found.n_iter > first.n_iter)  # it keeps searching past the first flip

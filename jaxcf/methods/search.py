@@ -18,7 +18,8 @@ score is read *before* that iteration's update; a query whose target is reached 
 ``n_iter`` the number of updates it received. A query gets at most ``max_iter`` updates; its
 target is checked once more after the last one, so that the reported ``score`` always belongs to
 the returned ``x_cf`` (the published code skips that final check and counts such queries as
-failures; it changes nothing else).
+failures; it changes nothing else). A search may also end a query early on its own terms
+(its ``given_up`` mask, optional): that query stops unsuccessful, like one out of updates.
 
 A search's ``init`` runs once per query: the pool initialises every query of its list up front,
 in batches of ``slots`` (``lax.map``), and refilling a slot only copies a prepared state in. An
@@ -65,6 +66,10 @@ class IterativeSearch(Protocol):
     def extras(self, state: PyTree) -> dict[str, Array]:
         """Method-specific per-query outputs."""
         ...
+
+    # Optional: ``given_up(state) -> [B] bool`` marks queries whose search has ended without
+    # reaching the target before ``max_iter`` updates (a schedule that ran out); they stop
+    # unsuccessful. Searches without it run until success or ``max_iter``.
 
 
 class SearchBase(struct.PyTreeNode):
@@ -137,8 +142,12 @@ def _advance(search: IterativeSearch, s: _Slots, target: Array, live: Array) -> 
     score, reached_now, stepped = search.step(s.state, target)
     active = live & ~s.finished
     reached = active & reached_now
-    update = active & ~reached & (s.it < search.max_iter)
-    exhausted = active & ~reached & (s.it >= search.max_iter)
+    out = s.it >= search.max_iter
+    given_up = getattr(search, "given_up", None)
+    if given_up is not None:
+        out = out | given_up(s.state)
+    exhausted = active & ~reached & out
+    update = active & ~reached & ~out
     return _Slots(
         state=tree_where(update, stepped, s.state),
         it=s.it + update.astype(jnp.int32),
