@@ -24,9 +24,8 @@ one process on the same device:
   the papers' baselines) run it: a Python loop calling the jitted search on one query at a
   time, on the first ``--loop-queries`` queries (the first call, which compiles, timed apart).
 * **Wachter's search over the L1 weight** (``rounds > 0``, :mod:`jaxcf.methods._wachter`): the
-  same loss and optimiser, searched the way alibi's ``CounterFactual`` -- the per-instance
-  implementation the amortised-generator paper compared against -- does with its default
-  budget (``LAMBDA_SEARCH``: 10 rounds of at most 1,000 steps, a round ending after 50
+  same loss and optimiser, searched the way the per-instance ``CounterFactual`` of alibi (the
+  library of the amortised-generator paper's authors) does with its default budget (``LAMBDA_SEARCH``: 10 rounds of at most 1,000 steps, a round ending after 50
   consecutive valid or invalid iterates), returning the closest valid iterate. Slots in one
   program on the first ``--lambda-queries`` queries, and one query per call on the first
   ``--lambda-loop-queries``. The first-valid rows above stop at the first iterate past the
@@ -414,8 +413,8 @@ def _markdown(results: dict) -> str:
         "of the repeats); the runner row adds chunking, host transfers and writing the record. "
         "Wachter runs the explain config's loss and optimiser, either stopping at the first "
         "iterate that reaches the target, or searching over the weight of its L1 term for the "
-        "closest valid iterate with the budget of alibi's `CounterFactual` (the per-instance "
-        "implementation the amortised-generator paper compared against: 10 rounds of at most "
+        "closest valid iterate with the default budget of the per-instance `CounterFactual` of "
+        "alibi, the library of the amortised-generator paper's authors (10 rounds of at most "
         "1,000 steps, a round ending after 50 consecutive valid or invalid iterates); each "
         "through refillable slots in one program and one query per call. DiCE's time is its "
         "per-query wall time, setup excluded. Success: the method's own criterion (target "
