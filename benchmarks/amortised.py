@@ -25,8 +25,9 @@ one process on the same device:
   time, on the first ``--loop-queries`` queries (the first call, which compiles, timed apart).
 * **Wachter's search over the L1 weight** (``rounds > 0``, :mod:`jaxcf.methods._wachter`): the
   same loss and optimiser, searched the way the per-instance ``CounterFactual`` of alibi (the
-  library of the amortised-generator paper's authors) does with its default budget (``LAMBDA_SEARCH``: 10 rounds of at most 1,000 steps, a round ending after 50
-  consecutive valid or invalid iterates), returning the closest valid iterate. Slots in one
+  library of the amortised-generator paper's authors) does with its default budget
+  (``LAMBDA_SEARCH``: 10 rounds of at most 1,000 steps, a round ending after 50 consecutive
+  valid or invalid iterates), returning the closest valid iterate. Slots in one
   program on the first ``--lambda-queries`` queries, and one query per call on the first
   ``--lambda-loop-queries``. The first-valid rows above stop at the first iterate past the
   boundary, which is cheaper but no search for the closest counterfactual.
@@ -218,44 +219,34 @@ def bench_modality(name: str, args) -> dict | None:
     out["generator"], gen_x_cf = bench_generator(explainer, x, target, args.repeats)
     print(f"[{name}] generator via the runner...", flush=True)
     out["generator_runner"] = bench_runner(explainer, x, target)
-    k = min(args.wachter_queries, n)
     wachter = explain.wachter
     if getattr(generator, "transform", None) is not None:
         wachter = encoded_box(wachter, train.inputs, x)
-    print(f"[{name}] Wachter on {k} queries...", flush=True)
-    out["wachter"], wachter_x_cf = bench_wachter(classifier, wachter, x[:k], target[:k], args.slots)
-    k_loop = min(args.loop_queries, k)
-    print(f"[{name}] Wachter one query at a time on {k_loop} queries...", flush=True)
-    out["wachter_loop"] = bench_wachter_loop(classifier, wachter, x[:k_loop], target[:k_loop])
-    out["speedup_vs_wachter_loop"] = (
-        gen_rate_of(out) / out["wachter_loop"]["counterfactuals_per_second"]
-    )
-    searched = dataclasses.replace(wachter, **LAMBDA_SEARCH)
-    k_lam = min(args.lambda_queries, n)
-    print(f"[{name}] Wachter's search over the L1 weight on {k_lam} queries...", flush=True)
-    out["wachter_lambda"], lambda_x_cf = bench_wachter(
-        classifier, searched, x[:k_lam], target[:k_lam], args.slots
-    )
-    k_lam_loop = min(args.lambda_loop_queries, k_lam)
-    print(f"[{name}] ... and one query at a time on {k_lam_loop} queries...", flush=True)
-    out["wachter_lambda_loop"] = bench_wachter_loop(
-        classifier, searched, x[:k_lam_loop], target[:k_lam_loop]
-    )
-    for key in ("wachter_lambda", "wachter_lambda_loop"):
-        out[f"speedup_vs_{key}"] = gen_rate_of(out) / out[key]["counterfactuals_per_second"]
+    runs = {  # key: (config, queries through slots, queries one per call)
+        "wachter": (wachter, args.wachter_queries, args.loop_queries),
+        "wachter_lambda": (
+            dataclasses.replace(wachter, **LAMBDA_SEARCH),
+            args.lambda_queries,
+            args.lambda_loop_queries,
+        ),
+    }
+    peer_x_cf = {}
+    for key, (config, k, k_loop) in runs.items():
+        k = min(k, n)
+        k_loop = min(k_loop, k)
+        print(f"[{name}] {key}: {k} queries through slots, {k_loop} one per call...", flush=True)
+        out[key], peer_x_cf[key] = bench_wachter(classifier, config, x[:k], target[:k], args.slots)
+        out[f"{key}_loop"] = bench_wachter_loop(classifier, config, x[:k_loop], target[:k_loop])
+        for kk in (key, f"{key}_loop"):
+            out[f"speedup_vs_{kk}"] = gen_rate_of(out) / out[kk]["counterfactuals_per_second"]
     transform = getattr(generator, "transform", None)
     if transform is not None:  # tabular: what the rows decode to is what a user gets
-        for key, x_cf, t in (
-            ("generator", gen_x_cf, target),
-            ("wachter", wachter_x_cf, target[:k]),
-            ("wachter_lambda", lambda_x_cf, target[:k_lam]),
-        ):
+        for key, x_cf in (("generator", gen_x_cf), *peer_x_cf.items()):
             valid = transform.encode(transform.decode(x_cf))
             out[key]["valid_after_projection"] = float(
-                np.mean(metrics.validity(classifier, valid, t))
+                np.mean(metrics.validity(classifier, valid, target[: len(x_cf)]))
             )
-    gen_rate = out["generator"]["counterfactuals_per_second"]
-    out["speedup_vs_wachter"] = gen_rate / out["wachter"]["counterfactuals_per_second"]
+    gen_rate = gen_rate_of(out)
     # What one generator counterfactual costs in Wachter steps: Wachter would have to take
     # 100 times as many steps per query for the generator to be 100x faster.
     out["generator_cost_in_wachter_steps"] = (1.0 / gen_rate) / out["wachter"][
