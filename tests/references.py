@@ -135,9 +135,15 @@ def reference_jsma(classifier, x, t, cfg):
     return _search_loop(classifier, x, t, cfg, update)
 
 
+def _wachter_optimizer(cfg):
+    return (
+        optax.adam(cfg.learning_rate) if cfg.optimizer == "adam" else optax.sgd(cfg.learning_rate)
+    )
+
+
 def reference_wachter(classifier, x, t, cfg):
     """Wachter's search for one query, with its own optax optimiser (any target kind)."""
-    tx = optax.adam(cfg.learning_rate) if cfg.optimizer == "adam" else optax.sgd(cfg.learning_rate)
+    tx = _wachter_optimizer(cfg)
     x0 = np.array(x, np.float32)
 
     def update(x, st, loss_grad, _):
@@ -155,7 +161,7 @@ def reference_wachter_rounds(classifier, x, t, cfg):
     check the iterate, keep it if it is the closest valid one, end the round (bisecting the
     weight, fresh optimiser) after ``max_iter`` checks or ``patience`` valid or invalid ones in a
     row, and step unless the last round just ended."""
-    tx = optax.adam(cfg.learning_rate) if cfg.optimizer == "adam" else optax.sgd(cfg.learning_rate)
+    tx = _wachter_optimizer(cfg)
     outputs, loss_grad, _ = _fns_for(classifier)
     x0 = np.array(x, np.float32)
     x = x0.copy()
