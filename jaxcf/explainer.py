@@ -77,6 +77,13 @@ def check_explainer(explainer: Any) -> None:
         )
 
 
+@jax.jit
+def call_jit(explainer: Any, x: Array, target: Array, key: Array) -> CFResult:
+    """``explainer(x, target, key)`` compiled (once per explainer structure and shapes): the
+    batch functions' way to run an explainer outside the runner."""
+    return explainer(x, target, key)
+
+
 def per_query_keys(key: Array, n: int) -> Array:
     """``[n]`` keys for a one-off batch: ``key`` folded with each query's index."""
     return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n, dtype=jnp.uint32))
@@ -102,8 +109,8 @@ class Retry(struct.PyTreeNode):
     FGSM retries step sizes.
 
     Attributes:
-      explainer: any explainer with a frozen-dataclass ``config`` holding ``field`` and a
-        ``replace`` method (a ``flax.struct`` dataclass).
+      explainer: any explainer with a frozen-dataclass ``config`` holding ``field``, and a
+        ``with_config(config)`` method or a ``replace`` one (a ``flax.struct`` dataclass).
       field: name of the config field the schedule sets.
       schedule: values tried in order (static).
       block: retried queries are gathered into batches of this many (static) so that an attempt
@@ -131,8 +138,12 @@ class Retry(struct.PyTreeNode):
             raise ValueError(f"block must be a positive batch size or None, got {self.block}")
 
     def attempt(self, i: int) -> Any:
-        """The wrapped explainer with the ``i``-th schedule value."""
+        """The wrapped explainer with the ``i``-th schedule value (through its ``with_config``
+        if it has one, else ``replace(config=...)``)."""
         config = dataclasses.replace(self.explainer.config, **{self.field: self.schedule[i]})
+        with_config = getattr(self.explainer, "with_config", None)
+        if with_config is not None:
+            return with_config(config)
         return self.explainer.replace(config=config)
 
     def check(self, x: Any, target: Any) -> tuple[Array, Array]:

@@ -55,7 +55,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxcf import distributed, validation
-from jaxcf.explainer import check_explainer
+from jaxcf.explainer import CFResult, Retry, check_explainer
 from jaxcf.io import write_atomic, write_json_atomic
 from jaxcf.methods.search import (
     SearchExplainer,
@@ -174,10 +174,16 @@ def query_keys(seed: int, n: int, cf: int = 0) -> jax.Array:
     return _row_keys(jax.random.key(seed), query, jnp.full(n, cf, jnp.uint32))
 
 
-def _row_keys(run_key: jax.Array, query: jax.Array, cf: jax.Array) -> jax.Array:
-    """Row key ``fold_in(fold_in(run_key, query), cf)``, per row."""
+def _row_keys(
+    run_key: jax.Array, query: jax.Array, cf: jax.Array, attempt: int | None = None
+) -> jax.Array:
+    """Row key ``fold_in(fold_in(run_key, query), cf)``, per row; folded once more with
+    ``attempt`` for an attempt of a :class:`~jaxcf.explainer.Retry` (as ``Retry`` folds)."""
     fold = jax.vmap(jax.random.fold_in)
-    return fold(fold(jnp.broadcast_to(run_key, query.shape), query), cf)
+    keys = fold(fold(jnp.broadcast_to(run_key, query.shape), query), cf)
+    if attempt is None:
+        return keys
+    return jax.vmap(jax.random.fold_in, (0, None))(keys, attempt)
 
 
 # Inputs of every program: (explainer or search, run key) replicated, then the chunk's rows
@@ -196,9 +202,9 @@ def _one_pass_program(mesh: Mesh):
 
 
 @_cached
-def _solve_program(mesh: Mesh):
+def _solve_program(mesh: Mesh, attempt: int | None):
     def local(search, run_key, x, target, query, cf, valid):
-        return solve(search, x, target, _row_keys(run_key, query, cf), valid=valid)
+        return solve(search, x, target, _row_keys(run_key, query, cf, attempt), valid=valid)
 
     return jax.jit(
         jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False)
@@ -206,8 +212,9 @@ def _solve_program(mesh: Mesh):
 
 
 @_cached
-def _pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int):
-    """``start``, and per stage ``advance`` / ``compact`` jitted over the mesh. ``advance`` and
+def _pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int, attempt: int | None):
+    """``start``, and per stage ``advance`` / ``compact`` jitted over the mesh (``attempt``: the
+    :class:`~jaxcf.explainer.Retry` attempt the keys are folded with, or None). ``advance`` and
     ``compact`` also return the pools' status summed over all devices (replicated, so that every
     process reads the same numbers and takes the same next step)."""
     spec = P("data")
@@ -219,7 +226,7 @@ def _pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int):
         )
 
     def start(search, run_key, x, target, query, cf, valid):
-        keys = _row_keys(run_key, query, cf)
+        keys = _row_keys(run_key, query, cf, attempt)
         return _lead(pool_start(search, x, target, keys, slots=sizes[0], valid=valid))
 
     def status(pool, nxt):
@@ -299,12 +306,12 @@ class _Progress:
         self.bar.close()
 
 
-def _run_pool(search, mesh, config, inputs, n_valid: int, progress: _Progress):
+def _run_pool(search, mesh, config, inputs, n_valid: int, progress, attempt: int | None):
     """One chunk through per-device slot pools, advanced a few seconds at a time. Returns the
     pools' results, ``[devices, rows per device, ...]`` per leaf."""
     per_device = inputs[1].shape[0] // mesh.size
     sizes = stage_sizes(config.slots, per_device, config.taper)
-    programs = _pool_programs(mesh, sizes, config.segment)
+    programs = _pool_programs(mesh, sizes, config.segment, attempt)
     start, advances, compacts = (
         programs[0],
         programs[1 : 1 + len(sizes)],
@@ -330,6 +337,76 @@ def _run_pool(search, mesh, config, inputs, n_valid: int, progress: _Progress):
             if not running:
                 break
     return pool.out
+
+
+def _searches(explainer: Any) -> list[Any] | None:
+    """The searches the runner drives through its own loops, one per attempt: the search of a
+    :class:`~jaxcf.methods.SearchExplainer`, or of each attempt of a
+    :class:`~jaxcf.explainer.Retry` around one; None for any other explainer (run as a whole)."""
+    if isinstance(explainer, SearchExplainer):
+        return [explainer.search]
+    if isinstance(explainer, Retry) and isinstance(explainer.explainer, SearchExplainer):
+        return [explainer.attempt(i).search for i in range(len(explainer.schedule))]
+    return None
+
+
+class _Silent:
+    """Progress for a retry's pass: the bar already counted its rows."""
+
+    def show(self, done: int, solved: int) -> None:
+        pass
+
+
+@dataclasses.dataclass
+class _ChunkRun:
+    """One chunk through a search (:func:`_searches`), results on the host (this process's
+    rows, padding included)."""
+
+    mesh: Mesh
+    config: RunnerConfig
+    share: _Share
+    inputs: tuple  # (run key, x, target, query, cf, valid): global arrays
+    valid: np.ndarray  # [rows of this process] bool: not padding
+    n_valid: int  # rows of the chunk that are not padding (all processes)
+
+    def search(self, searches: list[Any], explainer: Any, bar: _Progress) -> CFResult:
+        """A search's rows; for a :class:`~jaxcf.explainer.Retry`, each further attempt runs
+        through the same loops on the rows every earlier attempt failed (the slots stay full of
+        live queries) and the results merge as ``Retry.__call__`` merges them: same keys, same
+        counterfactuals, same ``extras``."""
+        if len(searches) == 1 and not isinstance(explainer, Retry):
+            return self.one_pass(searches[0], self.inputs, None, bar, self.n_valid)
+        result = self.one_pass(searches[0], self.inputs, 0, bar, self.n_valid)
+        attempt = np.zeros(len(self.valid), np.int32)
+        for i in range(1, len(searches)):
+            todo = self.valid & ~result.success
+            if not distributed.gather(np.asarray(todo.any())).any():
+                break  # as Retry skips an attempt no row needs
+            value = explainer.schedule[i]
+            bar.bar.set_postfix_str(f"retrying {explainer.field}={value:g}")
+            inputs = (*self.inputs[:-1], self.share.put(todo))
+            new = self.one_pass(searches[i], inputs, i, _Silent(), int(todo.sum()))
+            result = _where_rows(todo, new, result)
+            attempt[todo] = i
+        values = np.asarray(explainer.schedule, np.float32)[attempt]
+        extras = {**result.extras, "attempt": attempt, explainer.field: values}
+        return result._replace(extras=extras)
+
+    def one_pass(self, search, inputs, attempt: int | None, progress, n_valid: int) -> CFResult:
+        if self.config.slots is None:
+            result = _solve_program(self.mesh, attempt)(search, *inputs)
+            return self.share.fetch(jax.block_until_ready(result), False)
+        result = _run_pool(search, self.mesh, self.config, inputs, n_valid, progress, attempt)
+        return self.share.fetch(jax.block_until_ready(result), True)
+
+
+def _where_rows(mask: np.ndarray, a: Any, b: Any) -> Any:
+    """Per-row select between two host pytrees (``a`` where ``mask``)."""
+
+    def pick(x, y):
+        return np.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(pick, a, b)
 
 
 def _replicated_value(array: jax.Array) -> np.ndarray:
@@ -540,8 +617,8 @@ def run_source(
         write_json_atomic(manifest_path, manifest)
     distributed.barrier("jaxcf-runner-start")
 
-    search = explainer.search if isinstance(explainer, SearchExplainer) else None
-    runnable = _replicate(search if search is not None else explainer, mesh)
+    runnable = _replicate(explainer, mesh)
+    searches = _searches(runnable)  # attempts share the replicated arrays
     run_key = _replicate(jax.random.key(seed), mesh)
     parts = [_part_path(chunk_dir, c, pid, nproc) for c in range(n_chunks)]
     done = distributed.all_true([p.exists() for p in parts])
@@ -556,13 +633,12 @@ def run_source(
         local = pending.pop(c) if c in pending else local_inputs(c)
         inputs = (run_key, *(share.put(local[k]) for k in ("x", "target", "query", "cf", "valid")))
         t0 = time.perf_counter()
-        if search is None:
-            result, lead = _one_pass_program(mesh)(runnable, *inputs), False
-        elif config.slots is None:
-            result, lead = _solve_program(mesh)(runnable, *inputs), False
+        if searches is None:
+            result = _one_pass_program(mesh)(runnable, *inputs)
+            result = share.fetch(jax.block_until_ready(result), False)
         else:
-            result, lead = _run_pool(runnable, mesh, config, inputs, hi - lo, bar), True
-        result = share.fetch(jax.block_until_ready(result), lead)
+            chunk_run = _ChunkRun(mesh, config, share, inputs, local["valid"], hi - lo)
+            result = chunk_run.search(searches, explainer, bar)
         seconds = time.perf_counter() - t0
         keep = local["valid"]  # this process's rows of the chunk that are not padding
         arrays = {k: local[k][keep] for k in ("x", "target", "group")}

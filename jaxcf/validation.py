@@ -63,6 +63,17 @@ def non_negative_entries(config: Any, field: str) -> None:
         raise ValueError(f"{_name(config, field)} must hold numbers >= 0, got {v!r}")
 
 
+def schedule(config: Any, field: str = "schedule") -> None:
+    """The field is a sequence of finite numbers > 0 (a retry schedule); a list is stored as a
+    tuple, so that the config stays hashable."""
+    v = getattr(config, field)
+    if isinstance(v, str) or not isinstance(v, tuple | list):
+        raise ValueError(f"{_name(config, field)} must be a tuple of numbers > 0, got {v!r}")
+    object.__setattr__(config, field, tuple(v))
+    if not all(_real(e) and e > 0 for e in v):
+        raise ValueError(f"{_name(config, field)} must hold numbers > 0, got {v!r}")
+
+
 def one_of(config: Any, field: str, choices: tuple) -> None:
     v = getattr(config, field)
     if v not in choices:

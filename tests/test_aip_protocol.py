@@ -82,7 +82,7 @@ def _job(**overrides) -> AIPJob:
     methods = (
         # Three of the five: one of each kind of model (the latent searches and AIP_R go
         # through the same runner and scoring; each method is in the contract table).
-        MethodSpec("aip", AIPConfig(max_iter=8)),
+        MethodSpec("aip", AIPConfig(max_iter=8, schedule=(4.0,))),
         MethodSpec("revise", REVISEConfig(max_iter=8)),
         MethodSpec("fgsm", FGSMConfig(eps=0.05, schedule=(0.2,))),
     )
@@ -152,6 +152,11 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert aip.extras["a"].shape == aip.extras["a0"].shape == (6, 13)
     assert np.all((aip.extras["a"] >= 0) & (aip.extras["a"] <= 1))
     assert doc["scores"]["query"]["fr"] == 0.0 and np.isfinite(doc["scores"]["query"]["mmd2"])
+    for m, field, schedule in (("aip", "step_scale", (1.0, 4.0)), ("fgsm", "eps", (0.05, 0.2))):
+        retries = doc["retries"][m]  # every query's result is counted under one attempt
+        assert retries["field"] == field and set(retries["values"]) <= set(schedule)
+        assert sum(retries["queries"]) == 6 and retries["flipped"] <= retries["queries"]
+        assert sum(retries["flipped"]) == round(doc["scores"][m]["fr"] * 6)
     ordering = doc["ordering_holds"]
     assert set(ordering) == {
         "fr_aip_ge_xgems",

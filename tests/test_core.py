@@ -50,6 +50,7 @@ BAD_CONFIGS = [
     (WachterConfig, {"l1_weight": -1.0}),
     (FGSMConfig, {"eps": 0.0}),
     (FGSMConfig, {"schedule": (0.1, -0.2)}),
+    (FGSMConfig, {"schedule": 0.2}),
     (FGSMConfig, {"threshold": 0.0}),
     (runner.RunnerConfig, {"chunk_size": 0}),
     (runner.RunnerConfig, {"slots": 0}),

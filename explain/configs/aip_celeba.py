@@ -4,8 +4,9 @@ attgan_celeba.py (each trained into the workdir when missing, about 1 1/2 hours 
 cores); the five methods at their published settings (AIP and AIP_R: alpha 1.5, beta 0.9, mu 2,
 gamma 3, at most 500 iterations; REVISE and xGEMs with per-query Adam, 1,000 iterations) except two,
 both measured in jaxcf/protocols/aip.py: REVISE's L1 weighted 0.1, not 1, and AIP's first steps on
-the gender CNN 0.06 and 0.09 (mu 2, gamma 3 wreck the faces: that run is kept beside it as
-``aip_published``) on the first 500 test faces; AIP at the published steps on 200 test faces against
+the gender CNN 0.06 and 0.09, with the faces they leave unflipped retried at x4 and x16 (mu 2,
+gamma 3 wreck the faces: that run is kept beside it as ``aip_published``) on the first 500 test
+faces; AIP at the published steps on 200 test faces against
 the age classifier, and in the augmentation experiment (3 seeds of 2,000 training faces, 1,000 of
 them explained).
 

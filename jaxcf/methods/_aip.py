@@ -18,6 +18,12 @@ decaying step sizes instead of the raw gradient). A query fails if ``dec(z, a)``
 its target after ``max_iter`` (the paper's ``n_max``) updates. Published image setting: alpha 1.5,
 beta 0.9, n_max 500, mu 2, gamma 3 (the defaults).
 
+Because the steps decay geometrically, the whole path is at most ``1 / (1 - beta)`` first steps
+long (10 at beta 0.9): a query whose target lies farther never flips, however many updates it
+gets. ``schedule`` retries such queries from the start with both first steps multiplied by the
+next factor (:class:`~jaxcf.explainer.Retry` over ``step_scale``, as DiME retries larger guidance
+scales), so steps small enough to keep most faces intact need not cost the far queries.
+
 AIP_R spends the same budget on a random search: at iteration ``n`` it proposes
 
     z' = z + mu beta^n eps_z / sqrt(k),     a' = clip(a + gamma beta^n eps_a / sqrt(t), 0, 1)
@@ -52,7 +58,7 @@ from flax import struct
 from jaxcf import targets as targets_lib
 from jaxcf import validation
 from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, per_query_keys
+from jaxcf.explainer import CFResult, Retry, call_jit, per_query_keys
 from jaxcf.methods._latent import (
     _declared_int,
     _probe,
@@ -63,7 +69,7 @@ from jaxcf.methods._latent import (
     model_image_shape,
     safe_norm,
 )
-from jaxcf.methods.search import SearchBase, solve_jit
+from jaxcf.methods.search import SearchBase, SearchExplainer, solve_jit
 from jaxcf.pure import as_pytree
 
 Array = jax.Array
@@ -89,7 +95,11 @@ class AIPConfig:
       steps ``mu beta^n`` and ``gamma beta^n`` times Adam's direction).
     threshold: target probability at which a query with a class target stops.
     tolerance: score at or below which a soft or regression target counts as reached.
-    max_iter: updates per query at most (the paper's ``n_max``).
+    max_iter: updates per query at most (the paper's ``n_max``), per attempt.
+    step_scale: factor on both first step sizes (the first attempt's; 1: ``mu`` and ``gamma``
+      as given).
+    schedule: larger ``step_scale`` values tried in order, each from the start, for queries
+      that did not reach their target (``()``: a single attempt, as published).
     """
 
     alpha: float = 1.5
@@ -100,9 +110,13 @@ class AIPConfig:
     threshold: float = 0.5
     tolerance: float = 0.1
     max_iter: int = 500
+    step_scale: float = 1.0
+    schedule: tuple[float, ...] = ()
 
     def __post_init__(self):
         validation.one_of(self, "optimizer", ("sgd", "adam"))
+        validation.positive(self, "step_scale")
+        validation.schedule(self)
         _validate_common(self)
 
 
@@ -284,8 +298,9 @@ class AIPSearch(_AttributeSearch):
             gz, oz = jax.vmap(adam.update)(gz, opt_state[0])
             ga, oa = jax.vmap(adam.update)(ga, opt_state[1])
             opt_state = (oz, oa)
-        z = s.z - _column(cfg.mu * s.decay) * gz
-        a = jnp.clip(s.a - _column(cfg.gamma * s.decay) * ga, *self.attribute_range)
+        decay = cfg.step_scale * s.decay
+        z = s.z - _column(cfg.mu * decay) * gz
+        a = jnp.clip(s.a - _column(cfg.gamma * decay) * ga, *self.attribute_range)
         new = s.replace(z=z, a=a, decay=s.decay * cfg.beta, opt_state=opt_state)
         return *self.score(logits, target), new
 
@@ -379,6 +394,18 @@ def aip_search(classifier: Any, model: Any, config: AIPConfig = AIPConfig()) -> 
     return AIPSearch(classifier=classifier, model=model, config=config)
 
 
+def aip_explainer(
+    classifier: Any, model: Any, config: AIPConfig = AIPConfig()
+) -> SearchExplainer | Retry:
+    """AIP as an explainer (see :func:`aip_search`); wrapped in
+    :class:`~jaxcf.explainer.Retry` over ``(step_scale, *schedule)`` when the config has a
+    schedule (the runner drives each attempt through its slot pool)."""
+    explainer = SearchExplainer(aip_search(classifier, model, config))
+    if not config.schedule:
+        return explainer
+    return Retry(explainer, "step_scale", (config.step_scale, *config.schedule))
+
+
 def aip_random_search(
     classifier: Any, model: Any, config: AIPRandomConfig = AIPRandomConfig()
 ) -> AIPRandomSearch:
@@ -405,11 +432,13 @@ def aip(
 
     Returns:
       A :class:`~jaxcf.explainer.CFResult` with ``x_cf = dec(z*, a*)`` and ``extras`` ``"z"``,
-      ``"z0"``, ``"a"``, ``"a0"``.
+      ``"z0"``, ``"a"``, ``"a0"`` (with a schedule also ``"attempt"`` and ``"step_scale"``).
     """
-    search = aip_search(classifier, model, config)
-    x, target = search.check(x, target)
-    return solve_jit(search, x, target)
+    explainer = aip_explainer(classifier, model, config)
+    x, target = explainer.check(x, target)
+    if isinstance(explainer, SearchExplainer):
+        return solve_jit(explainer.search, x, target)
+    return call_jit(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))
 
 
 def aip_random(

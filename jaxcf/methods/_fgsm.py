@@ -19,7 +19,7 @@ from flax import struct
 from jaxcf import targets as targets_lib
 from jaxcf import validation
 from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry, per_query_keys
+from jaxcf.explainer import CFResult, Retry, call_jit, per_query_keys
 from jaxcf.methods import checks
 
 Array = jax.Array
@@ -47,10 +47,7 @@ class FGSMConfig:
         validation.positive(self, "eps", "tolerance")
         validation.probability(self, "threshold")
         validation.box(self, "domain")
-        if not isinstance(self.schedule, tuple) or any(
-            not (isinstance(e, int | float) and e > 0) for e in self.schedule
-        ):
-            raise ValueError(f"FGSMConfig.schedule must be a tuple of eps > 0, got {self.schedule}")
+        validation.schedule(self)
 
 
 class FGSM(struct.PyTreeNode):
@@ -92,14 +89,9 @@ def fgsm_explainer(classifier: Any, config: FGSMConfig = FGSMConfig()) -> FGSM |
     return Retry(explainer, "eps", (config.eps, *config.schedule))
 
 
-@jax.jit
-def _run(explainer, x, target, key):
-    return explainer(x, target, key)
-
-
 def fgsm(classifier: Any, x: Any, target: Any, config: FGSMConfig = FGSMConfig()) -> CFResult:
     """Targeted FGSM counterfactuals for a batch (with retries at larger ``eps`` if the config
     has a schedule: ``extras["attempt"]`` and ``extras["eps"]`` say which succeeded)."""
     explainer = fgsm_explainer(classifier, config)
     x, target = explainer.check(x, target)
-    return _run(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))
+    return call_jit(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))

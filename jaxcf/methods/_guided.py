@@ -81,7 +81,6 @@ class GuidedDiffusionConfig:
     tolerance: float = 0.1
 
     def __post_init__(self):
-        object.__setattr__(self, "schedule", tuple(self.schedule))
         validation.one_of(self, "method", ("ddpm", "ddim"))
         validation.one_of(self, "clean_estimate", ("one_step", "rollout"))
         validation.one_of(self, "distance", ("l1", "l2"))
@@ -94,10 +93,7 @@ class GuidedDiffusionConfig:
                 f"GuidedDiffusionConfig.start must be a fraction of the schedule in (0, 1], "
                 f"got {self.start}"
             )
-        if any(not (isinstance(s, int | float) and s > 0) for s in self.schedule):
-            raise ValueError(
-                f"GuidedDiffusionConfig.schedule must hold guidance scales > 0, got {self.schedule}"
-            )
+        validation.schedule(self)
 
 
 class GuidedDiffusion(struct.PyTreeNode):

@@ -167,7 +167,7 @@ def make(
 
 
 def _register_builtins() -> None:
-    from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_random_search, aip_search
+    from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_explainer, aip_random_search
     from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
     from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
     from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
@@ -243,8 +243,8 @@ def _register_builtins() -> None:
     )
     register(
         "aip",
-        lambda config, classifier, attribute_model: SearchExplainer(
-            aip_search(classifier, attribute_model, config)
+        lambda config, classifier, attribute_model: aip_explainer(
+            classifier, attribute_model, config
         ),
         config_type=AIPConfig,
         needs=("classifier", "attribute_model"),

@@ -406,12 +406,11 @@ class SearchExplainer(struct.PyTreeNode):
     def config(self) -> Any:
         return self.search.config
 
-    def replace(self, **changes) -> SearchExplainer:
-        """Like ``dataclasses.replace``; ``config=`` replaces the search's config (so that
-        :class:`~jaxcf.explainer.Retry` can schedule a search's parameter)."""
-        if "config" in changes:
-            changes["search"] = self.search.replace(config=changes.pop("config"))
-        return struct.PyTreeNode.replace(self, **changes)
+    def with_config(self, config: Any) -> SearchExplainer:
+        """The same explainer around the search with another config (so that
+        :class:`~jaxcf.explainer.Retry` can schedule a search's parameter; flax's ``replace``
+        cannot be overridden for this)."""
+        return self.replace(search=self.search.replace(config=config))
 
     def check(self, x: Any, target: Any) -> tuple[Array, Array]:
         return self.search.check(x, target)
