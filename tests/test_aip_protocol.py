@@ -23,6 +23,7 @@ from jaxcf.models.vae import VAEConfig
 from jaxcf.protocols.aip import (
     AIPJob,
     AugmentConfig,
+    _with_new_defaults,
     attribute_ranking,
     latent_perturbation,
     run_aip_protocol,
@@ -226,6 +227,16 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
     other = MethodSpec("aip", AIPConfig(mu=0.5))
     with pytest.raises(ValueError, match="delete .*seed_0"):
         run_augmentation(_job(), None, workdir / "augment", other)
+    # A seed recorded before a config field existed stands when the field is at its default
+    # (which keeps the old behaviour), and not otherwise.
+    summary_path = workdir / "augment" / "seed_0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    older = {**summary["method"], "config": dict(summary["method"]["config"])}
+    del older["config"]["schedule"]
+    spec = _job().attribute_method
+    assert _with_new_defaults(older, spec) == summary["method"]
+    retrying = {**summary["method"], "config": {**summary["method"]["config"], "schedule": [2.0]}}
+    assert _with_new_defaults(older, spec) != retrying
     # Another age-classifier AIP stops at the (short) age run, before the gender runs.
     changed = _job(attribute_method=other, augment=None)
     with pytest.raises(ValueError, match="runs_young.*different arguments"):

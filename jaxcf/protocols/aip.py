@@ -480,24 +480,36 @@ def _train_on(config: TrainConfig, images, labels, test) -> tuple[Any, float]:
     return model, float(result.history[-1]["test_accuracy"])
 
 
-def _finished_seeds(aug: AugmentConfig, workdir: Path, recorded: dict) -> dict[int, dict]:
+def _finished_seeds(
+    aug: AugmentConfig, workdir: Path, spec: MethodSpec, recorded: dict
+) -> dict[int, dict]:
     """seed -> summary of the seeds already done in ``workdir``.
 
     Raises:
-      ValueError: a finished seed was made by another AIP than ``recorded``.
+      ValueError: a finished seed was made by another AIP than ``recorded`` (``spec`` as
+        JSON).
     """
     found = {}
     for s in aug.seeds:
         done = workdir / f"seed_{s}" / "summary.json"
         if done.exists():
             summary = json.loads(done.read_text())
-            if summary.get("method") != recorded:
+            if _with_new_defaults(summary.get("method"), spec) != recorded:
                 raise ValueError(
                     f"{done} was made with AIP {summary.get('method')}, not {recorded}; "
                     f"delete {done.parent} to rerun it"
                 )
             found[s] = summary
     return found
+
+
+def _with_new_defaults(method: Any, spec: MethodSpec) -> Any:
+    """A recorded method with the config fields added since it was recorded at their defaults:
+    a new field's default keeps the old behaviour, so such a record still stands."""
+    if not isinstance(method, dict) or not isinstance(method.get("config"), dict):
+        return method
+    defaults = to_jsonable(dataclasses.asdict(type(spec.resolved_config())()))
+    return {**method, "config": {**defaults, **method["config"]}}
 
 
 def _recorded_method(aug: AugmentConfig, aip: MethodSpec) -> tuple[MethodSpec, dict]:
@@ -509,7 +521,7 @@ def run_augmentation(job: AIPJob, attgan: Any, workdir: Path, aip: MethodSpec) -
     """The augmentation experiment; one ``seed_<s>/summary.json`` per seed (reused on rerun)."""
     aug = job.augment
     aip, recorded = _recorded_method(aug, aip)
-    finished = _finished_seeds(aug, workdir, recorded)
+    finished = _finished_seeds(aug, workdir, aip, recorded)
     train = load_dataset("celeba_young", "train")
     test = load_dataset("celeba_young", "test")
     seeds = []
@@ -663,9 +675,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     aip_spec = next(s for s in job.methods if s.key == "aip")
     age_spec = job.attribute_method or aip_spec
     if job.augment is not None:  # a mismatched finished seed fails now, not after the runs
-        _finished_seeds(
-            job.augment, workdir / "augment", _recorded_method(job.augment, age_spec)[1]
-        )
+        _finished_seeds(job.augment, workdir / "augment", *_recorded_method(job.augment, age_spec))
     out = workdir / "report"
     out.mkdir(parents=True, exist_ok=True)
     models, info = load_models(job, workdir)
