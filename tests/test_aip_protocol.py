@@ -158,6 +158,12 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         assert retries["field"] == field and set(retries["values"]) <= set(schedule)
         assert sum(retries["queries"]) == 6 and retries["flipped"] <= retries["queries"]
         assert sum(retries["flipped"]) == round(doc["scores"][m]["fr"] * 6)
+    assert doc["lpr_sweep"] == [0.25, 0.5, 1.0]  # larger tolerances count fewer moves
+    for m in ("aip", "fgsm"):
+        for key in ("lpr_attgan", "lpr_start_attgan"):
+            s = doc["scores"][m]
+            curve = [s[key], *(s[f"{key}_at"][t] for t in ("0.25", "0.5", "1"))]
+            assert all(a >= b for a, b in zip(curve, curve[1:], strict=False)), (m, key, curve)
     ordering = doc["ordering_holds"]
     assert set(ordering) == {
         "fr_aip_ge_xgems",
@@ -202,6 +208,8 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     for m in methods:
         assert f"| {m} |" in text
     assert "Counterfactual data augmentation" in text and "87.32" in text
+    assert "LPR % (AttGAN code) at tolerances 0.1 / 0.25 / 0.5 / 1 standard" in text
+    assert "aip's counterfactuals by attempt: " in text
     for name, model in doc["models"].items():  # where each model came from
         assert f"{name} `{model['dir']}`" in text
     for png in ("aip_faces.png", "aip_attributes.png"):

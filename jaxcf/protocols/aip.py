@@ -189,6 +189,8 @@ class AIPJob:
     augment: the augmentation experiment, or None to skip it.
     lpr_tolerance: a code dimension counts as changed when it moved by more than this many
       of its standard deviations over real faces.
+    lpr_sweep: further tolerances at which the AttGAN code's LPR is also reported (does the
+      ordering depend on the tolerance?).
     runner: chunking of the counterfactual runs.
     grid: queries shown in the face grid.
     seed: the runner's seed (AIP_R's proposals).
@@ -209,6 +211,7 @@ class AIPJob:
     attribute_method: MethodSpec | None = None
     augment: AugmentConfig | None = AugmentConfig()
     lpr_tolerance: float = 0.1
+    lpr_sweep: tuple[float, ...] = (0.25, 0.5, 1.0)
     runner: runner.RunnerConfig = runner.RunnerConfig(chunk_size=100)
     grid: int = 6
     seed: int = 0
@@ -228,6 +231,7 @@ class AIPJob:
         if self.real_faces is not None:
             validation.at_least(self, 2, "real_faces")
         validation.positive(self, "lpr_tolerance")
+        validation.schedule(self, "lpr_sweep")
         object.__setattr__(self, "methods", tuple(self.methods))
         keys = [s.key for s in self.methods]
         if "aip" not in keys:
@@ -348,6 +352,14 @@ def _changed(z0: np.ndarray, z: np.ndarray, scale: np.ndarray, tolerance: float)
     return (np.abs(z - z0) > tolerance * scale).mean(axis=1)
 
 
+def _lpr(pair: tuple | None, tolerance: float, ok: np.ndarray) -> float | None:
+    """Mean over the flipped queries of the share of code dimensions that moved between
+    ``pair = (start codes, counterfactual codes, scale)``; None without a start or a flip."""
+    if pair is None or not ok.any():
+        return None
+    return float(_changed(*pair, tolerance)[ok].mean())
+
+
 def _code_scale(encoder: Any, real: np.ndarray) -> np.ndarray:
     scale = _apply(_encode, encoder, real).std(axis=0)
     return np.maximum(scale, 1e-6)  # a dead dimension never counts as changed by noise
@@ -384,6 +396,7 @@ def score_methods(
     real: tuple[np.ndarray, np.ndarray],
     tolerance: float,
     starts: Mapping[str, str] | None = None,
+    sweep: tuple[float, ...] = (),
 ) -> dict[str, dict[str, Any]]:
     """FR, LPR under both encoders, L1 and realism of each method's counterfactuals.
 
@@ -396,6 +409,8 @@ def score_methods(
       starts: label -> the label of the images that method started from (another output, such
         as a reconstruction, or ``"query"``); those labels also get ``lpr_start_<encoder>``,
         the LPR between start and counterfactual (None for the rest).
+      sweep: tolerances at which the AttGAN code's LPRs are also given, as
+        ``lpr_attgan_at`` / ``lpr_start_attgan_at``: ``{tolerance: LPR or None}``.
 
     Raises:
       ValueError: a start names neither an output nor ``"query"``.
@@ -422,10 +437,10 @@ def score_methods(
         row["l1"] = float(l1[ok].mean()) if ok.any() else None
         for k in encoders:
             for key, origin in ((f"lpr_{k}", "query"), (f"lpr_start_{k}", starts.get(label))):
-                row[key] = None
-                if origin is not None and ok.any():
-                    moved = _changed(codes[origin][k], codes[label][k], scales[k], tolerance)
-                    row[key] = float(moved[ok].mean())
+                pair = None if origin is None else (codes[origin][k], codes[label][k], scales[k])
+                row[key] = _lpr(pair, tolerance, ok)
+                if k == "attgan":
+                    row[f"{key}_at"] = {f"{t:g}": _lpr(pair, t, ok) for t in sweep}
         row["mmd2"] = _realism(
             distribution.encode_images(x_cf), target, ok, (real_feats, real[1]), bandwidth
         )
@@ -438,6 +453,8 @@ def score_methods(
         "lpr_vae": 0.0,
         "lpr_start_attgan": 0.0,
         "lpr_start_vae": 0.0,
+        "lpr_attgan_at": {f"{t:g}": 0.0 for t in sweep},
+        "lpr_start_attgan_at": {f"{t:g}": 0.0 for t in sweep},
         "mmd2": _realism(
             query_feats, target, np.ones(len(x), bool), (real_feats, real[1]), bandwidth
         ),
@@ -722,7 +739,9 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         for s in job.methods
         if s.key in results
     }
-    scores = score_methods(outputs, x, target, models, real, job.lpr_tolerance, starts)
+    scores = score_methods(
+        outputs, x, target, models, real, job.lpr_tolerance, starts, sweep=job.lpr_sweep
+    )
     timing = {m: _per_query_seconds(r) for m, r in results.items()}
 
     aip = results["aip"]
@@ -797,6 +816,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         "paper_ordering": list(PAPER_ORDERING),
         "ordering_holds": _ordering(scores),
         "lpr_tolerance": job.lpr_tolerance,
+        "lpr_sweep": list(job.lpr_sweep),
         "attributes": {
             "names": list(names),
             "gender_classifier": gender_ranking,
@@ -854,6 +874,30 @@ def _retries_markdown(retries: Mapping[str, Any]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _sweep_markdown(scores: Mapping[str, Any], tolerance: float, sweep: list) -> str:
+    """The AttGAN code's LPR at the main tolerance and each of the sweep's."""
+    if not sweep:
+        return ""
+    tols = [f"{t:g}" for t in sweep]
+    head = " / ".join([f"{tolerance:g}", *tols])
+
+    def cells(row, key):
+        values = [row.get(key), *(row.get(f"{key}_at", {}).get(t) for t in tols)]
+        return " / ".join(_pct(v) for v in values)
+
+    lines = [
+        f"\nLPR % (AttGAN code) at tolerances {head} standard deviations:\n",
+        "| method | from the query | from the start |",
+        "| :--- | ---: | ---: |",
+    ]
+    for label, row in scores.items():
+        if row.get("lpr_attgan") is not None and label != "query":
+            lines.append(
+                f"| {label} | {cells(row, 'lpr_attgan')} | {cells(row, 'lpr_start_attgan')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _settings(config: Mapping[str, Any]) -> str:
     """An AIP config's steps and weights as ``"mu 2.0, gamma 3.0, ..."`` (and its retries'
     step factors, if any)."""
@@ -896,6 +940,7 @@ def _markdown(doc: Mapping[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in doc["ordering_holds"].items())
         + ".\n\n"
         + _retries_markdown(doc.get("retries", {}))
+        + _sweep_markdown(doc["scores"], doc["lpr_tolerance"], doc.get("lpr_sweep", []))
         + "\n![faces](aip_faces.png)\n"
         + _ranking_markdown(
             att["gender_classifier"],
