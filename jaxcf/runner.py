@@ -14,7 +14,9 @@ in fixed-size chunks of rows:
   (:mod:`jaxcf.methods.search`), which stop spending compute on finished queries. The slot pool
   advances in host-visible steps of a few seconds (its state stays on the device, donated from
   call to call), so the progress bar moves *within* a chunk and shows queries finished and the
-  success rate so far; one-pass explainers advance the bar per chunk;
+  success rate so far; one-pass explainers advance the bar per chunk. A
+  :class:`~jaxcf.explainer.Retry` around a search runs each attempt through the slots too, on
+  the rows still unsolved, with the keys and results ``Retry`` itself would give;
 * each finished chunk is written atomically to ``out_dir/chunks/``; a run killed at any point
   and restarted with the same arguments skips the chunks already on disk. The final
   ``results.npz`` (a :class:`~jaxcf.results.Results`) is written atomically once all chunks are
@@ -375,8 +377,8 @@ class _ChunkRun:
         live queries) and the results merge as ``Retry.__call__`` merges them: same keys, same
         counterfactuals, same ``extras``."""
         if len(searches) == 1 and not isinstance(explainer, Retry):
-            return self.one_pass(searches[0], self.inputs, None, bar, self.n_valid)
-        result = self.one_pass(searches[0], self.inputs, 0, bar, self.n_valid)
+            return self.run_attempt(searches[0], self.inputs, None, bar, self.n_valid)
+        result = self.run_attempt(searches[0], self.inputs, 0, bar, self.n_valid)
         attempt = np.zeros(len(self.valid), np.int32)
         for i in range(1, len(searches)):
             todo = self.valid & ~result.success
@@ -385,14 +387,16 @@ class _ChunkRun:
             value = explainer.schedule[i]
             bar.bar.set_postfix_str(f"retrying {explainer.field}={value:g}")
             inputs = (*self.inputs[:-1], self.share.put(todo))
-            new = self.one_pass(searches[i], inputs, i, _Silent(), int(todo.sum()))
+            new = self.run_attempt(searches[i], inputs, i, _Silent(), int(todo.sum()))
             result = _where_rows(todo, new, result)
             attempt[todo] = i
         values = np.asarray(explainer.schedule, np.float32)[attempt]
         extras = {**result.extras, "attempt": attempt, explainer.field: values}
         return result._replace(extras=extras)
 
-    def one_pass(self, search, inputs, attempt: int | None, progress, n_valid: int) -> CFResult:
+    def run_attempt(self, search, inputs, attempt: int | None, progress, n_valid: int) -> CFResult:
+        """One pass of ``search`` over the rows ``inputs`` marks valid (``attempt``: the key fold,
+        None outside a Retry)."""
         if self.config.slots is None:
             result = _solve_program(self.mesh, attempt)(search, *inputs)
             return self.share.fetch(jax.block_until_ready(result), False)

@@ -5,7 +5,9 @@ Usage: python tests/distributed_job.py PROCESS_ID NUM_PROCESSES PORT CHECKPOINT 
 
 Each process has 2 CPU devices and joins the job through :func:`jaxcf.distributed.initialize`
 (gloo collectives). The job explains the query directory QUERIES twice: DeDUCE through slot
-pools into ``OUT/deduce``, FGSM in one pass into ``OUT/fgsm``. :func:`explain` is the same work
+pools into ``OUT/deduce`` (a :class:`~jaxcf.explainer.Retry` of it: the queries it did not solve
+in 30 steps are rerun with 60, again through every process's slot pools), FGSM in one pass into
+``OUT/fgsm``. :func:`explain` is the same work
 for a reference run in one process.
 """
 
@@ -20,12 +22,13 @@ DEVICES_PER_PROCESS = 2
 
 
 def explainers(checkpoint):
-    from jaxcf.methods import DeDUCEConfig, FGSMConfig, make
+    from jaxcf.methods import DeDUCEConfig, FGSMConfig, Retry, make
     from jaxcf.training import load_classifier
 
     model, density, _ = load_classifier(checkpoint)
+    deduce = make("deduce", DeDUCEConfig(max_iter=30), classifier=model, density=density)
     return {
-        "deduce": make("deduce", DeDUCEConfig(max_iter=60), classifier=model, density=density),
+        "deduce": Retry(deduce, "max_iter", (30, 60)),
         "fgsm": make("fgsm", FGSMConfig(eps=0.1), classifier=model),
     }
 
