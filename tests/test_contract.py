@@ -678,12 +678,12 @@ VARIANTS += [
         "class",
         lambda m, d: make(
             "aip",
-            AIPConfig(max_iter=30, step_scale=0.1, schedule=(0.5, 2.0)),
+            AIPConfig(max_iter=15, step_scale=0.1, schedule=(1.0,)),
             classifier=m,
             attribute_model=tiny_attribute_model(),
         ),
         lambda e, m, d, x, t, k: reference_aip_retry(e, x, t),
-        atol=2e-5,
+        atol=1e-4,  # the retry's 10x larger steps amplify rounding (batch-size-dependent sums)
         criterion=0.5,
     ),
     Variant(
