@@ -4,7 +4,7 @@ attgan_celeba.py (each trained into the workdir when missing, about 1 1/2 hours 
 cores); the five methods at their published settings (AIP and AIP_R: alpha 1.5, beta 0.9, mu 2,
 gamma 3, at most 500 iterations; REVISE and xGEMs with per-query Adam, 1,000 iterations) except two,
 both measured in jaxcf/protocols/aip.py: REVISE's L1 weighted 0.1, not 1, and AIP's first steps on
-the gender CNN 0.06 and 0.09, with the faces they leave unflipped retried at x4 and x16 (mu 2,
+the gender CNN 0.02 and 0.03, with the faces they leave unflipped retried at x3, x12, x48 (mu 2,
 gamma 3 wreck the faces: that run is kept beside it as ``aip_published``) on the first 500 test
 faces; AIP at the published steps on 200 test faces against
 the age classifier, and in the augmentation experiment (3 seeds of 2,000 training faces, 1,000 of
@@ -22,9 +22,9 @@ from jaxcf.protocols.aip import DEFAULT_METHODS, AIPJob, AugmentConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "train" / "configs"
 
 # The age CNN needs AIP's published steps: on 256 training faces (not the evaluation queries)
-# the steps scaled by 1, 0.3 and 0.1 flipped 98.0, 84.0 and 22.7% of them (the gender task's
-# scale 0.03 flips almost none). Scaling down loses flips, so the published steps stay; their
-# L1 there is 0.102 per pixel, against the AttGAN reconstruction's 0.080.
+# the steps scaled by 1, 0.3 and 0.1 flipped 98.0, 84.0 and 22.7% of them (scales of 0.03 and
+# below, as on the gender task, flip almost none). Scaling down loses flips, so the published
+# steps stay; their L1 there is 0.102 per pixel, against the AttGAN reconstruction's 0.080.
 AGE_AIP = MethodSpec("aip", AIPConfig())
 AIP_PUBLISHED = MethodSpec("aip", AIPConfig(), label="aip_published")
 
