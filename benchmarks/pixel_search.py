@@ -210,7 +210,13 @@ def main(argv=None):
         plain = bench_no_refill(search, x, t, keys, args.slots)
         print(f"[{name}] baseline: host loop over batches of 100 sharing a target...", flush=True)
         host = bench_host_loop(search, x, t, keys, 100)
-        assert np.array_equal(host.pop("n_iter"), n_iter), "same algorithm, same iterations"
+        # Same algorithm, so the same iterations on a CPU. A GPU's convolutions depend on the
+        # batch's size and make-up (cuDNN picks kernels per shape), so a near-tie between
+        # pixels can go the other way: count those pairs rather than assert none.
+        host_iter = host.pop("n_iter")
+        differ = int(np.sum(host_iter != n_iter))
+        if differ:
+            print(f"[{name}] {differ} of {len(x)} pairs took other iteration counts per batch")
         print(f"[{name}] baseline: one query at a time...", flush=True)
         sample = rng.choice(len(x), size=min(args.per_query_sample, len(x)), replace=False)
         per_it = bench_per_query(search, x, t, keys, sample)
@@ -222,6 +228,7 @@ def main(argv=None):
             "success_rate": float(np.mean(np.asarray(result.success))),
             "mean_iterations": float(n_iter.mean()),
             "useful_query_iterations": useful,
+            "pairs_with_other_iterations_per_batch": differ,
             "jaxcf": {
                 **ours,
                 "counterfactuals_per_second": len(x) / ours["seconds"],

@@ -6,8 +6,9 @@ attributes tiled onto the latent and the next level (14.2M parameters), a spectr
 hinge discriminator and a separate attribute classifier of the same widths with 1024-wide heads
 (25.8M together). AttGAN's loss weights (100, 10, 1, 1), Adam at 2e-4 with betas (0.5, 0.999),
 batch 32; 50,000 steps (about 180 epochs of the 9,000 training faces; AttGAN trains about 200
-epochs), EMA of the generator at 0.999. About 0.2 TFLOP a step, so an estimated 15-30 minutes on
-one H100-class GPU (not measured).
+epochs), EMA of the generator at 0.999. About 0.2 TFLOP a step. On one H200, shared with five
+other training jobs, it ran 41 to 65 steps a second (13 to 20 minutes for the 50,000); that run
+was stopped at 16,000 steps to free the GPU, so this config is still untrained.
 
     python -m train.attgan --config train/configs/attgan_celeba_gpu.py --workdir workdir/attgan_gpu
 

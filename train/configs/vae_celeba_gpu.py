@@ -2,7 +2,9 @@
 when a GPU is lent; not trained on CPU): 4x4 stride-2 convolutions 64 -> 32 -> 16 -> 8 -> 4
 (64/128/256/512 channels), a 128-d code, a mirrored nearest-upsampling decoder (7.4M
 parameters); Gaussian likelihood with standard deviation 0.1, beta 1, Adam at 5e-4, batch 128,
-30,000 steps (about 430 epochs of the 9,000 training faces).
+30,000 steps (about 430 epochs of the 9,000 training faces). On one H200, shared with five other
+training jobs: 6.5 minutes, held-out reconstruction MSE 0.0094 (the mean image's 0.0786) and L1
+0.065 (the weights were not kept).
 
     python -m train.vae --config train/configs/vae_celeba_gpu.py --workdir workdir/vae_celeba_gpu
 

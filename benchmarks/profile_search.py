@@ -1,0 +1,187 @@
+"""Where a DeDUCE search's time goes: the network against everything else, and the best slot count.
+
+    python -m benchmarks.profile_search --checkpoint workdir/paper/model/checkpoint --images 500
+
+Three measurements, each compiled first (compile time reported apart) and timed to
+``block_until_ready``:
+
+* **Ceiling**: a square float32 matrix product (default precision, as the network's
+  convolutions run) and the same in bfloat16: the FLOP/s this device reaches on dense work.
+* **Step anatomy**, per batch size B: one DeDUCE update (``search.step``) against the network
+  alone (features, head and the input gradient of one logit: one forward and one backward pass,
+  the work a step cannot avoid). FLOPs are XLA's own count (``cost_analysis``) of each lowered
+  program; "outside the network" is ``1 - network time / step time`` (pixel selection, momentum,
+  the density's log-probabilities and their gradient, the clip).
+* **Slot sweep**: the protocol's pairs (``--images`` test images x 9 targets) through
+  :func:`jaxcf.methods.solve_pool` with several slot counts: end-to-end seconds and the share of
+  computed query-iterations wasted on finished queries or empty slots.
+
+Results go to ``<out>/profile_search_<device>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import compile_timed, device_name, environment
+from benchmarks.pixel_search import bench_jaxcf
+from jaxcf import report
+from jaxcf.data import load_mnist
+from jaxcf.io import to_jsonable
+from jaxcf.methods import DeDUCEConfig, deduce_search
+from jaxcf.methods.search import default_keys
+from jaxcf.protocols.deduce import protocol_pairs
+from jaxcf.training import load_classifier
+
+
+def lowered_flops(fn, *args) -> tuple[float, object, float]:
+    """``(FLOPs, compiled, compile seconds)`` of ``jax.jit(fn)`` on ``args``.
+
+    The FLOPs are counted on the lowered program, before the backend rewrites it: a GPU
+    backend turns convolutions into cuDNN calls that its compiled-program count leaves out
+    (on an H200 it reported under 1% of the network's FLOPs)."""
+    lowered = jax.jit(fn).lower(*args)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+        cost = cost[0] if cost else {}
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    return float((cost or {}).get("flops", float("nan"))), compiled, time.perf_counter() - start
+
+
+def seconds_per_call(fn, *args, min_seconds: float = 0.5) -> float:
+    """Median seconds of ``fn(*args)`` (already compiled) over enough calls to fill
+    ``min_seconds``, each ended by ``block_until_ready``."""
+    jax.block_until_ready(fn(*args))
+    times: list[float] = []
+    while sum(times) < min_seconds or len(times) < 5:
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def ceiling(n: int) -> dict:
+    """Achieved FLOP/s of an ``n x n`` matrix product in float32 and bfloat16."""
+    out = {"n": n}
+    for dtype in ("float32", "bfloat16"):
+        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+        compiled, _ = compile_timed(jnp.matmul, a, a)
+        out[f"{dtype}_tflops"] = 2 * n**3 / seconds_per_call(compiled, a, a) / 1e12
+    return out
+
+
+def step_anatomy(search, x, t, batch: int) -> dict:
+    """Times one update and the network's forward + input gradient on ``batch`` queries."""
+    reps = -(-batch // len(x))
+    xb, tb = jnp.concatenate([x] * reps)[:batch], jnp.concatenate([t] * reps)[:batch]
+    state = search.init(xb, tb, default_keys(batch))
+
+    def network(s, x):
+        return jax.grad(lambda x: jnp.sum(s.classifier.head(s.classifier.features(x))[:, 0]))(x)
+
+    step_flops, step, step_compile = lowered_flops(
+        lambda s, st, t: s.step(st, t)[2], search, state, tb
+    )
+    net_flops, net, _ = lowered_flops(network, search, xb)
+    step_s = seconds_per_call(step, search, state, tb)
+    net_s = seconds_per_call(net, search, xb)
+    return {
+        "batch": batch,
+        "step_compile_seconds": step_compile,
+        "step_ms": step_s * 1e3,
+        "network_ms": net_s * 1e3,
+        "outside_network_share": 1 - net_s / step_s,
+        "network_gflop_per_query": net_flops / batch / 1e9,
+        "step_gflop_per_query": step_flops / batch / 1e9,
+        "network_tflops": net_flops / net_s / 1e12,
+        "step_tflops": step_flops / step_s / 1e12,
+        "query_iterations_per_second": batch / step_s,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
+    parser.add_argument("--images", type=int, default=100, help="test images (x 9 targets)")
+    parser.add_argument("--batches", default="64,256,1024,2048,4096")
+    parser.add_argument("--slots", default="256,512,1024,2048,4500")
+    parser.add_argument("--segment", type=int, default=4)
+    parser.add_argument("--matmul", type=int, default=8192, help="ceiling's matrix size")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+
+    model, density, meta = load_classifier(args.checkpoint)
+    test = load_mnist("test")
+    index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
+    search = deduce_search(model, density, DeDUCEConfig())
+    x, t = search.check(test.images[index], target)
+    keys = default_keys(len(x))
+    results = {
+        **environment(),
+        "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
+        "pairs": len(x),
+        "ceiling": ceiling(args.matmul),
+        "steps": [],
+        "slots": [],
+    }
+    print(f"ceiling: {results['ceiling']}", flush=True)
+    for b in (int(v) for v in args.batches.split(",")):
+        results["steps"].append(row := step_anatomy(search, x, t, b))
+        print(f"step: {row}", flush=True)
+    for slots in (int(v) for v in args.slots.split(",")):
+        result, timing = bench_jaxcf(search, x, t, keys, min(slots, len(x)), args.segment)
+        useful = int(np.asarray(result.n_iter).sum()) + len(x)
+        row = {"slots": slots, **timing, "wasted_share": 1 - useful / timing["computed"]}
+        row["counterfactuals_per_second"] = len(x) / timing["seconds"]
+        results["slots"].append(row)
+        print(f"slots: {row}", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"profile_search_{device_name().replace(' ', '_')}"
+    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
+    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    print(f"wrote {stem}.json and .md")
+
+
+def _markdown(r: dict) -> str:
+    c = r["ceiling"]
+    lines = [
+        f"# Where DeDUCE's time goes ({r['device']}, {r['pairs']} pairs)",
+        "",
+        f"Classifier: {r['classifier']['model']}, test accuracy "
+        f"{r['classifier']['test_accuracy']:.4f}. JAX {r['jax']}. Ceiling ({c['n']}^2 matrix "
+        f"product): {c['float32_tflops']:.1f} TFLOP/s float32, "
+        f"{c['bfloat16_tflops']:.1f} bfloat16.",
+        "",
+        "| batch | step ms | network ms | outside network | GFLOP/query (network / step) "
+        "| TFLOP/s (network / step) | query-iterations/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in r["steps"]:
+        lines.append(
+            f"| {s['batch']} | {s['step_ms']:.2f} | {s['network_ms']:.2f} "
+            f"| {s['outside_network_share']:.0%} | {s['network_gflop_per_query']:.3f} / "
+            f"{s['step_gflop_per_query']:.3f} | {s['network_tflops']:.1f} / "
+            f"{s['step_tflops']:.1f} | {s['query_iterations_per_second']:,.0f} |"
+        )
+    lines += [
+        "",
+        "| slots | compile s | search s | wasted | counterfactuals/s |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in r["slots"]:
+        lines.append(
+            f"| {s['slots']} | {s['compile_seconds']:.1f} | {s['seconds']:.2f} "
+            f"| {s['wasted_share']:.0%} | {s['counterfactuals_per_second']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
