@@ -55,15 +55,14 @@ import numpy as np
 
 from benchmarks.common import (
     compile_timed,
-    device_name,
     environment,
     one_query_per_call,
     timed,
+    write_results,
 )
-from jaxcf import metrics, report, runner
+from jaxcf import metrics, runner
 from jaxcf.config_file import load_config
 from jaxcf.data import load_dataset
-from jaxcf.io import to_jsonable
 from jaxcf.methods import GeneratorConfig, make, solve, solve_pool, wachter_search
 from jaxcf.protocols.amortised import encoded_box, flip_targets, load_models
 
@@ -292,10 +291,7 @@ def main(argv=None):
             results["modalities"][name] = out
     if not results["modalities"]:
         raise SystemExit("no trained models found: nothing measured")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"amortised_{device_name().replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    stem = write_results(args.out, "amortised", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
 
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import jax
+
+from jaxcf import report
+from jaxcf.io import to_jsonable
 
 
 def device_name() -> str:
@@ -55,3 +59,13 @@ def one_query_per_call(fn, explainer, x, target, keys) -> tuple[float, float]:
     for i in range(len(x)):
         jax.block_until_ready(fn(explainer, x[i : i + 1], target[i : i + 1], keys[i : i + 1]))
     return first, time.perf_counter() - start
+
+
+def write_results(out: Path, name: str, results: dict, markdown: str) -> Path:
+    """Writes ``<out>/<name>_<device>.json`` (``results``) and ``.md`` (``markdown``), the
+    device as :func:`device_name` names it; returns the path without its suffix."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}_{device_name().replace(' ', '_')}"
+    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
+    report.write_text_atomic(stem.with_suffix(".md"), markdown)
+    return stem

@@ -32,15 +32,14 @@ import numpy as np
 
 from benchmarks.common import (
     compile_timed,
-    device_name,
     environment,
     one_query_per_call,
     timed,
+    write_results,
 )
-from jaxcf import metrics, report
+from jaxcf import metrics
 from jaxcf.config_file import load_config
 from jaxcf.data import load_dataset
-from jaxcf.io import to_jsonable
 from jaxcf.methods import make
 from jaxcf.protocols.amortised import flip_targets
 from jaxcf.training import load_classifier
@@ -125,10 +124,7 @@ def main(argv=None):
     results["speedup_one_step_over_rollout"] = (
         one["batched"]["counterfactuals_per_second"] / roll["batched"]["counterfactuals_per_second"]
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"diffusion_{device_name().replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    write_results(args.out, "diffusion", results, _markdown(results))
     print(_markdown(results))
 
 

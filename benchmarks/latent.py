@@ -35,10 +35,15 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import compile_timed, device_name, environment, one_query_per_call, timed
-from jaxcf import assets, metrics, report
+from benchmarks.common import (
+    compile_timed,
+    environment,
+    one_query_per_call,
+    timed,
+    write_results,
+)
+from jaxcf import assets, metrics
 from jaxcf.data import load_dataset
-from jaxcf.io import to_jsonable
 from jaxcf.methods import AIPConfig, REVISEConfig, make
 from jaxcf.training import load_classifier
 from jaxcf.training.attgan import load_attgan
@@ -164,10 +169,7 @@ def main(argv=None):
     results = {**environment(), "methods": {k: v for k, v in methods.items() if v}}
     if not results["methods"]:
         raise SystemExit("nothing to benchmark: no trained models found (see --help)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"latent_{device_name().replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    write_results(args.out, "latent", results, _markdown(results))
     print(_markdown(results))
 
 

@@ -33,11 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import device_name, environment
-from jaxcf import report
+from benchmarks.common import environment, write_results
 from jaxcf.data import load_mnist
 from jaxcf.explainer import tree_where
-from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search, solve, solve_pool
 from jaxcf.methods.search import default_keys
 from jaxcf.protocols.deduce import protocol_pairs
@@ -185,7 +183,6 @@ def main(argv=None):
     model, density, meta = load_classifier(args.checkpoint)
     test = load_mnist("test")
     index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
-    device = device_name()
     results = {
         **environment(),
         "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
@@ -256,10 +253,7 @@ def main(argv=None):
             "step_sweep": sweep,
         }
         print(_markdown_method(name, results["methods"][name]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"pixel_search_{device.replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    stem = write_results(args.out, "pixel_search", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
 
 

@@ -29,11 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import compile_timed, device_name, environment
+from benchmarks.common import compile_timed, environment, write_results
 from benchmarks.pixel_search import bench_jaxcf
-from jaxcf import report
 from jaxcf.data import load_mnist
-from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, deduce_search
 from jaxcf.methods.search import default_keys
 from jaxcf.protocols.deduce import protocol_pairs
@@ -142,10 +140,7 @@ def main(argv=None):
         row["counterfactuals_per_second"] = len(x) / timing["seconds"]
         results["slots"].append(row)
         print(f"slots: {row}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"profile_search_{device_name().replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    stem = write_results(args.out, "profile_search", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
 
 
@@ -154,7 +149,8 @@ def _markdown(r: dict) -> str:
     lines = [
         f"# Where DeDUCE's time goes ({r['device']}, {r['pairs']} pairs)",
         "",
-        f"Classifier: {r['classifier']['model']}, test accuracy "
+        f"Classifier: {r['classifier']['model']['kind']} of width "
+        f"{r['classifier']['model'].get('base_width')}, test accuracy "
         f"{r['classifier']['test_accuracy']:.4f}. JAX {r['jax']}. Ceiling ({c['n']}^2 matrix "
         f"product): {c['float32_tflops']:.1f} TFLOP/s float32, "
         f"{c['bfloat16_tflops']:.1f} bfloat16.",

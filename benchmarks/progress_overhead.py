@@ -22,10 +22,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.common import cpus, device_name
-from jaxcf import report, runner
+from benchmarks.common import cpus, device_name, write_results
+from jaxcf import runner
 from jaxcf.data import load_mnist
-from jaxcf.io import to_jsonable
 from jaxcf.methods import DeDUCEConfig, make, solve_pool
 from jaxcf.protocols.deduce import protocol_pairs
 from jaxcf.training import load_classifier
@@ -130,10 +129,7 @@ def main(argv=None):
     }
     overhead = best["runner, host-visible steps (progress within a chunk)"] / base - 1
     results["overhead_of_progress"] = overhead
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"progress_overhead_{results['device'].replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    write_results(args.out, "progress_overhead", results, _markdown(results))
     print(_markdown(results))
 
 
