@@ -78,10 +78,16 @@ def check_explainer(explainer: Any) -> None:
 
 
 @jax.jit
-def call_jit(explainer: Any, x: Array, target: Array, key: Array) -> CFResult:
-    """``explainer(x, target, key)`` compiled (once per explainer structure and shapes): the
-    batch functions' way to run an explainer outside the runner."""
+def _call_jit(explainer: Any, x: Array, target: Array, key: Array) -> CFResult:
     return explainer(x, target, key)
+
+
+def explain_batch(explainer: Any, x: Any, target: Any) -> CFResult:
+    """One batch through ``explainer`` outside the runner: inputs checked before compiling,
+    then ``explainer(x, target, keys)`` compiled once per explainer structure and shapes, with
+    :func:`per_query_keys` of key 0. The batch functions (``fgsm``, ``aip``) end here."""
+    x, target = explainer.check(x, target)
+    return _call_jit(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))
 
 
 def per_query_keys(key: Array, n: int) -> Array:
@@ -89,11 +95,12 @@ def per_query_keys(key: Array, n: int) -> Array:
     return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(n, dtype=jnp.uint32))
 
 
-def tree_where(mask: Array, a: PyTree, b: PyTree) -> PyTree:
-    """Per-query select between two pytrees whose leaves have the batch as leading axis."""
+def tree_where(mask: Array, a: PyTree, b: PyTree, *, xp: Any = jnp) -> PyTree:
+    """Per-query select between two pytrees whose leaves have the batch as leading axis
+    (``xp=np`` selects host arrays on the host, without a trip to the device)."""
 
     def pick(x, y):
-        return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
+        return xp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
 
     return jax.tree.map(pick, a, b)
 

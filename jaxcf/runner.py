@@ -57,7 +57,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from jaxcf import distributed, validation
-from jaxcf.explainer import CFResult, Retry, check_explainer
+from jaxcf.explainer import CFResult, Retry, check_explainer, tree_where
 from jaxcf.io import write_atomic, write_json_atomic
 from jaxcf.methods.search import (
     SearchExplainer,
@@ -298,6 +298,10 @@ class _Progress:
         if finished:
             self.bar.set_postfix(success=f"{(self.solved_base + solved) / finished:.3f}")
 
+    def note(self, text: str) -> None:
+        """Shows ``text`` beside the bar until the next :meth:`show`."""
+        self.bar.set_postfix_str(text)
+
     def chunk_done(self, rows: int, solved: int) -> None:
         self.show(rows, solved)
         self.base += rows
@@ -385,10 +389,10 @@ class _ChunkRun:
             if not distributed.gather(np.asarray(todo.any())).any():
                 break  # as Retry skips an attempt no row needs
             value = explainer.schedule[i]
-            bar.bar.set_postfix_str(f"retrying {explainer.field}={value:g}")
+            bar.note(f"retrying {explainer.field}={value:g}")
             inputs = (*self.inputs[:-1], self.share.put(todo))
             new = self.run_attempt(searches[i], inputs, i, _Silent(), int(todo.sum()))
-            result = _where_rows(todo, new, result)
+            result = tree_where(todo, new, result, xp=np)
             attempt[todo] = i
         values = np.asarray(explainer.schedule, np.float32)[attempt]
         extras = {**result.extras, "attempt": attempt, explainer.field: values}
@@ -402,15 +406,6 @@ class _ChunkRun:
             return self.share.fetch(jax.block_until_ready(result), False)
         result = _run_pool(search, self.mesh, self.config, inputs, n_valid, progress, attempt)
         return self.share.fetch(jax.block_until_ready(result), True)
-
-
-def _where_rows(mask: np.ndarray, a: Any, b: Any) -> Any:
-    """Per-row select between two host pytrees (``a`` where ``mask``)."""
-
-    def pick(x, y):
-        return np.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
-
-    return jax.tree.map(pick, a, b)
 
 
 def _replicated_value(array: jax.Array) -> np.ndarray:

@@ -58,7 +58,7 @@ from flax import struct
 from jaxcf import targets as targets_lib
 from jaxcf import validation
 from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry, call_jit, per_query_keys
+from jaxcf.explainer import CFResult, Retry, explain_batch, per_query_keys
 from jaxcf.methods._latent import (
     _declared_int,
     _probe,
@@ -434,11 +434,7 @@ def aip(
       A :class:`~jaxcf.explainer.CFResult` with ``x_cf = dec(z*, a*)`` and ``extras`` ``"z"``,
       ``"z0"``, ``"a"``, ``"a0"`` (with a schedule also ``"attempt"`` and ``"step_scale"``).
     """
-    explainer = aip_explainer(classifier, model, config)
-    x, target = explainer.check(x, target)
-    if isinstance(explainer, SearchExplainer):
-        return solve_jit(explainer.search, x, target)
-    return call_jit(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))
+    return explain_batch(aip_explainer(classifier, model, config), x, target)
 
 
 def aip_random(

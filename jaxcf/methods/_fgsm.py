@@ -19,7 +19,7 @@ from flax import struct
 from jaxcf import targets as targets_lib
 from jaxcf import validation
 from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry, call_jit, per_query_keys
+from jaxcf.explainer import CFResult, Retry, explain_batch
 from jaxcf.methods import checks
 
 Array = jax.Array
@@ -92,6 +92,4 @@ def fgsm_explainer(classifier: Any, config: FGSMConfig = FGSMConfig()) -> FGSM |
 def fgsm(classifier: Any, x: Any, target: Any, config: FGSMConfig = FGSMConfig()) -> CFResult:
     """Targeted FGSM counterfactuals for a batch (with retries at larger ``eps`` if the config
     has a schedule: ``extras["attempt"]`` and ``extras["eps"]`` say which succeeded)."""
-    explainer = fgsm_explainer(classifier, config)
-    x, target = explainer.check(x, target)
-    return call_jit(explainer, x, target, per_query_keys(jax.random.key(0), x.shape[0]))
+    return explain_batch(fgsm_explainer(classifier, config), x, target)
