@@ -86,6 +86,7 @@ def _job(**overrides) -> AIPJob:
         MethodSpec("aip", AIPConfig(max_iter=8, schedule=(4.0,))),
         MethodSpec("revise", REVISEConfig(max_iter=8)),
         MethodSpec("fgsm", FGSMConfig(eps=0.05, schedule=(0.2,))),
+        MethodSpec("fgsm", FGSMConfig(eps=0.2), label="fgsm_eps_0.2"),  # one fixed step
     )
     base = dict(
         classifier=clf,
@@ -119,7 +120,7 @@ def protocol(tmp_path_factory):
 @pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
 def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     doc, workdir = protocol
-    methods = ["aip", "revise", "fgsm"]
+    methods = ["aip", "revise", "fgsm", "fgsm_eps_0.2"]
     assert list(doc["scores"]) == [
         *methods,
         "attgan reconstruction",
@@ -143,7 +144,7 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
             assert s["l1"] == pytest.approx(l1, rel=1e-6)
             for key in ("lpr_attgan", "lpr_vae", "lpr_start_attgan", "lpr_start_vae"):
                 assert 0.0 <= s[key] <= 1.0, key
-            if m == "fgsm":  # FGSM starts from the query: both LPRs are one count
+            if m.startswith("fgsm"):  # FGSM starts from the query: both LPRs are one count
                 assert s["lpr_start_attgan"] == s["lpr_attgan"]
         # Every query heads for the class the classifier does not predict.
         np.testing.assert_array_equal(r.target, 1 - metrics.predict(clf, r.x))
@@ -210,6 +211,7 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert "Counterfactual data augmentation" in text and "87.32" in text
     assert "LPR % (AttGAN code) at tolerances 0.1 / 0.25 / 0.5 / 1 standard" in text
     assert "aip's counterfactuals by attempt: " in text
+    assert "fgsm_eps_0.2: FGSM with one step of that fixed size and no retries" in text
     for name, model in doc["models"].items():  # where each model came from
         assert f"{name} `{model['dir']}`" in text
     for png in ("aip_faces.png", "aip_attributes.png"):
@@ -227,7 +229,7 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
             *workdir.glob("augment/seed_*/summary.json"),
         ]
     }
-    assert len(stamps) == 4 + 3 * 2 + 1 + 2  # models, two chunks per method, age run, seeds
+    assert len(stamps) == 4 + 4 * 2 + 1 + 2  # models, two chunks per method, age run, seeds
     again = run_aip_protocol(_job(), workdir)
     assert again["scores"] == doc["scores"] and again["augmentation"] == doc["augmentation"]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -117,6 +117,12 @@ DEFAULT_METHODS = (
     MethodSpec("revise", REVISEConfig(distance_weight=0.1)),
     MethodSpec("fgsm", FGSMConfig(eps=0.01, schedule=(0.02, 0.05, 0.1))),
     MethodSpec("aip_random", AIPRandomConfig()),
+    # FGSM above stops at the smallest step that flips, so its change is almost invisible (L1
+    # 0.022 per pixel against AIP's 0.081) and moves few code dimensions. These two take one
+    # fixed larger step, so the LPR can be compared at a like amount of image change: does FGSM's
+    # noise move fewer code dimensions than AIP's edit of the same size, or more?
+    MethodSpec("fgsm", FGSMConfig(eps=0.1), label="fgsm_eps_0.1"),
+    MethodSpec("fgsm", FGSMConfig(eps=0.2), label="fgsm_eps_0.2"),
 )
 
 # The model whose reconstruction each latent method starts from (the LPR from start); any
@@ -830,7 +836,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         "augmentation": augmentation,
         "config": {
             "methods": [
-                {"key": s.key, "config": dataclasses.asdict(s.resolved_config())}
+                {"key": s.key, "name": s.name, "config": dataclasses.asdict(s.resolved_config())}
                 for s in job.methods
             ],
             "queries": job.queries,
@@ -912,6 +918,21 @@ def _settings(config: Mapping[str, Any]) -> str:
     return text
 
 
+def _fixed_fgsm_note(methods: list[Mapping[str, Any]]) -> str:
+    """A sentence naming the FGSM rows that take one fixed step (no retries), if any."""
+    fixed = [
+        m["key"]
+        for m in methods
+        if m["key"] != "fgsm" and m.get("name") == "fgsm" and not m["config"]["schedule"]
+    ]
+    if not fixed:
+        return ""
+    return (
+        f" {', '.join(fixed)}: FGSM with one step of that fixed size and no retries, for the LPR "
+        "at a like amount of image change."
+    )
+
+
 def _markdown(doc: Mapping[str, Any]) -> str:
     info = doc["models"]
     clf, age = info["classifier"], info["classifier_young"]
@@ -933,7 +954,9 @@ def _markdown(doc: Mapping[str, Any]) -> str:
         "per pixel and channel. Realism: MMD^2 to real held-out faces of the target class "
         f"({doc['real_faces']} faces) through a fixed random conv encoder, one bandwidth; the "
         "query row is the unchanged queries. Seconds include compilation; steady: chunks after "
-        "the first.\n\n"
+        "the first."
+        + _fixed_fgsm_note(doc["config"]["methods"])
+        + "\n\n"
         + _scores_markdown(doc["scores"], doc["timing"])
         + "\nThe paper's ordering (AIP's FR at least xGEMs' and REVISE's; its LPR, AttGAN code, "
         "below FGSM's and AIP_R's, from the query and from the start) here: "
