@@ -283,6 +283,27 @@ def test_aip_reports_codes_and_attributes(classifier, batch):
     assert not np.allclose(adam.extras["z"], r.extras["z"])
 
 
+def test_a_stalled_aip_stops_with_the_result_of_all_its_updates(classifier, batch):
+    """With steps too small to flip anything, the decaying updates round to nothing after a
+    while: stopping there gives bitwise the result of spending all ``max_iter`` updates, in
+    fewer of them."""
+    x, t = batch
+    model = tiny_attribute_model()
+    cfg = AIPConfig(mu=1e-3, gamma=1e-3, threshold=0.999, max_iter=400)
+    full = aip(classifier, model, x, t, dataclasses.replace(cfg, stop_when_stalled=False))
+    short = aip(classifier, model, x, t, cfg)
+    assert not full.success.any() and np.all(full.n_iter == 400)
+    assert np.all(short.n_iter < 400) and np.all(short.n_iter > 50)  # every query stalled
+    for name in ("x_cf", "success", "score"):
+        np.testing.assert_array_equal(getattr(short, name), getattr(full, name), err_msg=name)
+    for name in ("z", "a"):
+        np.testing.assert_array_equal(short.extras[name], full.extras[name], err_msg=name)
+    # Adam's moments keep moving, so its queries run to max_iter whatever the flag says.
+    with jax.numpy_dtype_promotion("standard"):
+        adam = aip(classifier, model, x, t, dataclasses.replace(cfg, optimizer="adam"))
+    assert np.all(adam.n_iter == 400)
+
+
 class _Overconfident(TinyAttributeModel):
     """Attribute "probabilities" outside [0, 1]."""
 
