@@ -10,6 +10,8 @@
   differences), one row per query.
 * :func:`attribute_change_figure` and :func:`attribute_ranking_plot`: which attributes an
   attribute-informed counterfactual (AIP) changed, per query and over many queries.
+* :func:`method_scatter`: one labelled point per method on two summary metrics (a trade-off,
+  such as latent perturbation against image change), some joined as a series.
 
 Image grids are :func:`jaxcf.report.counterfactual_grid`. As in :mod:`jaxcf.report`, figures
 are drawn on a bare :class:`matplotlib.figure.Figure` with an Agg canvas (importing this module
@@ -32,6 +34,8 @@ from matplotlib.patches import Patch
 
 from jaxcf.report import PathLike, _images, _show, save_figure_atomic
 
+_SCATTER_MARKERS = "osD^vP*Xph"  # method_scatter: with ten colours, 70 distinct points
+
 # Bar colours by the sign of an attribute's mean change (attribute_ranking_plot).
 _SIGN_COLOURS = {1.0: "tab:purple", -1.0: "tab:orange", 0.0: "tab:gray"}
 
@@ -40,6 +44,7 @@ __all__ = [
     "attribute_ranking_plot",
     "attribution_grid",
     "embedding_plot",
+    "method_scatter",
     "pca_2d",
     "series_grid",
     "target_scatter",
@@ -787,5 +792,51 @@ def attribute_ranking_plot(
         fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
+    save_figure_atomic(fig, path, dpi=dpi)
+    return fig
+
+
+def method_scatter(
+    path: PathLike,
+    points: Mapping[str, tuple[float, float]],
+    *,
+    series: Sequence[Sequence[str]] = (),
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str | None = None,
+    dpi: int = 100,
+) -> Figure:
+    """One labelled point per method, ``label -> (x, y)``; each of ``series`` (labels in order)
+    is joined by a line, as for one method at several settings.
+
+    Raises:
+      ValueError: no points, a non-finite coordinate, or a series naming an unknown label.
+    """
+    if not points:
+        raise ValueError("points is empty: give at least one method")
+    xy = {k: (float(v[0]), float(v[1])) for k, v in points.items()}
+    bad = sorted(k for k, v in xy.items() if not all(map(math.isfinite, v)))
+    if bad:
+        raise ValueError(f"non-finite coordinates for {bad}")
+    for line in series:
+        unknown = sorted(set(line) - set(xy))
+        if unknown:
+            raise ValueError(f"series {list(line)} names unknown points {unknown}")
+    fig = _new_figure((6.4, 3.8), dpi)
+    ax = fig.subplots()
+    for line in series:
+        ax.plot(*zip(*(xy[k] for k in line), strict=True), color="0.7", lw=1, zorder=1)
+    # Close points would hide each other's text labels: a legend with a marker shape and colour
+    # per method stays readable.
+    for i, (label, (x, y)) in enumerate(xy.items()):
+        marker = _SCATTER_MARKERS[i % len(_SCATTER_MARKERS)]
+        ax.scatter([x], [y], s=36, color=f"C{i % 10}", marker=marker, label=label, zorder=2)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.margins(0.15)
+    if title:
+        ax.set_title(title, fontsize=9)
     save_figure_atomic(fig, path, dpi=dpi)
     return fig

@@ -214,7 +214,8 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert "fgsm_eps_0.2: FGSM with one step of that fixed size and no retries" in text
     for name, model in doc["models"].items():  # where each model came from
         assert f"{name} `{model['dir']}`" in text
-    for png in ("aip_faces.png", "aip_attributes.png"):
+    assert "![LPR against L1](aip_lpr_l1.png)" in text
+    for png in ("aip_faces.png", "aip_attributes.png", "aip_lpr_l1.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 

@@ -318,3 +318,19 @@ def test_attribute_figures_write_pngs_and_check_their_inputs(tmp_path):
         )
     with pytest.raises(ValueError, match="empty"):
         figures.attribute_ranking_plot(tmp_path / "x.png", {}, names)
+
+
+def test_method_scatter_labels_every_point_and_joins_a_series(tmp_path):
+    points = {"aip": (0.08, 75.0), "fgsm": (0.02, 13.0), "fgsm_eps_0.1": (0.09, 68.0)}
+    fig = figures.method_scatter(tmp_path / "m.png", points, series=[["fgsm", "fgsm_eps_0.1"]])
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(points)
+    (line,) = ax.get_lines()
+    np.testing.assert_array_equal(line.get_xydata(), [points["fgsm"], points["fgsm_eps_0.1"]])
+    with pytest.raises(ValueError, match="unknown points"):
+        figures.method_scatter(tmp_path / "x.png", points, series=[["fgsm", "jsma"]])
+    with pytest.raises(ValueError, match="non-finite"):
+        figures.method_scatter(tmp_path / "x.png", {"a": (float("nan"), 1.0)})
+    with pytest.raises(ValueError, match="empty"):
+        figures.method_scatter(tmp_path / "x.png", {})

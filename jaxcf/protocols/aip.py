@@ -796,6 +796,7 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
             names,
             title="AIP on the gender classifier: attributes ranked by |a* - a0| per query",
         )
+    _lpr_against_l1(out / "aip_lpr_l1.png", scores, job)
     figures.attribute_ranking_plot(
         out / "aip_attributes.png",
         {
@@ -850,6 +851,28 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     print(_scores_markdown(scores, timing), flush=True)
     print(f"wrote {out}/aip.json, aip.md and figures", flush=True)
     return doc
+
+
+def _lpr_against_l1(path: Path, scores: Mapping[str, Any], job: AIPJob) -> None:
+    """Each method's LPR (AttGAN code, from the query) against its L1; the FGSM rows (the
+    retried one and those of one fixed step) joined in order of L1."""
+    points = {
+        label: (s["l1"], 100 * s["lpr_attgan"])
+        for label, s in scores.items()
+        if label != "query" and s["l1"] is not None and s["lpr_attgan"] is not None
+    }
+    fgsm = sorted(
+        (s.key for s in job.methods if s.name == "fgsm" and s.key in points),
+        key=lambda k: points[k][0],
+    )
+    figures.method_scatter(
+        path,
+        points,
+        series=[fgsm] if len(fgsm) > 1 else [],
+        xlabel="L1 per pixel and channel (image change)",
+        ylabel=f"LPR % (AttGAN code, tolerance {job.lpr_tolerance:g} sd)",
+        title="Code dimensions moved against image change (flipped queries)",
+    )
 
 
 def _retries(result: Results, flipped: np.ndarray) -> dict[str, Any]:
@@ -964,7 +987,7 @@ def _markdown(doc: Mapping[str, Any]) -> str:
         + ".\n\n"
         + _retries_markdown(doc.get("retries", {}))
         + _sweep_markdown(doc["scores"], doc["lpr_tolerance"], doc.get("lpr_sweep", []))
-        + "\n![faces](aip_faces.png)\n"
+        + "\n![LPR against L1](aip_lpr_l1.png)\n\n![faces](aip_faces.png)\n"
         + _ranking_markdown(
             att["gender_classifier"],
             f"Attributes AIP ({_settings(aip_config)}) changes to flip the gender classifier:",
