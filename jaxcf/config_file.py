@@ -3,9 +3,11 @@
 Entry points take ``--config FILE`` and, as ``ml_collections`` config flags do, any number of
 field overrides ``--config.FIELD=VALUE`` (or ``--config.FIELD VALUE``), dotted for nested
 fields: ``--config.epochs=2 --config.model.channels=(16,32)``. Configs are frozen dataclasses,
-so an override rebuilds every dataclass on the way down with ``dataclasses.replace``, and their
-own validation runs again on the new values. Tuple items are addressed by index
-(``--config.methods.0.config.mu=0.5``).
+so the overrides rebuild every dataclass on the way down with ``dataclasses.replace``, and their
+own validation runs again on the new values. Overrides of one dataclass's fields are applied
+together, so fields checked against each other can change in any order
+(``--config.augment.subset=16 --config.augment.augmented=4``). Tuple items are addressed by
+index (``--config.methods.0.config.mu=0.5``).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_config_argument", "load_config", "override", "parse_args"]
+__all__ = ["add_config_argument", "load_config", "override", "override_all", "parse_args"]
 
 _FLAG = "--config."
 
 
 def load_config(path: str | Path, overrides: Sequence[tuple[str, str]] = ()) -> Any:
-    """Executes the config file at ``path`` and returns its ``get_config()``, with each
-    ``(field path, value text)`` of ``overrides`` applied in order (see ``override``).
+    """Executes the config file at ``path`` and returns its ``get_config()``, with the
+    ``(field path, value text)`` pairs of ``overrides`` applied (see ``override_all``).
 
     Raises:
       FileNotFoundError: no such file.
@@ -43,10 +45,7 @@ def load_config(path: str | Path, overrides: Sequence[tuple[str, str]] = ()) -> 
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} defines no get_config()")
-    config = module.get_config()
-    for field, text in overrides:
-        config = override(config, field, text)
-    return config
+    return override_all(module.get_config(), overrides)
 
 
 def override(config: Any, field: str, text: str) -> Any:
@@ -57,36 +56,74 @@ def override(config: Any, field: str, text: str) -> Any:
     needs no quotes. The value must fit the field's annotation (an int may stand for a float, a
     list for a tuple); a tuple item must fit the item it replaces.
     """
-    if not field or any(not part for part in field.split(".")):
-        raise ValueError(f"{_FLAG}{field}: empty field name")
-    return _set(config, field.split("."), text, field)
+    return override_all(config, [(field, text)])
 
 
-def _set(node: Any, parts: list[str], text: str, field: str, hint: Any = None) -> Any:
-    if not parts:
-        return _parse(text, node, hint, field)
-    head, rest = parts[0], parts[1:]
+def override_all(config: Any, overrides: Sequence[tuple[str, str]]) -> Any:
+    """``config`` with every ``(field path, value text)`` of ``overrides`` set (as
+    :func:`override` reads them). Each dataclass is rebuilt once with all its new fields, so
+    its validation sees them together; a field given twice takes the later value.
+
+    Raises:
+      ValueError: an empty or unknown field, a value of the wrong type, a field set both
+        whole and inside, or the config's own validation rejecting the new values.
+    """
+    tree: dict[str, Any] = {}
+    for field, text in overrides:
+        parts = field.split(".")
+        if not field or not all(parts):
+            raise ValueError(f"{_FLAG}{field}: empty field name")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{_FLAG}{field}: an earlier override sets a field above it")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"{_FLAG}{field}: an earlier override sets a field inside it")
+        node[parts[-1]] = (field, text)
+    return _apply(config, tree, None) if tree else config
+
+
+def _first(tree: dict[str, Any]) -> str:
+    """The full path of the first override under ``tree`` (for messages)."""
+    leaf = next(iter(tree.values()))
+    return leaf[0] if isinstance(leaf, tuple) else _first(leaf)
+
+
+def _apply(node: Any, tree: Any, hint: Any) -> Any:
+    """``node`` with the overrides of ``tree`` (a leaf ``(field, text)``, or a dict of them by
+    field name or tuple index) set."""
+    if isinstance(tree, tuple):
+        return _parse(tree[1], node, hint, tree[0])
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         settable = [f.name for f in dataclasses.fields(node) if f.init]
-        if head not in settable:
-            raise ValueError(
-                f"{_FLAG}{field}: {type(node).__name__} has no field {head!r}; its fields: "
-                f"{', '.join(settable)}"
-            )
         try:
-            hint = typing.get_type_hints(type(node)).get(head)
+            hints = typing.get_type_hints(type(node))
         except Exception:  # an annotation that does not resolve at run time: go by the value
-            hint = None
-        new = _set(getattr(node, head), rest, text, field, hint)
-        return dataclasses.replace(node, **{head: new})
+            hints = {}
+        changes = {}
+        for head, sub in tree.items():
+            if head not in settable:
+                raise ValueError(
+                    f"{_FLAG}{_first({head: sub})}: {type(node).__name__} has no field "
+                    f"{head!r}; its fields: {', '.join(settable)}"
+                )
+            changes[head] = _apply(getattr(node, head), sub, hints.get(head))
+        return dataclasses.replace(node, **changes)
     if isinstance(node, tuple):
-        if not head.isdigit() or int(head) >= len(node):
-            raise ValueError(
-                f"{_FLAG}{field}: {head!r} is not an index of this {len(node)}-item tuple"
-            )
-        i = int(head)
-        return (*node[:i], _set(node[i], rest, text, field, _item_hint(hint, i)), *node[i + 1 :])
-    raise ValueError(f"{_FLAG}{field}: cannot go into {head!r} of a {type(node).__name__} value")
+        items = list(node)
+        for head, sub in tree.items():
+            if not head.isdigit() or int(head) >= len(node):
+                raise ValueError(
+                    f"{_FLAG}{_first({head: sub})}: {head!r} is not an index of this "
+                    f"{len(node)}-item tuple"
+                )
+            items[int(head)] = _apply(node[int(head)], sub, _item_hint(hint, int(head)))
+        return tuple(items)
+    raise ValueError(
+        f"{_FLAG}{_first(tree)}: cannot go into {next(iter(tree))!r} of a "
+        f"{type(node).__name__} value"
+    )
 
 
 def _item_hint(hint: Any, i: int) -> Any:
@@ -215,9 +252,8 @@ def parse_args(
         config = load_config(args.config)
     except (FileNotFoundError, AttributeError) as e:
         parser.error(str(e))
-    for field, text in overrides:
-        try:  # a config's own validation may raise either
-            config = override(config, field, text)
-        except (ValueError, TypeError) as e:
-            parser.error(str(e))
+    try:  # a config's own validation may raise either
+        config = override_all(config, overrides)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
     return args, config

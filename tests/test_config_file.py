@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from jaxcf.config_file import add_config_argument, load_config, override, parse_args
+from jaxcf.config_file import (
+    add_config_argument,
+    load_config,
+    override,
+    override_all,
+    parse_args,
+)
 from jaxcf.models import CNNConfig
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +79,23 @@ def test_tuple_items_are_addressed_by_index():
 def test_bad_overrides_raise_naming_the_field(train_config, field, text, match):
     with pytest.raises(ValueError, match=match):
         override(train_config, field, text)
+
+
+def test_fields_checked_against_each_other_change_together_in_any_order():
+    """AugmentConfig refuses augmented > subset: one override at a time, shrinking both would
+    depend on which comes first."""
+    pairs = [("augment.subset", "16"), ("augment.augmented", "4")]
+    for order in (pairs, pairs[::-1]):
+        config = load_config(AIP_CELEBA, order)
+        assert (config.augment.subset, config.augment.augmented) == (16, 4)
+    with pytest.raises(ValueError, match=r"augmented \(40\) must be <= subset \(16\)"):
+        load_config(AIP_CELEBA, [*pairs, ("augment.augmented", "40")])  # the later value wins
+    base = load_config(CNN_MNIST)
+    with pytest.raises(ValueError, match="an earlier override sets a field inside it"):
+        override_all(base, [("model.hidden", "8"), ("model", "3")])
+    with pytest.raises(ValueError, match="an earlier override sets a field above it"):
+        override_all(base, [("epochs", "2"), ("epochs.x", "3")])
+    assert override_all(base, []) is base
 
 
 def _parser():
