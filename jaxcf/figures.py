@@ -34,7 +34,7 @@ from matplotlib.patches import Patch
 
 from jaxcf.report import PathLike, _images, _show, save_figure_atomic
 
-_SCATTER_MARKERS = "osD^vP*Xph"  # method_scatter: with ten colours, 70 distinct points
+_SCATTER_MARKERS = "osD^vP*"  # method_scatter: 7 shapes against 10 colours, 70 distinct points
 
 # Bar colours by the sign of an attribute's mean change (attribute_ranking_plot).
 _SIGN_COLOURS = {1.0: "tab:purple", -1.0: "tab:orange", 0.0: "tab:gray"}
@@ -827,10 +827,20 @@ def method_scatter(
     for line in series:
         ax.plot(*zip(*(xy[k] for k in line), strict=True), color="0.7", lw=1, zorder=1)
     # Close points would hide each other's text labels: a legend with a marker shape and colour
-    # per method stays readable.
+    # per method stays readable, and hollow markers show points that lie on top of each other.
     for i, (label, (x, y)) in enumerate(xy.items()):
         marker = _SCATTER_MARKERS[i % len(_SCATTER_MARKERS)]
-        ax.scatter([x], [y], s=36, color=f"C{i % 10}", marker=marker, label=label, zorder=2)
+        ax.scatter(
+            [x],
+            [y],
+            s=48,
+            marker=marker,
+            facecolors="none",
+            edgecolors=f"C{i % 10}",
+            linewidths=1.5,
+            label=label,
+            zorder=2,
+        )
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
