@@ -60,7 +60,7 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from jaxcf import metrics, runner
+from jaxcf import metrics, peers, runner
 from jaxcf.config_file import load_config
 from jaxcf.data import load_dataset
 from jaxcf.methods import GeneratorConfig, make, solve, solve_pool, wachter_search
@@ -251,7 +251,9 @@ def bench_modality(name: str, args) -> dict | None:
     out["generator_cost_in_wachter_steps"] = (1.0 / gen_rate) / out["wachter"][
         "seconds_per_query_step"
     ]
-    if "dice" in explain.peers:
+    if "dice" in explain.peers and not peers.available("dice"):
+        print(f"[{name}] {peers.missing_message('dice')}", flush=True)
+    elif "dice" in explain.peers:
         k = min(args.dice_queries, n)
         print(f"[{name}] DiCE on {k} queries...", flush=True)
         out["dice"] = bench_dice(

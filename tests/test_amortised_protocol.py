@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+from jaxcf import peers
 from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.methods import WachterConfig
 from jaxcf.models.generators import TabularGeneratorConfig
@@ -20,6 +21,9 @@ from jaxcf.training.counterfactual import GeneratorTrainConfig
 from tests.conftest import adult_mlp
 
 pytestmark = pytest.mark.standard_promotion  # training and Wachter run optax's Adam
+
+# DiCE is an optional extra: without it the protocol leaves its rows out and says so.
+HAS_DICE = peers.available("dice")
 
 
 def _tiny_job() -> GeneratorJob:
@@ -87,7 +91,14 @@ def test_report_has_every_metric_and_no_generator_violations(protocol):
     on_disk = json.loads((report / "report.json").read_text())
     assert on_disk["methods"].keys() == doc["methods"].keys()
     labels = set(doc["methods"])
-    assert {"generator", "wachter", "dice", "generator (first 12)", "generator (first 4)"} <= labels
+    expected = {"generator", "wachter", "generator (first 12)"}
+    if HAS_DICE:
+        expected |= {"dice", "generator (first 4)"}
+        assert doc["left_out"] == {}
+    else:
+        assert "dice" not in labels and "pip install -e '.[dice]'" in doc["left_out"]["dice"]
+        assert doc["left_out"]["dice"] in (workdir / "report" / "report.md").read_text()
+    assert expected <= labels
     for label, m in doc["methods"].items():
         for key in ("validity", "validity_raw", "mmd2", "l1", "l0", "violations"):
             assert m[key] is not None, (label, key)
@@ -100,7 +111,8 @@ def test_report_has_every_metric_and_no_generator_violations(protocol):
     assert gen["timing"]["steady_state"]  # 48 rows in chunks of 16: the first one left out
     assert doc["methods"]["wachter"]["counterfactuals"] == 12
     assert doc["methods"]["wachter"]["diversity"] is None  # one counterfactual per query
-    assert doc["methods"]["dice"]["counterfactuals"] == 4 * 2
+    if HAS_DICE:
+        assert doc["methods"]["dice"]["counterfactuals"] == 4 * 2
     soft = doc["soft_targets"]
     assert soft["queries"] == 8 and 0.0 <= soft["within_tolerance"] <= 1.0
     assert doc["published"]["l0"] == 2.13
@@ -109,7 +121,8 @@ def test_report_has_every_metric_and_no_generator_violations(protocol):
     assert "MMD\u00b2" in text and "paper (generator)" in text
     for name in doc["figures"]:
         assert (report / name).is_file(), name
-    assert "changes_generator.csv" in doc["figures"] and "changes_dice.csv" in doc["figures"]
+    assert "changes_generator.csv" in doc["figures"]
+    assert ("changes_dice.csv" in doc["figures"]) == HAS_DICE
 
 
 def test_one_bandwidth_shared_by_every_method(protocol):
@@ -123,7 +136,7 @@ def test_rerun_reuses_runs(protocol):
     """The runs are resumable and DiCE's result is cached: a second call only re-evaluates."""
     doc, workdir = protocol
     again = run_protocol(_config(_tiny_job(), soft_queries=0), workdir)
-    for label in ("generator", "wachter", "dice"):
+    for label in ("generator", "wachter", "dice") if HAS_DICE else ("generator", "wachter"):
         assert again["methods"][label]["mmd2"] == doc["methods"][label]["mmd2"]
         assert again["methods"][label]["validity"] == doc["methods"][label]["validity"]
 

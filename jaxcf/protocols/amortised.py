@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcf import metrics, validation
+from jaxcf import metrics, peers, validation
 from jaxcf.data import load_dataset
 from jaxcf.io import to_jsonable, write_atomic, write_json_atomic, write_text_atomic
 from jaxcf.training import TrainConfig, load_classifier, train_and_evaluate
@@ -663,7 +663,11 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         )
         timing = {**steady_timing(res), "config": dataclasses.asdict(wachter_config)}
         method_rows["wachter"] = _Rows.from_results("wachter", res, timing, 1)
-    if "dice" in config.peers:
+    left_out: dict[str, str] = {}
+    if "dice" in config.peers and not peers.available("dice"):
+        left_out["dice"] = peers.missing_message("dice")
+        print(left_out["dice"], flush=True)
+    elif "dice" in config.peers:
         if space.transform is None:
             raise ValueError("the DiCE peer explains tabular data only")
         k = min(config.dice_queries, n)
@@ -719,6 +723,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         "target_rule": config.target,
         "seed": config.seed,
         "peer_queries": peer_queries,
+        "left_out": left_out,
         "class_names": class_names,
         "bandwidth": {
             "value": bandwidth,
@@ -1126,6 +1131,8 @@ def _report_markdown(doc: Mapping[str, Any], space: _Space) -> str:
         "'generator (first k)' are the generator on the peers' queries, for a like-for-like "
         "comparison.\n"
     )
+    for note in doc.get("left_out", {}).values():
+        intro += f"\nNote: {note}.\n"
     conv = "\n".join(f"* **{k}**: {v}" for k, v in doc["conventions"].items())
     text = f"# Amortised counterfactual generator on {doc['dataset']}\n\n{intro}\n"
     text += _main_table(doc, space)
