@@ -31,4 +31,3 @@ def missing_message(peer: str) -> str:
         f"the {peer} peer is left out: its library ({module}) is not installed; add it with "
         f"`pip install -e '.[{extra}]'`"
     )
-
