@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m explain.main --config explain/configs/demo.py --workdir workdir/demo
+	$(VENV)/bin/jaxcf explain explain/deduce/configs/demo.py --workdir workdir/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup tests

@@ -7,7 +7,7 @@
 For each modality, the trained models of ``<workdir>/generator_<modality>`` (``python -m
 train.generator --config train/configs/generator_<modality>.py``; a modality without them is
 skipped) explain the first ``--batch`` queries of a seeded permutation of the test split
-towards the protocol's flip targets (:func:`jaxcf.protocols.amortised.flip_targets`), all in
+towards the protocol's flip targets (:func:`explain.amortised.flip_targets`), all in
 one process on the same device:
 
 * **generator**: the explainer's forward pass over the whole batch as one jitted call
@@ -60,11 +60,12 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from jaxcf import metrics, peers, runner
-from jaxcf.config_file import load_config
+from explain.amortised import encoded_box, flip_targets, load_models
+from jaxcf import peers, runner
+from jaxcf.core import load_config
 from jaxcf.data import load_dataset
+from jaxcf.evaluation import metrics
 from jaxcf.methods import GeneratorConfig, make, solve, solve_pool, wachter_search
-from jaxcf.protocols.amortised import encoded_box, flip_targets, load_models
 
 ROOT = Path(__file__).resolve().parents[1]
 MODALITIES = ("mnist", "ecg", "ecg_ae", "adult")
@@ -165,8 +166,8 @@ def bench_wachter_loop(classifier, config, x, target) -> dict:
 
 
 def bench_dice(classifier, generator, train, x, target, method: str, num_cfs: int) -> dict:
-    from jaxcf.constraints import Constraints
     from jaxcf.peers.dice import DicePeer
+    from jaxcf.tabular import Constraints
 
     transform = generator.transform
     constraints = Constraints(**(generator.config.constraints or {}))

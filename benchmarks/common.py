@@ -10,8 +10,7 @@ from pathlib import Path
 
 import jax
 
-from jaxcf import report
-from jaxcf.io import to_jsonable
+from jaxcf.core import to_jsonable, write_json_atomic, write_text_atomic
 
 
 def device_name() -> str:
@@ -66,6 +65,6 @@ def write_results(out: Path, name: str, results: dict, markdown: str) -> Path:
     device as :func:`device_name` names it; returns the path without its suffix."""
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{name}_{device_name().replace(' ', '_')}"
-    report.write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    report.write_text_atomic(stem.with_suffix(".md"), markdown)
+    write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
+    write_text_atomic(stem.with_suffix(".md"), markdown)
     return stem

@@ -7,7 +7,7 @@ DiME-style rollout, each batched and as a per-query loop.
 
 The diffusion model and classifier of ``--workdir`` (``python -m train.diffusion`` and
 ``python -m explain.diffusion`` put them there) explain the first queries of the guided
-protocol (``explain/configs/guided_mnist.py``: same start step, respacing, guidance scale and
+protocol (``explain/guided/configs/guided_mnist.py``: same start step, respacing, guidance scale and
 distance term, first attempt only, no retries) towards its flip targets, all in one process:
 
 * **batched**: the explainer on the whole batch as one jitted call; compilation
@@ -37,13 +37,12 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from jaxcf import metrics
-from jaxcf.config_file import load_config
+from explain.amortised import flip_targets
+from jaxcf.core import load_config
 from jaxcf.data import load_dataset
+from jaxcf.evaluation import metrics
 from jaxcf.methods import make
-from jaxcf.protocols.amortised import flip_targets
-from jaxcf.training import load_classifier
-from jaxcf.training.diffusion import load_diffusion
+from jaxcf.models import load_classifier, load_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +84,9 @@ def bench_loop(explainer, x, t) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("workdir/ddpm_mnist"))
-    parser.add_argument("--config", type=Path, default=ROOT / "explain/configs/guided_mnist.py")
+    parser.add_argument(
+        "--config", type=Path, default=ROOT / "explain/guided/configs/guided_mnist.py"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rollout-batch", type=int, default=8)
     parser.add_argument("--loop-queries", type=int, default=8)
@@ -154,7 +155,7 @@ def _markdown(r: dict) -> str:
         "through the denoiser and the classifier, a rollout call does not. On 2 CPU cores a "
         "batch barely beats one query per call (the convolutions already fill both cores). The "
         "flip-rate comparison at scale, with retries, is in the guided protocol's report "
-        "(explain/results/guided_mnist.md)."
+        "(docs/results/guided_mnist.md)."
     )
     return "\n".join(lines) + "\n"
 

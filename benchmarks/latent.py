@@ -8,10 +8,11 @@
                                 [--loop-queries 8] [--repeats 3] [--out benchmarks/results]
 
 * ``revise`` (REVISE, per-query Adam) through the MNIST VAE of ``train/configs/vae_mnist.py``
-  (``explain/configs/revise_mnist.py`` trains it) explaining the network that protocol explains
+  (``explain/deduce/configs/revise_mnist.py`` trains it) explaining the network that protocol
+  explains
   (the bundled width-32 ResNet-18; any classifier checkpoint works), on MNIST test digits;
 * ``aip`` (AIP, plain decaying steps as published) through the AttGAN-like model (the shipped
-  one by default) explaining the CelebA gender CNN (``explain/configs/aip_celeba.py`` trains
+  one by default) explaining the CelebA gender CNN (``explain/aip/configs/aip_celeba.py`` trains
   it, about 4 minutes), on held-out faces (skipped, and said so, while it is not trained).
 
 Every query runs exactly ``--iterations`` updates (the stopping threshold is set to 1, which a
@@ -42,12 +43,11 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from jaxcf import assets, metrics
+from jaxcf import assets
 from jaxcf.data import load_dataset
+from jaxcf.evaluation import metrics
 from jaxcf.methods import AIPConfig, REVISEConfig, make
-from jaxcf.training import load_classifier
-from jaxcf.training.attgan import load_attgan
-from jaxcf.training.vae import load_vae
+from jaxcf.models import load_attgan, load_classifier, load_vae
 
 
 def _call(e, x, t, k):

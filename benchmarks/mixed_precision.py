@@ -4,7 +4,7 @@
 
 On the DeDUCE protocol's pairs (``--images`` test images of one set x 9 other targets, the
 demo's 450 pairs by default), each method runs twice: with its classifier in float32 (the
-default) and in bfloat16 (:func:`jaxcf.precision.with_precision`: parameters and activations in
+default) and in bfloat16 (:func:`jaxcf.core.with_precision`: parameters and activations in
 bfloat16, losses, thresholds, density and iterates in float32). Per pair it compares:
 
 * **first step**: the pixel(s) each precision changes in its first update (``max_iter=1``), and
@@ -42,14 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import device_name, environment
-from jaxcf import metrics
+from explain.deduce import protocol_pairs
+from jaxcf.core import to_jsonable, tree_where, write_json_atomic, write_text_atomic
 from jaxcf.data import load_mnist
-from jaxcf.explainer import tree_where
-from jaxcf.io import to_jsonable, write_json_atomic, write_text_atomic
+from jaxcf.evaluation import metrics
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, make, solve, solve_pool
-from jaxcf.methods.search import default_keys
-from jaxcf.protocols.deduce import protocol_pairs
-from jaxcf.training import load_classifier
+from jaxcf.methods._search import default_keys
+from jaxcf.models import load_classifier
 
 PRECISIONS = ("float32", "bfloat16")
 NEAR_TOTAL = 0.99
@@ -63,7 +62,7 @@ def _search(name: str, precision: str, config, model, density):
 
 
 def _changed(x: np.ndarray, x_cf: np.ndarray) -> np.ndarray:
-    """``[N, D]`` bool: pixels changed (as :func:`jaxcf.metrics.l0` counts them)."""
+    """``[N, D]`` bool: pixels changed (as :func:`jaxcf.evaluation.metrics.l0` counts them)."""
     d = np.abs(x_cf.astype(np.float64) - x.astype(np.float64)).reshape(len(x), -1)
     return d > 1e-6
 

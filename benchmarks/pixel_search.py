@@ -34,12 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import environment, write_results
+from explain.deduce import protocol_pairs
+from jaxcf.core import tree_where
 from jaxcf.data import load_mnist
-from jaxcf.explainer import tree_where
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search, solve, solve_pool
-from jaxcf.methods.search import default_keys
-from jaxcf.protocols.deduce import protocol_pairs
-from jaxcf.training import load_classifier
+from jaxcf.methods._search import default_keys
+from jaxcf.models import load_classifier
 
 
 def _time(fn, *args, repeat: int = 1) -> float:

@@ -31,11 +31,11 @@ import numpy as np
 
 from benchmarks.common import compile_timed, environment, write_results
 from benchmarks.pixel_search import bench_jaxcf
+from explain.deduce import protocol_pairs
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, deduce_search
-from jaxcf.methods.search import default_keys
-from jaxcf.protocols.deduce import protocol_pairs
-from jaxcf.training import load_classifier
+from jaxcf.methods._search import default_keys
+from jaxcf.models import load_classifier
 
 
 def lowered_flops(fn, *args) -> tuple[float, object, float]:

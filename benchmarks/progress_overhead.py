@@ -23,31 +23,32 @@ import jax
 import numpy as np
 
 from benchmarks.common import cpus, device_name, write_results
+from explain.deduce import protocol_pairs
 from jaxcf import runner
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, make, solve_pool
-from jaxcf.protocols.deduce import protocol_pairs
-from jaxcf.training import load_classifier
+from jaxcf.models import load_classifier
+from jaxcf.runner import _run
 
 
 def _runner_seconds(explainer, x, t, config) -> tuple[float, np.ndarray, int]:
     """Wall seconds of one runner call into a fresh directory, its counterfactuals and the
     number of progress updates it showed."""
     updates = []
-    show = runner._Progress.show
+    show = _run._Progress.show
 
     def counting(self, done, solved):
         updates.append(done)
         show(self, done, solved)
 
-    runner._Progress.show = counting
+    _run._Progress.show = counting
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             res = runner.run(explainer, x, t, tmp, config=config, progress=False)
             seconds = time.perf_counter() - start
     finally:
-        runner._Progress.show = show
+        _run._Progress.show = show
     return seconds, res.x_cf, len(updates)
 
 

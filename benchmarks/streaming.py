@@ -29,9 +29,8 @@ import jax
 import numpy as np
 
 from benchmarks.common import cpus, device_name
-from jaxcf import runner, sources
-from jaxcf.classifier import FunctionClassifier
-from jaxcf.io import write_json_atomic, write_text_atomic
+from jaxcf import runner
+from jaxcf.core import RESULT_FILE, FunctionClassifier, write_json_atomic, write_text_atomic
 from jaxcf.methods import FGSMConfig, make
 
 FEATURES, CLASSES, BLOCK = 16, 3, 1 << 20
@@ -53,9 +52,9 @@ def classifier() -> FunctionClassifier:
 
 def write_queries(directory: Path, rows: int) -> Path:
     """``rows`` synthetic queries, written a block at a time (deterministic)."""
-    if (directory / "x.npy").exists() and len(sources.NpySource(directory)) == rows:
+    if (directory / "x.npy").exists() and len(runner.NpySource(directory)) == rows:
         return directory
-    with sources.QueryWriter(directory, rows, x_shape=(FEATURES,)) as w:
+    with runner.QueryWriter(directory, rows, x_shape=(FEATURES,)) as w:
         for start in range(0, rows, BLOCK):
             rng = np.random.default_rng(start)
             n = min(BLOCK, rows - start)
@@ -66,8 +65,8 @@ def write_queries(directory: Path, rows: int) -> Path:
     return directory
 
 
-class CountingSource(sources.NpySource):
-    """An :class:`~jaxcf.sources.NpySource` that counts the rows read from it."""
+class CountingSource(runner.NpySource):
+    """An :class:`~jaxcf.runner.NpySource` that counts the rows read from it."""
 
     rows_read = 0
 
@@ -86,7 +85,7 @@ def measure(workdir: Path, rows: int, chunk: int, kill_after: int | None = None)
     config = runner.RunnerConfig(chunk_size=chunk)
     warm = workdir / "warm"
     shutil.rmtree(warm, ignore_errors=True)
-    small = sources.ArraySource(*_first_rows(queries, 3 * chunk))
+    small = runner.ArraySource(*_first_rows(queries, 3 * chunk))
     runner.run_source(explainer, small, warm, config=config, progress=False)
     before = peak_rss_bytes()
 
@@ -107,7 +106,7 @@ def measure(workdir: Path, rows: int, chunk: int, kill_after: int | None = None)
         "rows": rows,
         "chunk_size": chunk,
         "data_bytes": os.path.getsize(queries / "x.npy") + os.path.getsize(queries / "target.npy"),
-        "record_bytes": os.path.getsize(workdir / "run" / runner.RESULT_FILE),
+        "record_bytes": os.path.getsize(workdir / "run" / RESULT_FILE),
         "peak_rss_before_bytes": before,
         "peak_rss_growth_bytes": peak_rss_bytes() - before,
         "seconds": seconds,
@@ -121,7 +120,7 @@ def measure(workdir: Path, rows: int, chunk: int, kill_after: int | None = None)
 
 
 def _first_rows(directory: Path, n: int):
-    block = sources.NpySource(directory).read(0, n)
+    block = runner.NpySource(directory).read(0, n)
     return block["x"], block["target"]
 
 

@@ -41,12 +41,13 @@ import jax
 import numpy as np
 
 from benchmarks.common import cpus, device_name
-from jaxcf import metrics, runner
+from explain.deduce import protocol_pairs
+from jaxcf import runner
+from jaxcf.core import to_jsonable
 from jaxcf.data import load_mnist
-from jaxcf.io import to_jsonable
+from jaxcf.evaluation import metrics
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, make
-from jaxcf.protocols.deduce import protocol_pairs
-from jaxcf.training import load_classifier
+from jaxcf.models import load_classifier
 
 _COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",

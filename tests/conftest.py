@@ -89,9 +89,8 @@ def tiny_diffusion(seed: int = 0, scale: float = 0.05):
     from flax import nnx
 
     from jaxcf import diffusion
-    from jaxcf.models.unet import UNet, UNetConfig
-    from jaxcf.pure import as_pytree
-    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+    from jaxcf.core import as_pytree
+    from jaxcf.models import DiffusionModel, ImageSpace, UNet, UNetConfig
 
     config = UNetConfig(
         input_shape=(32, 32, 1), width=8, channel_mult=(1, 2), attention=(), groups=4
@@ -104,7 +103,7 @@ def tiny_diffusion(seed: int = 0, scale: float = 0.05):
 
 def tiny_diffae_config(code: int = 16):
     """A small diffusion autoencoder's config for 28x28 images padded to 32."""
-    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig, UNetConfig
+    from jaxcf.models import DiffAEConfig, SemanticEncoderConfig, UNetConfig
 
     shape = (32, 32, 1)
     return DiffAEConfig(
@@ -122,9 +121,8 @@ def tiny_autoencoder(seed: int = 0, scale: float = 0.05, code: int = 16):
     """An untrained small diffusion autoencoder for 28x28 images (padded to 32; linear schedule
     of 100 steps), jolted and built once per process like :func:`tiny_diffusion`."""
     from jaxcf import diffusion
-    from jaxcf.models.unet import build_denoiser
-    from jaxcf.pure import as_pytree
-    from jaxcf.training.diffusion import DiffusionModel, ImageSpace
+    from jaxcf.core import as_pytree
+    from jaxcf.models import DiffusionModel, ImageSpace, build_denoiser
 
     net = jolt(build_denoiser(tiny_diffae_config(code), seed=seed), scale=scale, seed=seed + 1)
     schedule = diffusion.make_schedule(diffusion.ScheduleConfig("linear", 100))
@@ -136,10 +134,8 @@ def random_agent(teacher, code: int = 16, seed: int = 0):
     features."""
     import jax.numpy as jnp
 
-    from jaxcf.classifier import as_pure
-    from jaxcf.methods import checks
-    from jaxcf.training.agent import Agent
-    from jaxcf.training.counterfactual import classifier_digest
+    from jaxcf.core import as_pure, checks, classifier_digest
+    from jaxcf.models import Agent
 
     teacher = as_pure(teacher)
     feats = checks.feature_dim(teacher, (28, 28, 1))
@@ -189,7 +185,7 @@ def trained_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(trained_dir):
     """``(model, density, metadata)`` loaded from :func:`trained_dir`; the model in eval mode."""
-    from jaxcf.training import load_classifier
+    from jaxcf.models import load_classifier
 
     return load_classifier(trained_dir / "checkpoint")
 
@@ -222,9 +218,8 @@ def tiny_vae(seed: int = 0, scale: float = 0.15, latent: int = 8):
     takes seconds."""
     from flax import nnx
 
-    from jaxcf.models.vae import VAE, VAEConfig
-    from jaxcf.pure import as_pytree
-    from jaxcf.training.vae import VAEModel
+    from jaxcf.core import as_pytree
+    from jaxcf.models import VAE, VAEConfig, VAEModel
 
     config = VAEConfig(input_shape=(28, 28, 1), latent_dim=latent, widths=(4, 8), hidden=0)
     vae = jolt(VAE(config, rngs=nnx.Rngs(seed)), scale=scale, seed=seed + 1)

@@ -3,9 +3,9 @@
 Usage: python tests/distributed_job.py PROCESS_ID NUM_PROCESSES PORT CHECKPOINT QUERIES OUT
        [SEED] [PAUSE_SECONDS]
 
-Each process has 2 CPU devices and joins the job through :func:`jaxcf.distributed.initialize`
+Each process has 2 CPU devices and joins the job through :func:`jaxcf.runner.distributed.initialize`
 (gloo collectives). The job explains the query directory QUERIES twice: DeDUCE through slot
-pools into ``OUT/deduce`` (a :class:`~jaxcf.explainer.Retry` of it: the queries it did not solve
+pools into ``OUT/deduce`` (a :class:`~jaxcf.core.Retry` of it: the queries it did not solve
 in 30 steps are rerun with 60, again through every process's slot pools), FGSM in one pass into
 ``OUT/fgsm``. :func:`explain` is the same work
 for a reference run in one process.
@@ -22,8 +22,9 @@ DEVICES_PER_PROCESS = 2
 
 
 def explainers(checkpoint):
-    from jaxcf.methods import DeDUCEConfig, FGSMConfig, Retry, make
-    from jaxcf.training import load_classifier
+    from jaxcf.core import Retry
+    from jaxcf.methods import DeDUCEConfig, FGSMConfig, make
+    from jaxcf.models import load_classifier
 
     model, density, _ = load_classifier(checkpoint)
     deduce = make("deduce", DeDUCEConfig(max_iter=30), classifier=model, density=density)
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> None:
     seed = int(argv[6]) if len(argv) > 6 else 0
     pause = float(argv[7]) if len(argv) > 7 else 0.0
     jax.config.update("jax_num_cpu_devices", DEVICES_PER_PROCESS)
-    from jaxcf import distributed
+    from jaxcf.runner import distributed
 
     distributed.initialize(
         f"localhost:{port}", int(num_processes), int(process_id), timeout_seconds=60

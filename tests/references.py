@@ -2,7 +2,7 @@
 
 Each follows its published algorithm step by step for one query at a time, using JAX only for
 the gradient of a single input; scoring, selection and updates are NumPy on the host. Targets of
-every kind are scored here independently of :mod:`jaxcf.targets`:
+every kind are scored here independently of :mod:`jaxcf.core.targets`:
 
 * class ``t``: probability ``softmax(logits)[t]``, reached at ``>= threshold``;
 * soft ``q``: total variation ``0.5 * sum |softmax(logits) - q|``, reached at ``<= tolerance``;
@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcf.classifier import as_pure
+from jaxcf.core import as_pure
 
 
 def _kind(t) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from jaxcf import runner
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, SearchExplainer, deduce_search
-from jaxcf.training import load_classifier
+from jaxcf.models import load_classifier
 
 
 def job(checkpoint, n: int):

@@ -11,16 +11,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from jaxcf.methods import (
-    AIPConfig,
-    FGSMConfig,
-    MethodSpec,
-    REVISEConfig,
-)
-from jaxcf.models import CNNConfig
-from jaxcf.models.attgan import AttGANConfig
-from jaxcf.models.vae import VAEConfig
-from jaxcf.protocols.aip import (
+from explain.aip import (
     AIPJob,
     AugmentConfig,
     _with_new_defaults,
@@ -30,11 +21,16 @@ from jaxcf.protocols.aip import (
     run_augmentation,
     score_methods,
 )
-from jaxcf.results import Results
+from jaxcf.core import Results
+from jaxcf.methods import (
+    AIPConfig,
+    FGSMConfig,
+    MethodSpec,
+    REVISEConfig,
+)
+from jaxcf.models import AttGANConfig, CNNConfig, VAEConfig
 from jaxcf.runner import RunnerConfig
-from jaxcf.training import TrainConfig
-from jaxcf.training.attgan import AttGANTrainConfig
-from jaxcf.training.vae import VAETrainConfig
+from jaxcf.training import AttGANTrainConfig, TrainConfig, VAETrainConfig
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam trains the models
 
@@ -129,8 +125,8 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     ]
     for name in ("classifier", "classifier_young", "vae", "attgan"):
         assert (workdir / name / "checkpoint").is_dir(), name  # trained there when missing
-    from jaxcf import metrics
-    from jaxcf.training import load_classifier
+    from jaxcf.evaluation import metrics
+    from jaxcf.models import load_classifier
 
     clf, _, _ = load_classifier(workdir / "classifier" / "checkpoint")
     for m in methods:

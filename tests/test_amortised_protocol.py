@@ -11,13 +11,13 @@ import json
 import numpy as np
 import pytest
 
+from explain.amortised import ExplainConfig, GeneratorJob, flip_targets, run_protocol
 from jaxcf import peers
-from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.methods import WachterConfig
 from jaxcf.models.generators import TabularGeneratorConfig
-from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob, flip_targets, run_protocol
 from jaxcf.runner import RunnerConfig
-from jaxcf.training.counterfactual import GeneratorTrainConfig
+from jaxcf.training import GeneratorTrainConfig
 from tests.conftest import adult_mlp
 
 pytestmark = pytest.mark.standard_promotion  # training and Wachter run optax's Adam
@@ -181,7 +181,7 @@ def test_peer_counts_only_checked_for_peers_that_run():
 def test_dice_and_fixed_need_a_tabular_job():
     from pathlib import Path
 
-    from jaxcf.config_file import load_config
+    from jaxcf.core import load_config
 
     root = Path(__file__).resolve().parents[1]
     job = load_config(root / "train" / "configs" / "generator_mnist.py")
@@ -192,5 +192,5 @@ def test_dice_and_fixed_need_a_tabular_job():
 
 
 def test_missing_checkpoints_name_the_training_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.generator"):
+    with pytest.raises(FileNotFoundError, match="jaxcf train"):
         run_protocol(_config(_tiny_job(), train_missing=False), tmp_path)

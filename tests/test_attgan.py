@@ -23,27 +23,22 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf import checkpoint
-from jaxcf.data.celeba import AIP_ATTRIBUTES
-from jaxcf.models.attgan import (
+from jaxcf.data import AIP_ATTRIBUTES
+from jaxcf.models import (
     CPU_ATTGAN,
     PAPER_ATTGAN,
     AttGANConfig,
     AttGANGenerator,
     AttributeDiscriminator,
-    build_attgan,
-)
-from jaxcf.training.attgan import (
-    AttGANTask,
-    AttGANTrainConfig,
     AttributeModel,
     attribute_conflicts,
-    draw_targets,
+    build_attgan,
+    checkpoint,
     flip_attributes,
     load_attgan,
-    train_attgan,
 )
-from jaxcf.training.loop import fit
+from jaxcf.training import AttGANTask, AttGANTrainConfig, fit, train_attgan
+from jaxcf.training._attgan import draw_targets
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
 
@@ -385,8 +380,8 @@ def test_load_refuses_checkpoints_it_does_not_match(tiny_run, tmp_path):
 
 @pytest.mark.xdist_group("tiny_attgan")  # one worker trains the fixture
 def test_compact_copy_is_rounded_measured_and_checked_against_its_digest(tiny_run, tmp_path):
-    from jaxcf.training import load_classifier
-    from jaxcf.training.export import DIGEST_FILE, content_digest, export_attgan_compact, verify
+    from jaxcf.models import DIGEST_FILE, content_digest, load_classifier, verify
+    from jaxcf.training import export_attgan_compact
 
     _, meta, workdir = tiny_run
     out = tmp_path / "compact"

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf import attribution
-from jaxcf.classifier import FunctionClassifier, as_pure
-from jaxcf.figures import DIVERGING_CMAP, SEQUENTIAL_CMAP, attribution_grid
+from jaxcf.core import FunctionClassifier, as_pure
+from jaxcf.evaluation import attribution
 from jaxcf.models import (
     BiLSTMConfig,
     MLPConfig,
@@ -18,7 +17,8 @@ from jaxcf.models import (
     StandardResNetConfig,
     build,
 )
-from jaxcf.models.classifiers import avg_pool
+from jaxcf.models._classifiers import avg_pool
+from jaxcf.report import DIVERGING_CMAP, SEQUENTIAL_CMAP, attribution_grid
 
 
 @pytest.fixture(scope="module")

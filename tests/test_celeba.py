@@ -1,4 +1,4 @@
-"""Tests for the CelebA loader (jaxcf.data.celeba): the real files' splits, attributes and crop,
+"""Tests for the CelebA loader (jaxcf.data): the real files' splits, attributes and crop,
 and, on small files written in ``tmp_path``, the crop geometry, the lookup and every error.
 
 Real-data tests read ../shared/data beside the checkout (or $JAXCF_DATA_DIR if set when the
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import jaxcf.data.celeba as celeba_module
-import jaxcf.data.lookup as lookup_module
+import jaxcf.data._celeba as celeba_module
+import jaxcf.data._lookup as lookup_module
 from jaxcf.data import (
     AIP_ATTRIBUTES,
     DATA_DIR_ENV,

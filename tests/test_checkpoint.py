@@ -1,4 +1,5 @@
-"""Tests for jaxcf.checkpoint: round trips (one model, or several named modules, optimiser states,
+"""Tests for jaxcf.models.checkpoint: round trips (one model, or several named modules, optimiser
+states,
 EMA copies and plain pytrees), extras, mismatch errors, overwrite and atomicity."""
 
 import json
@@ -11,8 +12,8 @@ import pytest
 from flax import nnx
 
 import jaxcf
-from jaxcf import checkpoint
-from jaxcf.checkpoint import CheckpointMismatchError
+from jaxcf.models import checkpoint
+from jaxcf.models.checkpoint import CheckpointMismatchError
 
 
 class TinyNet(nnx.Module):

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from jaxcf.config_file import (
-    add_config_argument,
-    load_config,
-    override,
-    override_all,
-    parse_args,
-)
+from jaxcf import cli
+from jaxcf.core import load_config, override, override_all
+from jaxcf.core.config_file import add_config_argument, parse_args
 from jaxcf.models import CNNConfig
 
 _ROOT = Path(__file__).resolve().parents[1]
 CNN_MNIST = _ROOT / "train" / "configs" / "cnn_mnist.py"
-AIP_CELEBA = _ROOT / "explain" / "configs" / "aip_celeba.py"
+AIP_CELEBA = _ROOT / "explain" / "aip" / "configs" / "aip_celeba.py"
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +127,8 @@ def test_parse_args_exits_with_a_usage_error(extra, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_an_entry_point_refuses_a_bad_override_before_training(tmp_path, capsys):
-    from train import main as train_main
-
+def test_the_command_refuses_a_bad_override_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        train_main.main(["--config", str(CNN_MNIST), "--workdir", str(tmp_path), "--config.lr=1"])
+        cli.main(["train", str(CNN_MNIST), "--workdir", str(tmp_path), "--config.lr=1"])
     assert "has no field 'lr'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

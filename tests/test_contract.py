@@ -22,10 +22,10 @@ import optax
 import pytest
 from flax import struct
 
-from jaxcf import experiment, metrics, report, runner, targets
-from jaxcf.classifier import FunctionClassifier, as_pure
-from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
-from jaxcf.explainer import CFResult
+from jaxcf import experiment, report, runner
+from jaxcf.core import CFResult, FunctionClassifier, Results, Retry, as_pure, checks, targets
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.evaluation import metrics
 from jaxcf.methods import (
     AIPConfig,
     AIPRandomConfig,
@@ -35,18 +35,16 @@ from jaxcf.methods import (
     GeneratorConfig,
     GuidedDiffusionConfig,
     JSMAConfig,
-    Retry,
     REVISEConfig,
+    SearchExplainer,
     WachterConfig,
     XGEMsConfig,
-    checks,
     make,
     solve,
     wachter,
 )
-from jaxcf.methods.search import SearchExplainer, solve_jit
+from jaxcf.methods._search import solve_jit
 from jaxcf.models import generators
-from jaxcf.results import Results
 from tests import references
 from tests.conftest import (
     FAKE_DEVICES,

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from flax import nnx, struct
 
-from jaxcf import runner, targets
-from jaxcf.explainer import CFResult, Retry
+from jaxcf import runner
+from jaxcf.core import CFResult, PureModule, PureObject, Retry, as_pytree, targets
+from jaxcf.core.targets import check_target
 from jaxcf.methods import (
     DeDUCEConfig,
     FGSMConfig,
@@ -27,9 +28,7 @@ from jaxcf.methods import (
     register,
     solve_pool,
 )
-from jaxcf.methods import registry as registry_lib
-from jaxcf.pure import PureModule, PureObject, as_pytree
-from jaxcf.targets import check_target
+from jaxcf.methods import _registry as registry_lib
 
 # ----------------------------------------------------------------------------- configs
 
@@ -182,7 +181,7 @@ def test_retry_rejects_bad_schedules():
 
 
 def _linear():
-    from jaxcf.classifier import FunctionClassifier
+    from jaxcf.core import FunctionClassifier
 
     return FunctionClassifier(_linear_logits, jnp.zeros((4, 3)), domain=(0.0, 1.0))
 
@@ -193,7 +192,7 @@ def _linear_logits(w, x):
 
 def test_registry_builds_methods_by_name_and_rejects_bad_specs():
     assert {"deduce", "jsma", "wachter", "fgsm"} <= set(method_names())
-    listing = describe()  # python -m jaxcf.methods
+    listing = describe()  # jaxcf methods
     assert all(f"{name}: " in listing for name in method_names())
     assert describe("jsma").startswith("jsma: JSMAConfig; needs classifier\n    step=0.2,")
     with pytest.raises(ValueError, match="unknown method 'nope'"):
@@ -287,7 +286,7 @@ class RegisteredDensity:
 
 
 def test_plain_object_density_works_with_deduce(trained, queries):
-    from jaxcf.methods.search import solve_jit
+    from jaxcf.methods._search import solve_jit
 
     model, density, _ = trained
     x, t = queries
@@ -356,8 +355,7 @@ def _flat_logits(w, x):
 def test_rows_and_series_run_unbounded_through_the_runner(shape, tmp_path):
     """Inputs of any rank; no domain declared anywhere means no clipping (values may leave
     [0, 1]); class and regression targets."""
-    from jaxcf.classifier import FunctionClassifier
-    from jaxcf.results import Results
+    from jaxcf.core import FunctionClassifier, Results
 
     rng = np.random.default_rng(0)
     d = int(np.prod(shape))
@@ -398,8 +396,7 @@ def test_bundled_classifier_loads_and_is_checked_against_its_digest(tmp_path, mn
     import shutil
 
     from jaxcf import assets
-    from jaxcf.training import load_classifier
-    from jaxcf.training.export import content_digest, verify
+    from jaxcf.models import content_digest, load_classifier, verify
 
     assert "demo_resnet_w32" in assets.names()
     model, density, meta = load_classifier("bundled:demo_resnet_w32")

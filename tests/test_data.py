@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import jaxcf.data.ecg5000 as ecg_module
-import jaxcf.data.lookup as lookup_module
+import jaxcf.data._ecg5000 as ecg_module
+import jaxcf.data._lookup as lookup_module
 from jaxcf.data import (
     DATA_DIR_ENV,
     FASHION_MNIST_CLASS_NAMES,

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcf.density import GaussianDensity, class_moments, fit_gaussians
+from jaxcf.models import GaussianDensity, class_moments, fit_gaussians
 
 
 def _direct_log_prob(z, means, covs):

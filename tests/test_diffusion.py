@@ -15,13 +15,10 @@ import pytest
 from flax import nnx
 
 from jaxcf import diffusion as diff
-from jaxcf.methods import GuidedDiffusionConfig, Retry, make
-from jaxcf.models.unet import UNet, UNetConfig
-from jaxcf.training.diffusion import (
-    DiffusionTrainConfig,
-    load_diffusion,
-    train_diffusion,
-)
+from jaxcf.core import Retry
+from jaxcf.methods import GuidedDiffusionConfig, make
+from jaxcf.models import UNet, UNetConfig, load_diffusion
+from jaxcf.training import DiffusionTrainConfig, train_diffusion
 from tests.conftest import tiny_diffae_config, tiny_diffusion
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
@@ -238,7 +235,7 @@ def test_training_is_reproducible_and_checks_its_data(tiny_run, trained_dir):
     """Same seed, same batch and key: the same weights after two steps (the loop's seeding and
     shuffling are tested with the loop); a finished workdir and misfit configs are refused
     before any training."""
-    from jaxcf.training.diffusion import DiffusionTask
+    from jaxcf.training import DiffusionTask
 
     cfg = _tiny_config()
     x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 1), minval=-1.0, maxval=1.0)
@@ -344,7 +341,7 @@ def test_guided_protocol_end_to_end(tiny_run, trained_dir, tmp_path):
     report and the grid; the unguided row starts from the guided run's own noise."""
     import shutil
 
-    from jaxcf.protocols.guided import GuidedExplainConfig, run_guided_protocol
+    from explain.guided import GuidedExplainConfig, run_guided_protocol
     from jaxcf.runner import RunnerConfig
     from jaxcf.training import TrainConfig
 
@@ -374,7 +371,7 @@ def test_guided_protocol_end_to_end(tiny_run, trained_dir, tmp_path):
 
 
 def test_frechet_distance_matches_its_closed_form():
-    from jaxcf.distribution import frechet_distance
+    from jaxcf.evaluation.distribution import frechet_distance
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(20_000, 3))
@@ -434,7 +431,7 @@ def tiny_ae_run(tmp_path_factory):
 def test_diffusion_autoencoder_trains_encodes_and_reloads(tiny_ae_run):
     """The autoencoder variant: a semantic code per image conditions the decoder; configs that
     do not fit together raise."""
-    from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig
+    from jaxcf.models import DiffAEConfig, SemanticEncoderConfig
 
     shape = (32, 32, 1)
     trained, workdir = tiny_ae_run
@@ -457,10 +454,11 @@ def test_agent_distils_its_teacher_and_is_tied_to_it(trained, mnist_test, tmp_pa
     """The agent (linear map on the codes + the teacher's frozen head) learns to agree with the
     teacher on a two-class slice of MNIST; agreement metrics and image metrics are sane; a saved
     agent refuses another teacher; DiffExplainer refuses a mismatched setup."""
-    from jaxcf import agreement
-    from jaxcf.classifier import as_pure
+    from jaxcf.core import as_pure
+    from jaxcf.evaluation import agreement
     from jaxcf.methods import DiffExplainerConfig, diffexplainer
-    from jaxcf.training.agent import AgentConfig, encode_images, load_agent, save_agent, train_agent
+    from jaxcf.models import encode_images, load_agent, save_agent
+    from jaxcf.training import AgentConfig, train_agent
     from tests.conftest import random_agent, tiny_autoencoder
 
     teacher, _, _ = trained
@@ -515,12 +513,11 @@ def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
     and figures."""
     import shutil
 
+    from explain.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
     from jaxcf.methods import DiffExplainerConfig
     from jaxcf.models import CNNConfig
-    from jaxcf.protocols.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
     from jaxcf.runner import RunnerConfig
-    from jaxcf.training import TrainConfig
-    from jaxcf.training.agent import AgentConfig
+    from jaxcf.training import AgentConfig, TrainConfig
 
     job = DiffExplainerJob(
         teacher=TrainConfig(

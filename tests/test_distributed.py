@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcf import distributed, runner, sources
-from jaxcf.results import ARRAY_FIELDS
+from jaxcf import runner
+from jaxcf.core import ARRAY_FIELDS, RESULT_FILE
+from jaxcf.runner import distributed
 from tests import distributed_job
 from tests.conftest import mesh
 
@@ -70,7 +71,7 @@ def job(trained_dir, mnist_test, tmp_path_factory):
     run here, in one process over 4 devices."""
     x = np.asarray(mnist_test.images[:N])
     target = ((mnist_test.labels[:N] + 1 + np.arange(N) % 9) % 10).astype(np.int32)
-    queries = sources.save_queries(tmp_path_factory.mktemp("queries"), x, target)
+    queries = runner.save_queries(tmp_path_factory.mktemp("queries"), x, target)
     out = tmp_path_factory.mktemp("reference")
     assert runner.data_mesh().size == 4
     reference = distributed_job.explain(trained_dir / "checkpoint", queries, out)
@@ -107,7 +108,7 @@ def test_resume_after_a_kill(job, tmp_path):
         procs[victim].send_signal(signal.SIGKILL)
         procs[victim].wait()
     _finish(procs, ok=False)
-    assert not (tmp_path / "deduce" / runner.RESULT_FILE).exists()
+    assert not (tmp_path / "deduce" / RESULT_FILE).exists()
     _finish(_launch(checkpoint, queries, tmp_path))
     for name, ref in reference.items():
         _assert_same(runner.load_results(tmp_path / name), ref)

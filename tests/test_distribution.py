@@ -1,4 +1,5 @@
-"""Tests for jaxcf.distribution and jaxcf.figures: MMD against a double-loop reference and on
+"""Tests for jaxcf.evaluation.distribution and jaxcf.report: MMD against a double-loop reference
+and on
 samples of equal and shifted distributions, the median-heuristic bandwidth by hand, per-class MMD
 and its NaN rules, the fixed image encoder's determinism and batch invariance, and the
 generator figures as PNGs."""
@@ -10,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcf import distribution, figures
+from jaxcf import report
+from jaxcf.evaluation import distribution
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -190,7 +192,7 @@ def test_encoded_mmd_separates_image_sets():
 def test_import_leaves_matplotlib_global_state_alone():
     code = (
         "import sys, matplotlib; before = matplotlib.rcParams._get_backend_or_none(); "
-        "import jaxcf.figures; "
+        "import jaxcf.report; "
         "assert 'matplotlib.pyplot' not in sys.modules; "
         "assert matplotlib.rcParams._get_backend_or_none() == before"
     )
@@ -207,7 +209,7 @@ def test_pca_2d_by_hand():
     axes = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     axes[0] /= np.sqrt(2)
     x = (scores * [3.0, 1.0]) @ axes + 5.0  # an offset the PCA removes
-    (p, q), ratio = figures.pca_2d(x, x[:5] + np.array([1.0, 1.0, 0.0]))
+    (p, q), ratio = report.pca_2d(x, x[:5] + np.array([1.0, 1.0, 0.0]))
     assert p.shape == (500, 2) and q.shape == (5, 2)
     np.testing.assert_allclose(ratio, [0.9, 0.1], rtol=1e-9)
     # Signs: the largest loading of each axis is positive, so the shift by (1, 1, 0) moves
@@ -216,7 +218,7 @@ def test_pca_2d_by_hand():
     np.testing.assert_allclose(q[:, 1] - p[:5, 1], 0.0, atol=1e-9)
     np.testing.assert_allclose(np.abs(p), np.abs(scores * [3.0, 1.0]), atol=1e-9)
     with pytest.raises(ValueError, match="features"):
-        figures.pca_2d(x, np.zeros((2, 4)))
+        report.pca_2d(x, np.zeros((2, 4)))
 
 
 def test_embedding_plot_writes_png(tmp_path):
@@ -226,21 +228,21 @@ def test_embedding_plot_writes_png(tmp_path):
     x_cf = x[:20] + rng.normal(0.0, 0.3, size=(20, 32))
     pred_cf = (pred[:20] + 1) % 3
     path = tmp_path / "embed.png"
-    fig = figures.embedding_plot(
+    fig = report.embedding_plot(
         path, x, x_cf, pred, pred_cf, ["zero", "one", "two"], "MNIST", query=np.arange(20)
     )
     assert _is_png(path) and "PC1" in fig.axes[0].get_xlabel()
     # Class names default to indices; images flatten.
-    figures.embedding_plot(
+    report.embedding_plot(
         tmp_path / "b.png", x.reshape(60, 4, 8), x_cf.reshape(20, 4, 8), pred, pred_cf
     )
     assert _is_png(tmp_path / "b.png")
     with pytest.raises(ValueError, match="outside"):
-        figures.embedding_plot(tmp_path / "c.png", x, x_cf, pred, pred_cf, ["a", "b"])
+        report.embedding_plot(tmp_path / "c.png", x, x_cf, pred, pred_cf, ["a", "b"])
     with pytest.raises(ValueError, match="method"):
-        figures.embedding_plot(tmp_path / "c.png", x, x_cf, pred, pred_cf, method="tsne")
+        report.embedding_plot(tmp_path / "c.png", x, x_cf, pred, pred_cf, method="tsne")
     with pytest.raises(ValueError, match="features"):
-        figures.embedding_plot(tmp_path / "c.png", x, x_cf[:, :5], pred, pred_cf)
+        report.embedding_plot(tmp_path / "c.png", x, x_cf[:, :5], pred, pred_cf)
     assert not (tmp_path / "c.png").exists()
 
 
@@ -249,20 +251,20 @@ def test_target_scatter_soft_and_regression(tmp_path):
     target = rng.dirichlet(np.ones(4), size=50)
     achieved = 0.8 * target + 0.2 * rng.dirichlet(np.ones(4), size=50)
     path = tmp_path / "soft.png"
-    fig = figures.target_scatter(path, target, achieved, "soft", success=rng.uniform(size=50) < 0.7)
+    fig = report.target_scatter(path, target, achieved, "soft", success=rng.uniform(size=50) < 0.7)
     assert _is_png(path) and fig.axes[0].get_xlim() == (0.0, 1.0)
     value = rng.normal(size=40)
     out = (value + rng.normal(0.0, 0.1, size=40))[:, None]  # a regression model's [N, 1]
-    figures.target_scatter(tmp_path / "reg.png", value, out, kind="regression", tolerance=0.1)
+    report.target_scatter(tmp_path / "reg.png", value, out, kind="regression", tolerance=0.1)
     assert _is_png(tmp_path / "reg.png")
     with pytest.raises(ValueError, match="kind"):
-        figures.target_scatter(tmp_path / "x.png", value, out, kind="class")
+        report.target_scatter(tmp_path / "x.png", value, out, kind="class")
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        figures.target_scatter(tmp_path / "x.png", value, out[:, 0], kind="soft")
+        report.target_scatter(tmp_path / "x.png", value, out[:, 0], kind="soft")
     with pytest.raises(ValueError, match="regression"):
-        figures.target_scatter(tmp_path / "x.png", target, achieved, tolerance=0.1)
+        report.target_scatter(tmp_path / "x.png", target, achieved, tolerance=0.1)
     with pytest.raises(ValueError, match="achieved"):
-        figures.target_scatter(tmp_path / "x.png", value, out[:-1], kind="regression")
+        report.target_scatter(tmp_path / "x.png", value, out[:-1], kind="regression")
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -271,20 +273,20 @@ def test_series_grid_writes_png(tmp_path, channels):
     x = np.stack([np.sin(t + p)[:, None].repeat(channels, 1) for p in range(6)]).astype(np.float32)
     x_cf = x + 0.3 * np.cos(t)[None, :, None]
     path = tmp_path / "ecg.png"
-    fig = figures.series_grid(
+    fig = report.series_grid(
         path, x, x_cf, pred=np.zeros(6, int), target=np.ones(6, int), class_names=["N", "A"], n=5
     )
     assert _is_png(path)
     assert fig.axes[0].get_title() == "pred N \u2192 A"
     assert sum(ax.get_visible() and ax.axison for ax in fig.axes) == 5
-    figures.series_grid(
+    report.series_grid(
         tmp_path / "t.png", x[..., 0], x_cf[..., 0], titles=[f"q{i}" for i in range(6)]
     )
     assert _is_png(tmp_path / "t.png")
     with pytest.raises(ValueError, match="shape"):
-        figures.series_grid(tmp_path / "x.png", x, x_cf[:, :-1])
+        report.series_grid(tmp_path / "x.png", x, x_cf[:, :-1])
     with pytest.raises(ValueError, match="titles"):
-        figures.series_grid(tmp_path / "x.png", x, x_cf, titles=["a"])
+        report.series_grid(tmp_path / "x.png", x, x_cf, titles=["a"])
 
 
 def test_attribute_figures_write_pngs_and_check_their_inputs(tmp_path):
@@ -292,45 +294,45 @@ def test_attribute_figures_write_pngs_and_check_their_inputs(tmp_path):
     names = ("Male", "Young", "Bangs")
     x = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
     delta = np.array([[0.4, -0.1, 0.0], [-0.2, 0.3, 0.05]])
-    fig = figures.attribute_change_figure(tmp_path / "q.png", x, x[::-1], delta, names, top=2)
+    fig = report.attribute_change_figure(tmp_path / "q.png", x, x[::-1], delta, names, top=2)
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Per query, the two largest changes, the largest on top.
     bars = fig.axes[2]
     assert [t.get_text() for t in bars.get_yticklabels()] == ["Young", "Male"]
     with pytest.raises(ValueError, match="attribute names"):
-        figures.attribute_change_figure(tmp_path / "x.png", x, x, delta, names[:2])
+        report.attribute_change_figure(tmp_path / "x.png", x, x, delta, names[:2])
     with pytest.raises(ValueError, match="delta"):
-        figures.attribute_change_figure(tmp_path / "x.png", x, x, delta[:1], names)
+        report.attribute_change_figure(tmp_path / "x.png", x, x, delta[:1], names)
     rows = [
         {"attribute": "Young", "mean_abs_change": 0.1},
         {"attribute": "Male", "mean_abs_change": 0.3},
     ]
-    fig = figures.attribute_ranking_plot(tmp_path / "r.png", {"age": rows, "none": []}, names)
+    fig = report.attribute_ranking_plot(tmp_path / "r.png", {"age": rows, "none": []}, names)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["Young", "Male"]
     # With the signed mean change, a bar's colour says which way the attribute moved.
     signed = [{**rows[0], "mean_change": -0.1}, {**rows[1], "mean_change": 0.2}]
-    fig = figures.attribute_ranking_plot(tmp_path / "s.png", {"age": signed}, names)
+    fig = report.attribute_ranking_plot(tmp_path / "s.png", {"age": signed}, names)
     young, male = (tuple(p.get_facecolor()) for p in fig.axes[0].patches)
     assert young != male and len(fig.legends) == 1
     with pytest.raises(ValueError, match="unknown attributes"):
-        figures.attribute_ranking_plot(
+        report.attribute_ranking_plot(
             tmp_path / "x.png", {"a": [{"attribute": "Bald", "mean_abs_change": 1.0}]}, names
         )
     with pytest.raises(ValueError, match="empty"):
-        figures.attribute_ranking_plot(tmp_path / "x.png", {}, names)
+        report.attribute_ranking_plot(tmp_path / "x.png", {}, names)
 
 
 def test_method_scatter_labels_every_point_and_joins_a_series(tmp_path):
     points = {"aip": (0.08, 75.0), "fgsm": (0.02, 13.0), "fgsm_eps_0.1": (0.09, 68.0)}
-    fig = figures.method_scatter(tmp_path / "m.png", points, series=[["fgsm", "fgsm_eps_0.1"]])
+    fig = report.method_scatter(tmp_path / "m.png", points, series=[["fgsm", "fgsm_eps_0.1"]])
     assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(points)
     (line,) = ax.get_lines()
     np.testing.assert_array_equal(line.get_xydata(), [points["fgsm"], points["fgsm_eps_0.1"]])
     with pytest.raises(ValueError, match="unknown points"):
-        figures.method_scatter(tmp_path / "x.png", points, series=[["fgsm", "jsma"]])
+        report.method_scatter(tmp_path / "x.png", points, series=[["fgsm", "jsma"]])
     with pytest.raises(ValueError, match="non-finite"):
-        figures.method_scatter(tmp_path / "x.png", {"a": (float("nan"), 1.0)})
+        report.method_scatter(tmp_path / "x.png", {"a": (float("nan"), 1.0)})
     with pytest.raises(ValueError, match="empty"):
-        figures.method_scatter(tmp_path / "x.png", {})
+        report.method_scatter(tmp_path / "x.png", {})

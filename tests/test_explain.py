@@ -10,13 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcf.config_file import load_config
-from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
-from jaxcf.models import config_from_dict, config_to_dict, generators
-from jaxcf.models.unet import denoiser_config_from_dict
-from jaxcf.protocols.aip import AIPJob
-from jaxcf.protocols.amortised import ExplainConfig, GeneratorJob
-from jaxcf.protocols.deduce import (
+from explain.aip import AIPJob
+from explain.amortised import ExplainConfig, GeneratorJob
+from explain.deduce import (
     BASELINE,
     DEFAULT_METHODS,
     PUBLISHED,
@@ -24,15 +20,14 @@ from jaxcf.protocols.deduce import (
     protocol_pairs,
     run_protocol,
 )
-from jaxcf.protocols.diffexplainer import DiffExplainerJob
-from jaxcf.protocols.guided import GuidedExplainConfig
+from explain.diffexplainer import DiffExplainerJob
+from explain.guided import GuidedExplainConfig
+from jaxcf.core import Results, load_config
+from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
+from jaxcf.models import config_from_dict, config_to_dict, denoiser_config_from_dict, generators
 from jaxcf.report import published_for
-from jaxcf.results import Results
 from jaxcf.runner import RunnerConfig
-from jaxcf.training import TrainConfig
-from jaxcf.training.attgan import AttGANTrainConfig
-from jaxcf.training.diffusion import DiffusionTrainConfig
-from jaxcf.training.vae import VAETrainConfig
+from jaxcf.training import AttGANTrainConfig, DiffusionTrainConfig, TrainConfig, VAETrainConfig
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -145,7 +140,7 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
 @pytest.mark.standard_promotion  # the VAE's training and REVISE run optax's Adam
 def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, tmp_path):
     from jaxcf.methods import REVISEConfig
-    from jaxcf.models.vae import VAEConfig
+    from jaxcf.models import VAEConfig
 
     vae_train = VAETrainConfig(
         model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
@@ -190,8 +185,8 @@ def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, 
 _ROOT = Path(__file__).resolve().parent.parent
 _CONFIG_FILES = sorted(
     str(p.relative_to(_ROOT))
-    for d in ("train", "explain")
-    for p in (_ROOT / d / "configs").glob("*.py")
+    for pattern in ("train/configs/*.py", "explain/*/configs/*.py")
+    for p in _ROOT.glob(pattern)
     if p.name != "__init__.py"
 )
 

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf import constraints as constraints_lib
-from jaxcf.data import load_dataset
-from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
+from jaxcf import tabular as constraints_lib
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform, load_dataset
 from jaxcf.methods import GeneratorConfig, generator_explainer
-from jaxcf.models import generators
-from jaxcf.training import counterfactual as cf_train
+from jaxcf.models import generators, load_generator
+from jaxcf.training import _counterfactual as cf_train
 from jaxcf.training import train_and_evaluate
 from tests.conftest import adult_mlp, jolt, mesh
 
@@ -104,14 +103,14 @@ def test_short_training_flips_held_out_rows_within_constraints(short_run, adult,
 def test_checkpoint_is_tied_to_its_classifier(short_run, adult, tmp_path):
     g, meta, workdir = short_run
     transform, _, _ = adult
-    loaded, meta2 = cf_train.load_generator(workdir)
+    loaded, meta2 = load_generator(workdir)
     assert meta2["classifier_digest"] == meta["classifier_digest"]
     other = train_and_evaluate(
         adult_mlp(transform, hidden=8, learning_rate=1e-3, epochs=0.05, batch_size=128),
         tmp_path,
     )[0]
     with pytest.raises(ValueError, match="another classifier"):
-        cf_train.load_generator(workdir, classifier=other)
+        load_generator(workdir, classifier=other)
 
 
 def test_data_parallel_step_equals_single_device(adult, adult_classifier):
@@ -162,7 +161,7 @@ def test_batched_equals_one_query_at_a_time(family, adult):
 
 
 def adult_table():
-    from jaxcf.data.adult import load_adult_table
+    from jaxcf.data import load_adult_table
 
     return load_adult_table("train")[0]
 
@@ -211,7 +210,7 @@ def test_soft_and_regression_targets_are_learned(mode, adult, adult_classifier, 
     """The other target transformations: a drawn class distribution (cross-entropy to it) or a
     drawn value of a regressor (RMSE). After a short run the counterfactuals land much nearer
     their targets than the queries themselves are."""
-    from jaxcf.classifier import FunctionClassifier, as_pure
+    from jaxcf.core import FunctionClassifier, as_pure
 
     transform, train, test = adult
     model = adult_classifier

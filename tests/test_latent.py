@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from jaxcf import targets
-from jaxcf.classifier import FunctionClassifier
+from jaxcf.core import FunctionClassifier, targets
 from jaxcf.methods import (
     AIPConfig,
     AIPRandomConfig,
@@ -26,7 +25,8 @@ from jaxcf.methods import (
     revise,
     xgems,
 )
-from jaxcf.methods._latent import l1_distance, safe_norm
+from jaxcf.methods._latent import safe_norm
+from jaxcf.training import l1_distance
 from tests.conftest import TinyAttributeModel, tiny_attribute_model, tiny_vae
 
 B = 6

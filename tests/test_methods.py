@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf.classifier import FunctionClassifier
+from jaxcf.core import FunctionClassifier
 from jaxcf.methods import (
     DeDUCEConfig,
     JSMAConfig,
@@ -31,7 +31,7 @@ from jaxcf.methods import (
     wachter,
     wachter_search,
 )
-from jaxcf.methods.search import solve_jit
+from jaxcf.methods._search import solve_jit
 from tests import references
 
 DEDUCE = DeDUCEConfig(max_iter=100)
@@ -367,7 +367,7 @@ def test_deduce_takes_class_targets_only(trained, queries):
 
 
 def test_density_with_wrong_number_of_classes(trained, queries):
-    from jaxcf.density import fit_gaussians
+    from jaxcf.models import fit_gaussians
 
     model, _, _ = trained
     x, t = queries

@@ -1,4 +1,5 @@
-"""Tests for jaxcf.metrics: distances against numpy, validity of every target kind and realism on
+"""Tests for jaxcf.evaluation.metrics: distances against numpy, validity of every target kind and
+realism on
 a tiny classifier, row metrics from the results record in every form, per-query aggregates by
 hand, and summaries with standard deviations over sets."""
 
@@ -9,12 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcf import metrics
-from jaxcf.classifier import FunctionClassifier, as_pure
-from jaxcf.density import fit_gaussians
-from jaxcf.explainer import CFResult
-from jaxcf.models import MLPConfig, build
-from jaxcf.results import Results
+from jaxcf.core import CFResult, FunctionClassifier, Results, as_pure
+from jaxcf.evaluation import metrics
+from jaxcf.models import MLPConfig, build, fit_gaussians
 
 SHAPE = (6, 5, 3)  # H, W, C: small but NHWC with more than one channel
 

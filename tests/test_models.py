@@ -23,7 +23,7 @@ from jaxcf.models import (
     operator_norm,
     refine_spectral_norms,
 )
-from jaxcf.models.conv import conv2d
+from jaxcf.models._conv import conv2d
 
 CONFIGS = [
     MLPConfig(hidden=32),
@@ -193,7 +193,7 @@ def test_bilstm_features_are_final_forward_and_backward_states():
 
 
 def test_bilstm_is_jittable_in_every_form():
-    from jaxcf.classifier import as_pure
+    from jaxcf.core import as_pure
 
     model = build(BiLSTMConfig(hidden=8))  # the paper's (140, 1) series, 2 classes
     x = jax.random.normal(jax.random.key(1), (2, 140, 1))
@@ -247,7 +247,8 @@ def test_bilstm_trains_saves_and_reloads_on_ecg5000(tmp_path):
     """train_and_evaluate / load_classifier take the series model unchanged (shape check,
     feature density on its final states, rebuilt from the stored config)."""
     from jaxcf.data import load_dataset
-    from jaxcf.training import TrainConfig, load_classifier, train_and_evaluate
+    from jaxcf.models import load_classifier
+    from jaxcf.training import TrainConfig, train_and_evaluate
 
     try:
         test = load_dataset("ecg5000", "test")

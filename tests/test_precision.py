@@ -1,4 +1,4 @@
-"""Mixed precision (:mod:`jaxcf.precision`): a classifier run in bfloat16 behind a float32
+"""Mixed precision (:mod:`jaxcf.core`): a classifier run in bfloat16 behind a float32
 interface, chosen per method through the registry, run through the runner."""
 
 from __future__ import annotations
@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from jaxcf import runner
-from jaxcf.classifier import FunctionClassifier, as_pure
-from jaxcf.density import fit_gaussians
+from jaxcf.core import FunctionClassifier, MixedPrecision, as_pure, with_precision
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, MethodSpec, make
-from jaxcf.models import MLPConfig, build
-from jaxcf.precision import MixedPrecision, with_precision
-from jaxcf.training import load_classifier
+from jaxcf.models import MLPConfig, build, fit_gaussians, load_classifier
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Tests for jaxcf.report: PNG figures, tables with published numbers given explicitly, and the
-atomic writers of jaxcf.io that it re-exports."""
+atomic writers of jaxcf.core that it re-exports."""
 
 import json
 import os
@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from jaxcf import io, report
-from jaxcf.explainer import CFResult
-from jaxcf.metrics import summarize
-from jaxcf.protocols.deduce import PUBLISHED
-from jaxcf.results import Results
+from explain.deduce import PUBLISHED
+from jaxcf import report
+from jaxcf.core import CFResult, Results
+from jaxcf.core import _files as io
+from jaxcf.evaluation.metrics import summarize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -191,7 +191,7 @@ def test_published_for_matches_names_loosely():
 
 
 def test_atomic_writers(tmp_path):
-    # The writers live in jaxcf.io; report re-exports them.
+    # The writers live in jaxcf.core; report re-exports them.
     for name in ("to_jsonable", "write_atomic", "write_json_atomic", "write_text_atomic"):
         assert getattr(report, name) is getattr(io, name)
     path = tmp_path / "deep" / "s.json"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jaxcf import runner
+from jaxcf.core import ARRAY_FIELDS, RESULT_FILE, Results
 from jaxcf.methods import (
     DeDUCEConfig,
     FGSMConfig,
@@ -25,7 +26,7 @@ from jaxcf.methods import (
     deduce_search,
     make,
 )
-from jaxcf.results import ARRAY_FIELDS, Results
+from jaxcf.runner import _run
 from tests import runner_job
 from tests.conftest import FAKE_DEVICES, mesh
 
@@ -144,7 +145,7 @@ def test_progress_moves_within_a_chunk(trained, queries, tmp_path, monkeypatch):
     x, t = queries
     explainer = make("jsma", JSMAConfig(max_iter=60), classifier=model)
     events = []
-    show, chunk_done = runner._Progress.show, runner._Progress.chunk_done
+    show, chunk_done = _run._Progress.show, _run._Progress.chunk_done
 
     def recording_show(self, done, solved):
         show(self, done, solved)
@@ -154,8 +155,8 @@ def test_progress_moves_within_a_chunk(trained, queries, tmp_path, monkeypatch):
         events.append("chunk")
         chunk_done(self, rows, solved)
 
-    monkeypatch.setattr(runner._Progress, "show", recording_show)
-    monkeypatch.setattr(runner._Progress, "chunk_done", recording_chunk_done)
+    monkeypatch.setattr(_run._Progress, "show", recording_show)
+    monkeypatch.setattr(_run._Progress, "chunk_done", recording_chunk_done)
 
     def run(name, seconds):
         events.clear()
@@ -216,7 +217,7 @@ def test_resume_after_kill(trained_dir, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / runner.RESULT_FILE).exists()
+    assert not (out / RESULT_FILE).exists()
     done = sorted(p.name for p in (out / "chunks").glob("chunk_*.npz"))
     assert done == ["chunk_00000.npz", "chunk_00001.npz"]
 
@@ -244,7 +245,7 @@ def test_resume_recomputes_only_missing_chunks(trained, queries, tmp_path):
     out = tmp_path / "killed"
     run(out)
     (out / "chunks" / "chunk_00002.npz").unlink()
-    (out / runner.RESULT_FILE).unlink()
+    (out / RESULT_FILE).unlink()
     computed = []
     resumed = run(out, on_chunk=lambda c, info: computed.append(c))
     assert computed == [2]

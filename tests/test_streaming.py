@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcf import runner, sources
-from jaxcf.results import ARRAY_FIELDS
+from jaxcf import runner
+from jaxcf.core import ARRAY_FIELDS, RESULT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, CHUNK, KILL_AFTER = 2_000_000, 65536, 9  # 31 chunks
@@ -43,7 +43,7 @@ def test_streamed_run_has_bounded_memory_and_resumes(tmp_path):
     assert code == -9, stderr[-3000:]
     chunks = sorted(p.name for p in (tmp_path / "killed" / "run" / "chunks").iterdir())
     assert chunks == [f"chunk_{c:05d}.npz" for c in range(KILL_AFTER + 1)]
-    assert not (tmp_path / "killed" / "run" / runner.RESULT_FILE).exists()
+    assert not (tmp_path / "killed" / "run" / RESULT_FILE).exists()
 
     code, resumed, stderr = _job(tmp_path / "killed")
     assert code == 0, stderr[-3000:]
@@ -51,7 +51,7 @@ def test_streamed_run_has_bounded_memory_and_resumes(tmp_path):
     assert resumed["chunks_computed"] == list(range(KILL_AFTER + 1, n_chunks))
     remaining = ROWS - (KILL_AFTER + 1) * CHUNK
     # The remaining chunks, chunk 0 again for the up-front check, the fingerprint's sample.
-    assert resumed["rows_read"] <= remaining + CHUNK + 2 * sources.SAMPLE_ROWS
+    assert resumed["rows_read"] <= remaining + CHUNK + 2 * runner.SAMPLE_ROWS
     assert resumed["data_bytes"] > 2.5 * BOUND
     assert resumed["peak_rss_growth_bytes"] < BOUND, resumed
 
@@ -75,7 +75,7 @@ def test_changed_queries_are_refused_on_resume(tmp_path):
 
     rng = np.random.default_rng(0)
     x, t = rng.standard_normal((40, 16), np.float32), rng.integers(0, 3, 40, dtype=np.int32)
-    queries = sources.save_queries(tmp_path / "queries", x, t)
+    queries = runner.save_queries(tmp_path / "queries", x, t)
     explainer = make("fgsm", FGSMConfig(eps=0.5), classifier=classifier())
     config = runner.RunnerConfig(chunk_size=8)
 
@@ -88,8 +88,8 @@ def test_changed_queries_are_refused_on_resume(tmp_path):
         runner.run_source(explainer, queries, out, config=config, progress=False, on_chunk=stop)
     before = sorted(p.name for p in (out / "chunks").iterdir())
     for changed in ((np.concatenate([x, x[:4]]), np.concatenate([t, t[:4]])), (x[:, :8], t)):
-        sources.save_queries(queries, *changed)
+        runner.save_queries(queries, *changed)
         with pytest.raises(ValueError, match="its queries changed since it started"):
             runner.run_source(explainer, queries, out, config=config, progress=False)
         assert sorted(p.name for p in (out / "chunks").iterdir()) == before
-        assert not (out / runner.RESULT_FILE).exists()
+        assert not (out / RESULT_FILE).exists()

@@ -1,4 +1,4 @@
-"""Tests for jaxcf.tabular, jaxcf.constraints, the Adult loader and the DiCE peer.
+"""Tests for jaxcf.tabular, jaxcf.tabular, the Adult loader and the DiCE peer.
 
 Real-data tests read Adult the way every loader does (``$JAXCF_DATA_DIR``, then the shared
 data folder beside the checkout) and are skipped where the files are absent.
@@ -15,26 +15,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcf.classifier import FunctionClassifier
-from jaxcf.constraints import Constraints, enforce, fixed_mask, violations
-from jaxcf.data import DataError, load_dataset
-from jaxcf.data import adult as adult_module
-from jaxcf.data.adult import (
+from jaxcf.core import FunctionClassifier
+from jaxcf.data import (
     ADULT_CONSTRAINTS,
     ADULT_SCHEMA,
-    FEATURES,
     SPLIT_SIZES,
+    DataError,
     adult_transform,
     load_adult_table,
-    parse_adult,
+    load_dataset,
 )
+from jaxcf.data import _adult as adult_module
+from jaxcf.data._adult import FEATURES, parse_adult
 from jaxcf.tabular import (
     Column,
+    Constraints,
     Schema,
     TabularTransform,
     activate,
     changes,
+    enforce,
     fit_mixture_1d,
+    fixed_mask,
+    violations,
     write_changes_csv,
 )
 

@@ -39,12 +39,12 @@ torch = pytest.importorskip("torch")
 # thread pool fights it for the core and the DeDUCE comparison took 45 s instead of 5.
 torch.set_num_threads(1)
 
+from jaxcf.core.targets import target_loss  # noqa: E402
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce, jsma  # noqa: E402
-from jaxcf.methods.pixels import select_pixels as jax_select  # noqa: E402
-from jaxcf.models import classifiers as C  # noqa: E402
+from jaxcf.methods._pixels import select_pixels as jax_select  # noqa: E402
+from jaxcf.models import _classifiers as C  # noqa: E402
+from jaxcf.models import load_classifier  # noqa: E402
 from jaxcf.peers import torch_export, torch_pixels  # noqa: E402
-from jaxcf.targets import target_loss  # noqa: E402
-from jaxcf.training import load_classifier  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import optax
 import pytest
 from flax import nnx
 
-from jaxcf import checkpoint
 from jaxcf.data import load_dataset
+from jaxcf.models import checkpoint
 from jaxcf.training import LoopConfig, Plan, ema_update, fit, update_ema
 
 # ----------------------------------------------------------------------------- data

@@ -12,15 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf import checkpoint, training
-from jaxcf.models import CNNConfig, MLPConfig, build, config_to_dict
-from jaxcf.training import (
-    TrainConfig,
-    classification,
-    load_classifier,
-    make_optimizer,
-    train_and_evaluate,
-)
+from jaxcf import training
+from jaxcf.models import CNNConfig, MLPConfig, build, checkpoint, config_to_dict, load_classifier
+from jaxcf.training import TrainConfig, make_optimizer, train_and_evaluate
+from jaxcf.training import _classification as classification
 
 
 def test_checkpoint_metadata_and_round_trip(trained_dir, mnist_test):
@@ -48,8 +43,7 @@ def test_a_second_classifier_of_the_same_kind_trains_without_recompiling(mnist_t
     """The optimiser is a static part of the step's graph: equal settings must give the same
     transformation, or every classifier trained in a process (seeds, augmentation) traces and
     compiles the step again."""
-    from jaxcf.training.classification import ClassifierTask
-    from jaxcf.training.loop import fit
+    from jaxcf.training import ClassifierTask, fit
 
     config = TrainConfig(
         model=CNNConfig(channels=(4, 8), hidden=8),

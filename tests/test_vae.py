@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxcf import checkpoint
-from jaxcf.models.vae import CELEBA_VAE, MNIST_VAE, VAE, VAEConfig, gaussian_kl
-from jaxcf.training.loop import fit
-from jaxcf.training.vae import (
+from jaxcf.models import (
+    CELEBA_VAE,
+    MNIST_VAE,
+    VAE,
+    VAEConfig,
     VAEModel,
-    VAETask,
-    VAETrainConfig,
+    checkpoint,
+    gaussian_kl,
     load_vae,
-    reconstruction_nll,
-    train_vae,
 )
+from jaxcf.training import VAETask, VAETrainConfig, fit, reconstruction_nll, train_vae
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam runs in the training tests
 

@@ -1,8 +1,8 @@
-"""Models shipped with the package (compact copies; see :mod:`jaxcf.training.export`).
+"""Models shipped with the package (compact copies; see :mod:`jaxcf.training`).
 
 Name one as ``"bundled:<name>"`` wherever a checkpoint path is expected
-(:func:`jaxcf.training.load_classifier` for a classifier,
-:func:`jaxcf.training.attgan.load_attgan` for an AttGAN-like model, protocol configs); its
+(:func:`jaxcf.models.load_classifier` for a classifier,
+:func:`jaxcf.models.load_attgan` for an AttGAN-like model, protocol configs); its
 arrays are checked against the content digest stored beside them when loaded. ``README.md`` in
 this folder lists each one with the config it was trained from and the commands that rebuild
 it.

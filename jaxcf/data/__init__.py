@@ -13,14 +13,14 @@ Every problem with the contents of a data file raises :class:`DataError` (a ``Va
 naming the file; data that cannot be found raises ``FileNotFoundError``.
 """
 
-from jaxcf.data.adult import (
+from jaxcf.data._adult import (
     ADULT_CONSTRAINTS,
     ADULT_SCHEMA,
     adult_transform,
     load_adult,
     load_adult_table,
 )
-from jaxcf.data.celeba import (
+from jaxcf.data._celeba import (
     AIP_ATTRIBUTES,
     CelebADataset,
     find_celeba_files,
@@ -28,12 +28,12 @@ from jaxcf.data.celeba import (
     read_celeba_attributes,
     read_celeba_images,
 )
-from jaxcf.data.dataset import Dataset
-from jaxcf.data.ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
-from jaxcf.data.idx import DataError, read_idx_images, read_idx_labels
-from jaxcf.data.lookup import DATA_DIR_ENV, default_data_dir
-from jaxcf.data.medmnist import find_medmnist_file, load_medmnist, read_medmnist_npz
-from jaxcf.data.mnist import (
+from jaxcf.data._dataset import Dataset
+from jaxcf.data._ecg5000 import ECG5000Dataset, Standardization, load_ecg5000
+from jaxcf.data._idx import DataError, read_idx_images, read_idx_labels
+from jaxcf.data._lookup import DATA_DIR_ENV, default_data_dir
+from jaxcf.data._medmnist import find_medmnist_file, load_medmnist, read_medmnist_npz
+from jaxcf.data._mnist import (
     CLASS_NAMES,
     DEFAULT_SOURCES,
     FASHION_MNIST_CLASS_NAMES,
@@ -42,7 +42,7 @@ from jaxcf.data.mnist import (
     find_idx_files,
     load_mnist,
 )
-from jaxcf.data.registry import (
+from jaxcf.data._registry import (
     DatasetSpec,
     dataset_names,
     dataset_spec,

@@ -1,6 +1,6 @@
 """Denoising diffusion: noise schedules, DDPM / DDIM sampling and inversion (pure functions).
 
-See :mod:`jaxcf.models.unet` for the denoising network and :mod:`jaxcf.training.diffusion` for
+See :mod:`jaxcf.models` for the denoising network and :mod:`jaxcf.training` for
 training it.
 """
 

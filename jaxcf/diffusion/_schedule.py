@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from jaxcf import validation
+from jaxcf.core import validation
 
 Array = jax.Array
 

@@ -1,17 +1,17 @@
 """Counterfactual methods.
 
 Each search method has a public function that checks its inputs and returns a
-:class:`~jaxcf.explainer.CFResult` for a batch of queries and per-query targets (``deduce``,
+:class:`~jaxcf.core.CFResult` for a batch of queries and per-query targets (``deduce``,
 ``jsma``, ``wachter``, ``fgsm``, and the latent-space searches ``revise``, ``xgems``, ``aip``,
 ``aip_random``), and a builder of the underlying jittable object: an
 :class:`IterativeSearch` (``deduce_search``, ...) that :func:`solve`, :func:`solve_pool` and the
 runner drive, or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
 trained model (``generator_explainer``: one forward pass of a conditional generator).
 :func:`make` builds any registered method from its name and config (see
-:mod:`jaxcf.methods.registry`).
+:mod:`jaxcf.methods`).
 """
 
-from jaxcf.explainer import CFResult, Explainer, Retry
+from jaxcf.core import CFResult, Explainer, Retry
 from jaxcf.methods._aip import (
     AIPConfig,
     AIPRandomConfig,
@@ -47,14 +47,9 @@ from jaxcf.methods._latent import (
     xgems,
     xgems_search,
 )
+from jaxcf.methods._registry import MethodSpec, describe, make, method_names, register
+from jaxcf.methods._search import IterativeSearch, SearchExplainer, solve, solve_pool
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
-from jaxcf.methods.registry import MethodSpec, describe, make, method_names, register
-from jaxcf.methods.search import (
-    IterativeSearch,
-    SearchExplainer,
-    solve,
-    solve_pool,
-)
 
 __all__ = [
     "AIPConfig",

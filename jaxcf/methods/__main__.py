@@ -1,9 +1,9 @@
-"""Lists the registered methods: ``python -m jaxcf.methods [NAME ...]`` prints each one's
+"""Lists the registered methods: ``jaxcf methods [NAME ...]`` prints each one's
 config type with its defaults and the resources ``make`` needs for it."""
 
 import argparse
 
-from jaxcf.methods.registry import describe, method_names
+from jaxcf.methods._registry import describe, method_names
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ minimises
 
     L(z, a) = loss(f(dec(z, a)), target) + alpha * (||z - z0||_2 + ||a - a0||_2)
 
-(``loss`` the target loss of :mod:`jaxcf.targets`: cross-entropy for a class) by gradient steps
+(``loss`` the target loss of :mod:`jaxcf.core.targets`: cross-entropy for a class) by gradient steps
 with separate step sizes for the code and the attributes, both multiplied by ``beta`` after
 every step:
 
@@ -22,7 +22,7 @@ Published image setting: alpha 1.5, beta 0.9, n_max 500, mu 2, gamma 3 (the defa
 Because the steps decay geometrically, the whole path is at most ``1 / (1 - beta)`` first steps
 long (10 at beta 0.9): a query whose target lies farther never flips, however many updates it
 gets. ``schedule`` retries such queries from the start with both first steps multiplied by the
-next factor (:class:`~jaxcf.explainer.Retry` over ``step_scale``, as DiME retries larger guidance
+next factor (:class:`~jaxcf.core.Retry` over ``step_scale``, as DiME retries larger guidance
 scales), so steps small enough to keep most faces intact need not cost the far queries.
 
 AIP_R spends the same budget on a random search: at iteration ``n`` it proposes
@@ -56,10 +56,16 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry, explain_batch, per_query_keys
+from jaxcf.core import (
+    CFResult,
+    Retry,
+    as_pure,
+    as_pytree,
+    explain_batch,
+    per_query_keys,
+    validation,
+)
+from jaxcf.core import targets as targets_lib
 from jaxcf.methods._latent import (
     _declared_int,
     _probe,
@@ -70,8 +76,7 @@ from jaxcf.methods._latent import (
     model_image_shape,
     safe_norm,
 )
-from jaxcf.methods.search import SearchBase, SearchExplainer, solve_jit
-from jaxcf.pure import as_pytree
+from jaxcf.methods._search import SearchBase, SearchExplainer, solve_jit
 
 Array = jax.Array
 
@@ -276,7 +281,7 @@ class AIPState(struct.PyTreeNode):
 
 
 class AIPSearch(_AttributeSearch):
-    """AIP as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
+    """AIP as an :class:`~jaxcf.methods.IterativeSearch` (a pytree)."""
 
     classifier: Any
     model: Any
@@ -340,7 +345,7 @@ class AIPRandomState(struct.PyTreeNode):
 
 
 class AIPRandomSearch(_AttributeSearch):
-    """AIP_R as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree): one decoder and
+    """AIP_R as an :class:`~jaxcf.methods.IterativeSearch` (a pytree): one decoder and
     classifier pass per iteration (the current point's objective and logits are kept)."""
 
     classifier: Any
@@ -417,7 +422,7 @@ def aip_explainer(
     classifier: Any, model: Any, config: AIPConfig = AIPConfig()
 ) -> SearchExplainer | Retry:
     """AIP as an explainer (see :func:`aip_search`); wrapped in
-    :class:`~jaxcf.explainer.Retry` over ``(step_scale, *schedule)`` when the config has a
+    :class:`~jaxcf.core.Retry` over ``(step_scale, *schedule)`` when the config has a
     schedule (the runner drives each attempt through its slot pool)."""
     explainer = SearchExplainer(aip_search(classifier, model, config))
     if not config.schedule:
@@ -450,7 +455,7 @@ def aip(
       config: hyper-parameters (static).
 
     Returns:
-      A :class:`~jaxcf.explainer.CFResult` with ``x_cf = dec(z*, a*)`` and ``extras`` ``"z"``,
+      A :class:`~jaxcf.core.CFResult` with ``x_cf = dec(z*, a*)`` and ``extras`` ``"z"``,
       ``"z0"``, ``"a"``, ``"a0"`` (with a schedule also ``"attempt"`` and ``"step_scale"``).
     """
     return explain_batch(aip_explainer(classifier, model, config), x, target)

@@ -14,7 +14,7 @@ Per query and iteration, with ``z = features(x)`` and target ``t``:
 
 A query stops when its target softmax reaches ``threshold``. Every query of a batch carries its
 own class target (DeDUCE's density is per class, so soft and regression targets are refused);
-the batch runs as one ``lax.while_loop`` (see :mod:`jaxcf.methods.search`).
+the batch runs as one ``lax.while_loop`` (see :mod:`jaxcf.methods`).
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.density import as_density
-from jaxcf.explainer import CFResult
-from jaxcf.methods import checks
-from jaxcf.methods.pixels import PixelSearch, safe_abs, select_pixels
-from jaxcf.methods.search import solve_jit
-from jaxcf.targets import target_loss
+from jaxcf.core import CFResult, as_pure, checks, validation
+from jaxcf.core.targets import target_loss
+from jaxcf.methods._pixels import PixelSearch, safe_abs, select_pixels
+from jaxcf.methods._search import solve_jit
+from jaxcf.models import as_density
 
 Array = jax.Array
 
@@ -85,7 +82,7 @@ class DeDUCEState(struct.PyTreeNode):
 
 
 class DeDUCESearch(PixelSearch):
-    """DeDUCE as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
+    """DeDUCE as an :class:`~jaxcf.methods.IterativeSearch` (a pytree)."""
 
     classifier: Any
     density: Any
@@ -153,15 +150,15 @@ def deduce(
 
     Args:
       classifier: offers ``features(x) -> [B, D]`` and ``head(z) -> [B, C]`` (an NNX module,
-        a :class:`~jaxcf.classifier.FunctionClassifier`, or any pytree with these methods).
-      density: offers ``log_prob(z [B, D]) -> [B, C]``, e.g. :class:`jaxcf.density.GaussianDensity`.
-        A plain object with array attributes works too (see :func:`jaxcf.density.as_density`).
+        a :class:`~jaxcf.core.FunctionClassifier`, or any pytree with these methods).
+      density: offers ``log_prob(z [B, D]) -> [B, C]``, e.g. :class:`jaxcf.models.GaussianDensity`.
+        A plain object with array attributes works too (see :func:`jaxcf.models.as_density`).
       x: ``[B, H, W, C]`` float images in the classifier's domain ([0, 1] for our models).
       target: ``[B]`` int target classes (or one int for the whole batch).
       config: hyper-parameters (static: a new config compiles a new program).
 
     Returns:
-      A :class:`~jaxcf.explainer.CFResult` (``score``: target probability);
+      A :class:`~jaxcf.core.CFResult` (``score``: target probability);
       ``extras["pixel_changes"]`` counts pixel updates per query.
     """
     search = deduce_search(classifier, density, config)

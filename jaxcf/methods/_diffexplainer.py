@@ -2,7 +2,7 @@
 
 A query ``x`` is encoded by a diffusion autoencoder into its semantic code ``z`` and, by
 deterministic DDIM inversion conditioned on ``z``, its stochastic code ``x_T``; decoding
-``(z, x_T)`` reproduces the query. The agent (:mod:`jaxcf.training.agent`) reads ``z``; the
+``(z, x_T)`` reproduces the query. The agent (:mod:`jaxcf.training`) reads ``z``; the
 gradient of its log-probability of the target class, ``g = d log p_agent(target | z) / d z``,
 says which way to move the code. Counterfactuals are decoded, with the query's own ``x_T``, from
 
@@ -30,12 +30,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcf import diffusion as diff
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult
-from jaxcf.methods import checks
-from jaxcf.training.counterfactual import classifier_digest
+from jaxcf.core import CFResult, as_pure, checks, classifier_digest, validation
+from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
 
@@ -156,14 +152,14 @@ class DiffExplainer(struct.PyTreeNode):
 
 def difference_map(x_cf: Any, reconstruction: Any) -> Array:
     """``[B, H, W]``: counterfactual minus reconstruction, averaged over channels (positive =
-    brighter: red in :func:`jaxcf.figures.attribution_grid`)."""
+    brighter: red in :func:`jaxcf.report.attribution_grid`)."""
     return jnp.mean(jnp.asarray(x_cf) - jnp.asarray(reconstruction), axis=-1)
 
 
 def diffexplainer(
     teacher: Any, agent: Any, diffusion: Any, config: DiffExplainerConfig = DiffExplainerConfig()
 ) -> DiffExplainer:
-    """An explainer from a teacher classifier, its agent (:func:`jaxcf.training.agent.
+    """An explainer from a teacher classifier, its agent (:func:`jaxcf.training.
     train_agent`) and the diffusion autoencoder the agent reads.
 
     Raises:

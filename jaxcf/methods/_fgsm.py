@@ -1,10 +1,11 @@
 """FGSM towards a target, the input-space baseline of the AIP paper (after Goodfellow et al.).
 
-One signed gradient step of size ``eps`` down the target loss (:mod:`jaxcf.targets`), clipped to
+One signed gradient step of size ``eps`` down the target loss (:mod:`jaxcf.core.targets`), clipped
+to
 the domain: ``x_cf = clip(x - eps * sign(grad_x loss(f(x), t)))``. A one-pass explainer: every
 query costs one forward and backward pass. With ``config.schedule`` the queries that did not
 reach their target are retried at the next ``eps`` of the schedule
-(:class:`~jaxcf.explainer.Retry`).
+(:class:`~jaxcf.core.Retry`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry, explain_batch
-from jaxcf.methods import checks
+from jaxcf.core import CFResult, Retry, as_pure, checks, explain_batch, validation
+from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
 
@@ -81,7 +79,7 @@ class FGSM(struct.PyTreeNode):
 
 
 def fgsm_explainer(classifier: Any, config: FGSMConfig = FGSMConfig()) -> FGSM | Retry:
-    """FGSM for a classifier; wrapped in :class:`~jaxcf.explainer.Retry` over
+    """FGSM for a classifier; wrapped in :class:`~jaxcf.core.Retry` over
     ``(eps, *schedule)`` when the config has a schedule."""
     explainer = FGSM(classifier=as_pure(classifier), config=config)
     if not config.schedule:

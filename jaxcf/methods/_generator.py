@@ -5,7 +5,7 @@ or its regression output) and ``y_t`` the target as a vector: a one-hot class, a
 (soft target) or a ``[1]`` value (regression). The noise ``z`` comes from the query's own key,
 so the runner's ``num_cfs`` gives several diverse counterfactuals per query (the autoencoder
 variant has no noise: its counterfactuals of one query coincide). Generators are trained by
-:mod:`jaxcf.training.counterfactual`.
+:mod:`jaxcf.training`.
 
 Tabular generators take ``config.fixed``: column names kept exactly as in the query (besides
 the generator's own immutable and increasing constraints).
@@ -20,13 +20,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult
-from jaxcf.methods import checks
+from jaxcf.core import CFResult, PureModule, as_pure, checks, validation
+from jaxcf.core import targets as targets_lib
 from jaxcf.models import generators
-from jaxcf.pure import PureModule
 
 Array = jax.Array
 
@@ -102,7 +98,7 @@ def generator_explainer(
     transform: Any = None,
 ) -> GeneratorExplainer:
     """An explainer from a classifier and a generator (an NNX generator of
-    :mod:`jaxcf.models.generators`, e.g. from :func:`jaxcf.training.load_generator`).
+    :mod:`jaxcf.models.generators`, e.g. from :func:`jaxcf.models.load_generator`).
 
     Args:
       transform: for tabular generators, the :class:`~jaxcf.tabular.TabularTransform` the

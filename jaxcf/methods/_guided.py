@@ -7,7 +7,7 @@ respaced schedule, with each step's predicted noise shifted by the gradient of
 
     L = guidance_scale * d(f(x0_est), target) + distance_weight * dist(x0_est, x)
 
-(``d`` the target loss of :mod:`jaxcf.targets`, ``dist`` L1 or squared L2 per pixel, summed),
+(``d`` the target loss of :mod:`jaxcf.core.targets`, ``dist`` L1 or squared L2 per pixel, summed),
 as classifier guidance does (Dhariwal & Nichol 2021): ``eps' = eps + sqrt(1 - abar_i) grad L``.
 The classifier cannot judge a noisy image, so ``L`` is taken on a clean estimate ``x0_est``:
 
@@ -20,7 +20,7 @@ The classifier cannot judge a noisy image, so ``L`` is taken on a clean estimate
 ``balance`` rescales each gradient to the norm of the predicted noise before weighting (DVCE's
 balancing; its weights are 0.1 for the classifier and 0.15 for the distance). A ``schedule`` of
 larger guidance scales re-runs the queries that did not reach their target (DiME retries at 8,
-10, 15) through :class:`~jaxcf.explainer.Retry`.
+10, 15) through :class:`~jaxcf.core.Retry`.
 
 Every query takes its noise from its own key; the result's ``n_iter`` is the denoiser calls
 spent on it and ``extras["non_finite"]`` flags a query whose sampling produced NaN or inf: it
@@ -37,11 +37,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcf import diffusion as diff
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, Retry
-from jaxcf.methods import checks
+from jaxcf.core import CFResult, Retry, as_pure, checks, validation
+from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
 
@@ -97,7 +94,7 @@ class GuidedDiffusionConfig:
 
 
 class GuidedDiffusion(struct.PyTreeNode):
-    """A classifier and a :class:`~jaxcf.training.diffusion.DiffusionModel` as an explainer."""
+    """A classifier and a :class:`~jaxcf.models.DiffusionModel` as an explainer."""
 
     classifier: Any
     model: Any  # DiffusionModel
@@ -239,8 +236,8 @@ def guided_diffusion_explainer(
     classifier: Any, diffusion: Any, config: GuidedDiffusionConfig = GuidedDiffusionConfig()
 ) -> GuidedDiffusion | Retry:
     """An explainer from a classifier and a trained diffusion model (e.g.
-    :func:`jaxcf.training.diffusion.load_diffusion`); wrapped in
-    :class:`~jaxcf.explainer.Retry` over ``(guidance_scale, *schedule)`` when the config has a
+    :func:`jaxcf.models.load_diffusion`); wrapped in
+    :class:`~jaxcf.core.Retry` over ``(guidance_scale, *schedule)`` when the config has a
     schedule.
 
     Raises:

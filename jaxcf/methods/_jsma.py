@@ -1,7 +1,7 @@
 """JSMA-style pixel search, the DeDUCE paper's baseline (after Papernot et al.).
 
 Per query and iteration: gradient of the target loss (cross-entropy for a class or a class
-distribution, squared error for a regression value; see :mod:`jaxcf.targets`); choose the
+distribution, squared error for a regression value; see :mod:`jaxcf.core.targets`); choose the
 ``pixels`` pixels with the largest |gradient| among those not frozen; ``x -= step * sign(g)``
 there, clip to the domain ``[lo, hi]``; a chosen pixel that the update brought to ``lo`` or
 ``hi`` is frozen from then on (untouched pixels at the bounds stay selectable). No momentum and
@@ -17,12 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult
-from jaxcf.methods.pixels import PixelSearch, select_pixels
-from jaxcf.methods.search import solve_jit
-from jaxcf.targets import target_loss
+from jaxcf.core import CFResult, as_pure, validation
+from jaxcf.core.targets import target_loss
+from jaxcf.methods._pixels import PixelSearch, select_pixels
+from jaxcf.methods._search import solve_jit
 
 Array = jax.Array
 
@@ -60,7 +58,7 @@ class JSMAState(struct.PyTreeNode):
 
 
 class JSMASearch(PixelSearch):
-    """JSMA as an :class:`~jaxcf.methods.search.IterativeSearch` (a pytree)."""
+    """JSMA as an :class:`~jaxcf.methods.IterativeSearch` (a pytree)."""
 
     classifier: Any
     config: JSMAConfig = struct.field(pytree_node=False)

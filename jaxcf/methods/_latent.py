@@ -8,18 +8,18 @@ Both start from the encoder's posterior mean ``z0 = enc(x)`` of the query and de
   Euclidean distance in latent space;
 
 over ``z`` by gradient steps until the target is reached (``loss`` is the target loss of
-:mod:`jaxcf.targets`: cross-entropy for classes and distributions, squared error for regression
+:mod:`jaxcf.core.targets`: cross-entropy for classes and distributions, squared error for regression
 values). The counterfactual is ``dec(z*)``; ``extras`` hold ``"z"`` (the final code, ``[B, k]``)
 and ``"z0"`` (the query's code), from which analyses take, e.g., the latent perturbation.
 
 The published REVISE baseline took plain gradient steps of 1e-5 with ``distance_weight`` 1 for
 up to 50,000 steps (``optimizer="sgd"``); Adam (``optimizer="adam"``, per query, the default)
 descends the same objective in far fewer steps. A query's score is read before each update, as
-in every search of :mod:`jaxcf.methods.search`.
+in every search of :mod:`jaxcf.methods`.
 
 The VAE is any pytree offering ``encode(x [B, H, W, C]) -> z [B, k]`` (a deterministic code),
 ``decode(z) -> [B, H, W, C]`` images in ``[0, 1]``, ``latent_dim`` and ``image_shape``:
-:class:`jaxcf.training.vae.VAEModel` (from :func:`~jaxcf.training.vae.load_vae`) is one.
+:class:`jaxcf.models.VAEModel` (from :func:`~jaxcf.models.load_vae`) is one.
 """
 
 from __future__ import annotations
@@ -33,13 +33,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxcf import targets as targets_lib
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult
-from jaxcf.methods import checks
-from jaxcf.methods.search import SearchBase, solve_jit
-from jaxcf.pure import as_pytree
+from jaxcf.core import CFResult, as_pure, as_pytree, checks, validation
+from jaxcf.core import targets as targets_lib
+from jaxcf.methods._search import SearchBase, solve_jit
 
 Array = jax.Array
 
@@ -224,7 +220,7 @@ class LatentState(struct.PyTreeNode):
 
 class LatentSearch(SearchBase):
     """REVISE or xGEMs (by the config's type) as an
-    :class:`~jaxcf.methods.search.IterativeSearch`; the iterate is the code ``z``."""
+    :class:`~jaxcf.methods.IterativeSearch`; the iterate is the code ``z``."""
 
     classifier: Any
     vae: Any
@@ -311,7 +307,7 @@ def revise(
       config: hyper-parameters (static).
 
     Returns:
-      A :class:`~jaxcf.explainer.CFResult` with ``x_cf = dec(z*)`` and ``extras["z"]``,
+      A :class:`~jaxcf.core.CFResult` with ``x_cf = dec(z*)`` and ``extras["z"]``,
       ``extras["z0"]`` (``[B, k]``).
     """
     search = revise_search(classifier, vae, config)

@@ -2,7 +2,7 @@
 
 Minimise ``loss(f(x'), t) + lam * |x' - x|_1`` over ``x'`` (clipped to the domain when there is
 one) by gradient steps (Adam or plain gradient descent, per query); ``loss`` is the target loss
-of :mod:`jaxcf.targets` (cross-entropy for classes and distributions, squared error for
+of :mod:`jaxcf.core.targets` (cross-entropy for classes and distributions, squared error for
 regression values). Every input element may move, so expect large L0 next to DeDUCE and JSMA.
 
 Two schedules:
@@ -32,11 +32,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxcf import validation
-from jaxcf.classifier import as_pure
-from jaxcf.explainer import CFResult, tree_where
-from jaxcf.methods.search import SearchBase, solve_jit
-from jaxcf.targets import target_loss
+from jaxcf.core import CFResult, as_pure, tree_where, validation
+from jaxcf.core.targets import target_loss
+from jaxcf.methods._search import SearchBase, solve_jit
 
 Array = jax.Array
 
@@ -86,7 +84,7 @@ class WachterState(struct.PyTreeNode):
 
 
 class WachterSearch(SearchBase):
-    """Wachter's search as an :class:`~jaxcf.methods.search.IterativeSearch`."""
+    """Wachter's search as an :class:`~jaxcf.methods.IterativeSearch`."""
 
     classifier: Any
     config: WachterConfig = struct.field(pytree_node=False)

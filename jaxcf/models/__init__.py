@@ -1,6 +1,40 @@
-"""Flax NNX models: classifiers offering the jaxcf classifier protocol (images and series)."""
+"""Models: the networks counterfactual methods explain and search with, as Flax NNX modules, and
+the trained ones as pure pytrees ready for a method.
 
-from jaxcf.models.classifiers import (
+* classifiers offering the classifier protocol (MLP, small CNN, DeDUCE's ResNet-18 with soft
+  spectral norm and the plain ResNet-18, BiLSTM for series), :func:`build` from a config and
+  :func:`load_classifier` from a checkpoint, with the class-conditional feature density
+  (:class:`GaussianDensity`);
+* generative models: convolutional VAEs (:class:`VAEModel`, :func:`load_vae`), the AttGAN-like
+  attribute-conditioned encoder-decoder (:class:`AttributeModel`, :func:`load_attgan`), UNets
+  and diffusion autoencoders (:class:`DiffusionModel`, :func:`load_diffusion`), DiffExplainer's
+  agent (:class:`Agent`, :func:`load_agent`) and the conditional counterfactual generators
+  (:mod:`jaxcf.models.generators`, :func:`load_generator`);
+* checkpoints (:mod:`jaxcf.models.checkpoint`: Orbax plus JSON metadata, no pickle) and the
+  content digests of shipped models.
+"""
+
+from jaxcf.models import checkpoint, generators
+from jaxcf.models._agent import Agent, encode_images, load_agent, save_agent
+from jaxcf.models._attgan import (
+    CPU_ATTGAN,
+    EXCLUSIVE,
+    PAPER_ATTGAN,
+    AttGANConfig,
+    AttGANGenerator,
+    AttributeDiscriminator,
+    AttributeModel,
+    attribute_conflicts,
+    build_attgan,
+    flip_attributes,
+    load_attgan,
+    load_attgan_modules,
+)
+from jaxcf.models._attgan import (
+    KIND as ATTGAN_KIND,
+)
+from jaxcf.models._bundled import DIGEST_FILE, content_digest, verify
+from jaxcf.models._classifiers import (
     MLP,
     CNNConfig,
     MLPConfig,
@@ -13,26 +47,107 @@ from jaxcf.models.classifiers import (
     build,
     config_from_dict,
     config_to_dict,
+    load_classifier,
 )
-from jaxcf.models.sequence import BiLSTM, BiLSTMConfig
-from jaxcf.models.spectral import SpectralConv, operator_norm, refine_spectral_norms
+from jaxcf.models._density import Density, GaussianDensity, as_density, class_moments, fit_gaussians
+from jaxcf.models._diffusion import DiffusionModel, ImageSpace, load_diffusion
+from jaxcf.models._saved import check_fits, open_checkpoint
+from jaxcf.models._sequence import BiLSTM, BiLSTMConfig
+from jaxcf.models._spectral import SpectralConv, operator_norm, refine_spectral_norms
+from jaxcf.models._unet import (
+    DiffAEConfig,
+    DiffusionAutoencoder,
+    SemanticEncoder,
+    SemanticEncoderConfig,
+    UNet,
+    UNetConfig,
+    build_denoiser,
+    denoiser_config_from_dict,
+    timestep_embedding,
+)
+from jaxcf.models._vae import (
+    CELEBA_VAE,
+    MNIST_VAE,
+    VAE,
+    VAEConfig,
+    VAEModel,
+    gaussian_kl,
+    load_vae,
+    reparametrise,
+)
+from jaxcf.models._vae import (
+    KIND as VAE_KIND,
+)
+from jaxcf.models.generators import load_generator
 
 __all__ = [
+    "ATTGAN_KIND",
+    "CELEBA_VAE",
+    "CPU_ATTGAN",
+    "DIGEST_FILE",
+    "EXCLUSIVE",
     "MLP",
+    "MNIST_VAE",
+    "PAPER_ATTGAN",
+    "VAE",
+    "VAE_KIND",
+    "Agent",
+    "AttGANConfig",
+    "AttGANGenerator",
+    "AttributeDiscriminator",
+    "AttributeModel",
     "BiLSTM",
     "BiLSTMConfig",
     "CNNConfig",
+    "Density",
+    "DiffAEConfig",
+    "DiffusionAutoencoder",
+    "DiffusionModel",
+    "GaussianDensity",
+    "ImageSpace",
     "MLPConfig",
     "ModelConfig",
     "ResNet18",
     "ResNetConfig",
+    "SemanticEncoder",
+    "SemanticEncoderConfig",
     "SmallCNN",
     "SpectralConv",
     "StandardResNet18",
     "StandardResNetConfig",
+    "UNet",
+    "UNetConfig",
+    "VAEConfig",
+    "VAEModel",
+    "as_density",
+    "attribute_conflicts",
     "build",
+    "build_attgan",
+    "build_denoiser",
+    "check_fits",
+    "checkpoint",
+    "class_moments",
     "config_from_dict",
     "config_to_dict",
+    "content_digest",
+    "denoiser_config_from_dict",
+    "encode_images",
+    "fit_gaussians",
+    "flip_attributes",
+    "gaussian_kl",
+    "generators",
+    "load_agent",
+    "load_attgan",
+    "load_attgan_modules",
+    "load_classifier",
+    "load_diffusion",
+    "load_generator",
+    "load_vae",
+    "open_checkpoint",
     "operator_norm",
     "refine_spectral_norms",
+    "reparametrise",
+    "save_agent",
+    "timestep_embedding",
+    "verify",
 ]

@@ -38,17 +38,19 @@ Families (one config class each, ``kind`` names it; :func:`build` builds any of 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxcf import validation
-from jaxcf.constraints import Constraints, enforce
-from jaxcf.models.spectral import SpectralConv
-from jaxcf.tabular import TabularTransform, activate
-from jaxcf.targets import kind_of
+from jaxcf.core import classifier_digest, validation
+from jaxcf.core.targets import kind_of
+from jaxcf.models import checkpoint
+from jaxcf.models._spectral import SpectralConv
+from jaxcf.models.checkpoint import CHECKPOINT_DIR
+from jaxcf.tabular import Constraints, TabularTransform, activate, enforce
 
 Array = jax.Array
 
@@ -204,7 +206,7 @@ def model_condition(outputs: Array, *, regression: bool) -> Array:
 
 
 def target_condition(target: Array, num_outputs: int) -> Array:
-    """``y_t`` ``[B, K]`` for a target batch of any kind (:mod:`jaxcf.targets`): the one-hot
+    """``y_t`` ``[B, K]`` for a target batch of any kind (:mod:`jaxcf.core.targets`): the one-hot
     of a class index, a distribution as it is, a regression value as ``[B, 1]``."""
     kind = kind_of(target)
     if kind == "class":
@@ -255,7 +257,7 @@ def straight_through_clip(x: Array, lo: float, hi: float) -> Array:
 
 class _Generator(nnx.Module):
     """Common base: ``generate`` is the public name of ``__call__`` (what the pure, jittable
-    wrapper :class:`~jaxcf.pure.PureModule` forwards)."""
+    wrapper :class:`~jaxcf.core.PureModule` forwards)."""
 
     def generate(self, x, y_m, y_t, keys, **kwargs):
         return self(x, y_m, y_t, keys, **kwargs)
@@ -466,7 +468,7 @@ class TabularGenerator(_Generator):
     """Residual MLP over ``[x, y_m, y_t, fixed, noise]`` emitting raw block scores, turned into a
     valid encoded row (straight-through Gumbel-softmax heads in training, hard one-hot
     otherwise) with the
-    constraints applied exactly (:func:`jaxcf.constraints.enforce`).
+    constraints applied exactly (:func:`jaxcf.tabular.enforce`).
 
     Shapes: ``x [B, D]`` encoded rows, ``y_m, y_t [B, K]``, ``keys [B]``, optional
     ``fixed [B, n_columns]`` (nonzero = keep this column as in the query) -> ``[B, D]``.
@@ -585,3 +587,31 @@ def config_from_dict(d: dict[str, Any]) -> Any:
         raise ValueError(f"{kind} config has unknown fields {sorted(unknown)}")
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     return cls(**kw)
+
+
+def load_generator(
+    directory: str | Path, classifier: Any = None
+) -> tuple[nnx.Module, dict[str, Any]]:
+    """Loads a generator saved by :func:`train_generator`: ``(generator, metadata)``.
+
+    Raises:
+      ValueError: ``classifier`` is given and is not the one the generator was trained against
+        (its digest differs).
+    """
+    directory = Path(directory)
+    if (directory / CHECKPOINT_DIR).is_dir():
+        directory = directory / CHECKPOINT_DIR
+    meta = checkpoint.read_metadata(directory)
+    if "generator" not in meta.get("configs", {}):
+        raise ValueError(f"{directory} is not a generator checkpoint (no generator config)")
+    generator = build(config_from_dict(meta["configs"]["generator"]))
+    checkpoint.load(directory, {"generator": generator})
+    if classifier is not None:
+        digest = classifier_digest(classifier)
+        if digest != meta.get("classifier_digest"):
+            raise ValueError(
+                f"the generator in {directory} was trained against another classifier (digest "
+                f"{str(meta.get('classifier_digest'))[:12]}, this one {digest[:12]}): retrain it "
+                "for this classifier"
+            )
+    return generator, meta

@@ -34,9 +34,8 @@ import numpy as np
 import pandas as pd
 from raiutils.exceptions import UserConfigValidationException
 
-from jaxcf.classifier import as_pure
-from jaxcf.constraints import Constraints, fixed_mask
-from jaxcf.tabular import Table, TabularTransform
+from jaxcf.core import as_pure
+from jaxcf.tabular import Constraints, Table, TabularTransform, fixed_mask
 
 Method = Literal["random", "genetic", "kdtree"]
 METHODS: tuple[str, ...] = ("random", "genetic", "kdtree")
@@ -176,7 +175,7 @@ class DicePeer:
             columns are always removed, and naming an immutable one raises.
           permitted_range: ``{column: [low, high]}`` ranges; an increasing column's low end is
             raised to the query's value.
-          fixed: columns fixed at explain time, as for :func:`jaxcf.constraints.fixed_mask`.
+          fixed: columns fixed at explain time, as for :func:`jaxcf.tabular.fixed_mask`.
           seed: ``random_seed`` of the random method (query ``i`` uses ``seed + i``); the
             genetic method draws from NumPy's global generator, seeded the same way and
             restored afterwards; kdtree is deterministic.

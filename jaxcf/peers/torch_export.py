@@ -1,21 +1,21 @@
 """jaxcf classifiers and feature densities as plain PyTorch modules (eval mode), same functions.
 
-:func:`export_classifier` takes one of the classifiers of :mod:`jaxcf.models.classifiers` and
+:func:`export_classifier` takes one of the classifiers of :mod:`jaxcf.models` and
 returns a ``torch.nn.Module`` with the same ``features``, ``head`` and ``logits`` (NHWC float32
 inputs ``[B, H, W, C]`` in [0, 1], as in jaxcf, so that a gradient with respect to the input
 flattens in jaxcf's pixel order). What the JAX model computes at inference is baked into plain
 layers:
 
-* soft spectral normalisation: in eval mode a :class:`~jaxcf.models.spectral.SpectralConv`
+* soft spectral normalisation: in eval mode a :class:`~jaxcf.models.SpectralConv`
   applies ``W / max(1, sigma / c)`` with ``sigma`` from its *stored* power-iteration vectors (no
   iteration at inference), so the exported weight is that kernel, computed by the JAX code
-  (:meth:`~jaxcf.models.spectral.SpectralConv.normalized_kernel`);
+  (:meth:`~jaxcf.models.SpectralConv.normalized_kernel`);
 * batch norm: the running statistics, applied in flax's order ``(x - mean) * m + bias`` with
   ``m = scale * rsqrt(var + eps)`` computed by JAX (not folded into the convolution, which would
   round differently);
 * kernels ``HWIO`` become ``OIHW``, dense kernels ``[in, out]`` become ``[out, in]``.
 
-:func:`export_density` does the same for a :class:`~jaxcf.density.GaussianDensity`. Every
+:func:`export_density` does the same for a :class:`~jaxcf.models.GaussianDensity`. Every
 parameter is frozen (``requires_grad=False``): the searches differentiate with respect to the
 input only, as jaxcf's do.
 """
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxcf.models import classifiers as C
-from jaxcf.models.spectral import SpectralConv
+from jaxcf.models import SpectralConv
+from jaxcf.models import _classifiers as C
 
 
 def _tensor(a: Any) -> torch.Tensor:
@@ -45,7 +45,7 @@ def _conv(layer: Any, stride: int, pad: int) -> nn.Conv2d:
     """A ``torch.nn.Conv2d`` applying the kernel ``layer`` applies in eval mode."""
     if isinstance(layer, SpectralConv):
         kernel, bias = layer.normalized_kernel(), None
-    else:  # jaxcf.models.conv.Conv
+    else:  # jaxcf.models.Conv
         kernel, bias = layer.kernel[...], layer.bias[...] if layer.bias is not None else None
     k, _, c_in, c_out = kernel.shape
     conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, bias=bias is not None)
@@ -223,8 +223,8 @@ def export_classifier(model: Any) -> TorchClassifier:
     """A frozen, eval-mode PyTorch copy of a jaxcf classifier (see the module docstring).
 
     Args:
-      model: an NNX classifier of :mod:`jaxcf.models.classifiers` (e.g. from
-        :func:`jaxcf.training.load_classifier`). Its eval-mode function is exported, whatever
+      model: an NNX classifier of :mod:`jaxcf.models` (e.g. from
+        :func:`jaxcf.models.load_classifier`). Its eval-mode function is exported, whatever
         mode it is in; the model itself is not changed.
 
     Raises:
@@ -251,7 +251,7 @@ def _eval_copy(model: Any) -> Any:
 
 
 class TorchGaussianDensity(nn.Module):
-    """:class:`jaxcf.density.GaussianDensity` in PyTorch: ``log_prob(z [B, D]) -> [B, C]``."""
+    """:class:`jaxcf.models.GaussianDensity` in PyTorch: ``log_prob(z [B, D]) -> [B, C]``."""
 
     def __init__(self, density: Any):
         super().__init__()

@@ -17,14 +17,14 @@ on 94-98% of the held-out faces (0-1% without the flip); its compact copy ships 
 ``bundled:attgan_celeba``. The faces stay blurry, and the edits a person sees are milder than
 those numbers (the classifier is the one the generator trained against).
 
-    python -m train.attgan --config train/configs/attgan_celeba.py --workdir workdir/attgan_celeba
+    jaxcf train train/configs/attgan_celeba.py --workdir workdir/attgan_celeba
 
 Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], 13 attributes; train 9,000, test
 1,000: the evaluation uses the first 256 test faces).
 """
 
-from jaxcf.models.attgan import CPU_ATTGAN
-from jaxcf.training.attgan import AttGANTrainConfig
+from jaxcf.models import CPU_ATTGAN
+from jaxcf.training import AttGANTrainConfig
 
 
 def get_config() -> AttGANTrainConfig:

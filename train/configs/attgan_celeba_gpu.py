@@ -10,7 +10,7 @@ epochs), EMA of the generator at 0.999. About 0.2 TFLOP a step. On one H200, sha
 other training jobs, it ran 41 to 65 steps a second (13 to 20 minutes for the 50,000); that run
 was stopped at 16,000 steps to free the GPU, so this config is still untrained.
 
-    python -m train.attgan --config train/configs/attgan_celeba_gpu.py --workdir workdir/attgan_gpu
+    jaxcf train train/configs/attgan_celeba_gpu.py --workdir workdir/attgan_gpu
 
 Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], 13 attributes; train 9,000, test
 1,000).
@@ -19,9 +19,9 @@ Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], 13 attributes; tra
 import dataclasses
 from pathlib import Path
 
-from jaxcf.config_file import load_config
-from jaxcf.models.attgan import PAPER_ATTGAN
-from jaxcf.training.attgan import AttGANTrainConfig
+from jaxcf.core import load_config
+from jaxcf.models import PAPER_ATTGAN
+from jaxcf.training import AttGANTrainConfig
 
 CPU = Path(__file__).resolve().parent / "attgan_celeba.py"
 

@@ -3,7 +3,7 @@ per direction and a linear head on its final states, normal vs abnormal beats (t
 test accuracy), trained with Adam on the 4,500 training beats and evaluated on the other 500
 (see jaxcf/data/ecg5000.py for the split and the standardisation).
 
-    python -m train.main --config train/configs/bilstm_ecg.py --workdir workdir/bilstm_ecg
+    jaxcf train train/configs/bilstm_ecg.py --workdir workdir/bilstm_ecg
 
 Measured on 2 shared CPU cores: 313 s of training (~26 s per epoch of 70 steps at batch 64),
 test accuracy 0.986 (493 of 500; train 0.997). It is 0.98-0.99 from the first epoch on; the

@@ -5,7 +5,7 @@ layer and 2 classes (female, male); 2.1M parameters. Adam at 1e-3, batch 128, 5 
 9,000 training faces. A train step measured 0.6 s on 2 CPU cores: about 45 s an epoch, some
 4 minutes in all.
 
-    python -m train.main --config train/configs/cnn_celeba_male.py \\
+    jaxcf train train/configs/cnn_celeba_male.py \\
         --workdir workdir/cnn_celeba_male
 
 Uses the registered ``celeba`` data set (64x64 RGB in [0, 1], labels *Male*; train 9,000,

@@ -1,6 +1,6 @@
 """A small CNN on Fashion-MNIST with Adam: about a minute on 2 cores.
 
-python -m train.main --config train/configs/cnn_fashion.py --workdir workdir/cnn_fashion
+jaxcf train train/configs/cnn_fashion.py --workdir workdir/cnn_fashion
 """
 
 from jaxcf.models import CNNConfig

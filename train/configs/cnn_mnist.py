@@ -1,7 +1,7 @@
 """A small CNN on MNIST with Adam, the classifier the MNIST counterfactual generator explains:
 about a minute on 2 cores.
 
-python -m train.main --config train/configs/cnn_mnist.py --workdir workdir/cnn_mnist
+jaxcf train train/configs/cnn_mnist.py --workdir workdir/cnn_mnist
 """
 
 from jaxcf.models import CNNConfig

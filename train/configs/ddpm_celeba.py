@@ -2,15 +2,15 @@
 a GPU is lent; not trained on CPU). The paper-scale widths: 128 channels, multipliers
 1/2/2/2, two residual blocks per level, attention at 16x16, linear schedule of 1,000 steps.
 
-    python -m train.diffusion --config train/configs/ddpm_celeba.py --workdir workdir/ddpm_celeba
+    jaxcf train train/configs/ddpm_celeba.py --workdir workdir/ddpm_celeba
 
 Trains on the registry's ``celeba`` data set: the 9,000 training faces of the shipped subset,
 centre-cropped and resized to 64x64 RGB in [0, 1].
 """
 
 from jaxcf.diffusion import ScheduleConfig
-from jaxcf.models.unet import UNetConfig
-from jaxcf.training.diffusion import DiffusionTrainConfig
+from jaxcf.models import UNetConfig
+from jaxcf.training import DiffusionTrainConfig
 
 
 def get_config() -> DiffusionTrainConfig:

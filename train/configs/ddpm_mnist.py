@@ -2,12 +2,12 @@
 UNet (16/32/64 channels, attention at 8x8), cosine schedule of 1,000 steps, batch 64, 5,000
 steps (about 6 epochs; about an hour on 2 cores).
 
-    python -m train.diffusion --config train/configs/ddpm_mnist.py --workdir workdir/ddpm_mnist
+    jaxcf train train/configs/ddpm_mnist.py --workdir workdir/ddpm_mnist
 """
 
 from jaxcf.diffusion import ScheduleConfig
-from jaxcf.models.unet import UNetConfig
-from jaxcf.training.diffusion import DiffusionTrainConfig
+from jaxcf.models import UNetConfig
+from jaxcf.training import DiffusionTrainConfig
 
 
 def get_config() -> DiffusionTrainConfig:

@@ -2,15 +2,15 @@
 model's architecture and budget: 0.7M-parameter UNet, cosine schedule of 1,000 steps, batch 64,
 5,000 steps (about 68 epochs of the 4,708 training images; about an hour on 2 cores).
 
-    python -m train.diffusion --config train/configs/ddpm_pneumonia.py \
+    jaxcf train train/configs/ddpm_pneumonia.py \
         --workdir workdir/ddpm_pneumonia
 """
 
 import dataclasses
 from pathlib import Path
 
-from jaxcf.config_file import load_config
-from jaxcf.training.diffusion import DiffusionTrainConfig
+from jaxcf.core import load_config
+from jaxcf.training import DiffusionTrainConfig
 
 MNIST = Path(__file__).resolve().parent / "ddpm_mnist.py"
 

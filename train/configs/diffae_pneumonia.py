@@ -4,13 +4,13 @@ DiffExplainer explains with, sized for 2 CPU cores: a semantic encoder to a 512-
 noise loss (the paper's), linear schedule of 1,000 steps, batch 64, 4,000 steps (about 54
 epochs of the 4,708 training images).
 
-    python -m train.diffusion --config train/configs/diffae_pneumonia.py \
+    jaxcf train train/configs/diffae_pneumonia.py \
         --workdir workdir/diffae_pneumonia
 """
 
 from jaxcf.diffusion import ScheduleConfig
-from jaxcf.models.unet import DiffAEConfig, SemanticEncoderConfig, UNetConfig
-from jaxcf.training.diffusion import DiffusionTrainConfig
+from jaxcf.models import DiffAEConfig, SemanticEncoderConfig, UNetConfig
+from jaxcf.training import DiffusionTrainConfig
 
 CODE = 512
 

@@ -3,18 +3,17 @@ and discriminator, Gumbel-softmax heads, vanilla GAN loss, no cycle loss, the pa
 weights, race and sex immutable and age only increasing, enforced exactly. A few minutes on 2
 CPU cores.
 
-python -m train.generator --config train/configs/generator_adult.py \
+jaxcf train train/configs/generator_adult.py \
     --workdir workdir/generator_adult
 """
 
 import dataclasses
 
-from jaxcf.data.adult import ADULT_CONSTRAINTS, adult_transform
+from explain.amortised import GeneratorJob
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
 from jaxcf.models import MLPConfig
 from jaxcf.models.generators import TabularDiscriminatorConfig, TabularGeneratorConfig
-from jaxcf.protocols.amortised import GeneratorJob
-from jaxcf.training import TrainConfig
-from jaxcf.training.counterfactual import GeneratorTrainConfig
+from jaxcf.training import GeneratorTrainConfig, TrainConfig
 
 
 def get_config() -> GeneratorJob:

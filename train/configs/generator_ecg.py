@@ -3,15 +3,15 @@
 noise at every step, an LSTM discriminator with per-step logits, hinge loss, cycle loss, the
 paper's time-series weights (w_M 1, w_l1 2, w_cycle 2, w_G 1).
 
-python -m train.generator --config train/configs/generator_ecg.py --workdir workdir/generator_ecg
+jaxcf train train/configs/generator_ecg.py --workdir workdir/generator_ecg
 """
 
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from explain.amortised import GeneratorJob
+from jaxcf.core import load_config
 from jaxcf.models.generators import SeriesDiscriminatorConfig, SeriesGeneratorConfig
-from jaxcf.protocols.amortised import GeneratorJob
-from jaxcf.training.counterfactual import GeneratorTrainConfig
+from jaxcf.training import GeneratorTrainConfig
 
 
 def get_config() -> GeneratorJob:

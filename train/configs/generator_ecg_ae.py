@@ -2,14 +2,14 @@
 MMD term towards real beats of the target class instead of a discriminator, against the same
 bidirectional LSTM classifier as train/configs/generator_ecg.py.
 
-python -m train.generator --config train/configs/generator_ecg_ae.py \
+jaxcf train train/configs/generator_ecg_ae.py \
     --workdir workdir/generator_ecg_ae
 """
 
 import dataclasses
 from pathlib import Path
 
-from jaxcf.config_file import load_config
+from jaxcf.core import load_config
 from jaxcf.models.generators import SeriesAutoencoderConfig
 
 

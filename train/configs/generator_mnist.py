@@ -1,15 +1,14 @@
 """The MNIST counterfactual generator (residual, full resolution, cycle loss) against a small
 CNN: the classifier trains in about 2 minutes, the generator in about 20 on 2 CPU cores.
 
-python -m train.generator --config train/configs/generator_mnist.py \
+jaxcf train train/configs/generator_mnist.py \
     --workdir workdir/generator_mnist
 """
 
+from explain.amortised import GeneratorJob
 from jaxcf.models import CNNConfig
 from jaxcf.models.generators import ImageDiscriminatorConfig, ImageGeneratorConfig
-from jaxcf.protocols.amortised import GeneratorJob
-from jaxcf.training import TrainConfig
-from jaxcf.training.counterfactual import GeneratorTrainConfig
+from jaxcf.training import GeneratorTrainConfig, TrainConfig
 
 
 def get_config() -> GeneratorJob:

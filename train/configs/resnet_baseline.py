@@ -2,7 +2,7 @@
 REVISE baselines explained (7x7 stride-2 stem, max-pool, ReLU, projection shortcuts, no
 spectral norm), 50 epochs of SGD as in the paper. GPU-sized; see resnet_standard_cpu.py.
 
-python -m train.main --config train/configs/resnet_baseline.py --workdir workdir/resnet_base
+jaxcf train train/configs/resnet_baseline.py --workdir workdir/resnet_base
 """
 
 from jaxcf.models import StandardResNetConfig

@@ -1,7 +1,8 @@
 """CPU-sized DeDUCE ResNet-18 (width 8, soft spectral norm c = 2) on MNIST: about 4.5 min on
-2 cores, ~99.5% test accuracy. (The demo's classifier; see explain/configs/demo.py for why c = 2.)
+2 cores, ~99.5% test accuracy. (The demo's classifier; see explain/deduce/configs/demo.py for why c
+= 2.)
 
-    python -m train.main --config train/configs/resnet_cpu.py --workdir workdir/resnet_cpu
+    jaxcf train train/configs/resnet_cpu.py --workdir workdir/resnet_cpu
 """
 
 from jaxcf.models import ResNetConfig

@@ -2,7 +2,7 @@
 SGD 0.1 with momentum 0.9, learning rate x0.1 at epochs 25 and 40, batch 128, first 50k images.
 GPU-sized.
 
-    python -m train.main --config train/configs/resnet_paper.py --workdir workdir/resnet_paper
+    jaxcf train train/configs/resnet_paper.py --workdir workdir/resnet_paper
 """
 
 from jaxcf.models import ResNetConfig

@@ -1,7 +1,7 @@
 """The DeDUCE paper's baseline classifier, CPU-sized: a plain ResNet-18 (7x7 stride-2 stem,
 max-pool, ReLU, projection shortcuts, no spectral norm) at width 8. JSMA runs on it in the demo.
 
-    python -m train.main --config train/configs/resnet_standard_cpu.py --workdir workdir/std_cpu
+    jaxcf train train/configs/resnet_standard_cpu.py --workdir workdir/std_cpu
 """
 
 from jaxcf.models import StandardResNetConfig

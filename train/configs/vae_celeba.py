@@ -6,13 +6,13 @@ usual choice for faces) and the plain ELBO (beta 1), Adam at 1e-3, batch 64, 4,0
 step; the full run took 53 minutes with the evaluations and progress checkpoints and ended at
 held-out reconstruction MSE 0.0068 (the mean image's 0.081): blurry but recognisable faces.
 
-    python -m train.vae --config train/configs/vae_celeba.py --workdir workdir/vae_celeba
+    jaxcf train train/configs/vae_celeba.py --workdir workdir/vae_celeba
 
 Uses the registered ``celeba`` data set (64x64 RGB in [0, 1]; train 9,000, test 1,000).
 """
 
-from jaxcf.models.vae import CELEBA_VAE
-from jaxcf.training.vae import VAETrainConfig
+from jaxcf.models import CELEBA_VAE
+from jaxcf.training import VAETrainConfig
 
 
 def get_config() -> VAETrainConfig:

@@ -6,13 +6,13 @@ parameters); Gaussian likelihood with standard deviation 0.1, beta 1, Adam at 5e
 training jobs: 6.5 minutes, held-out reconstruction MSE 0.0094 (the mean image's 0.0786) and L1
 0.065 (the weights were not kept).
 
-    python -m train.vae --config train/configs/vae_celeba_gpu.py --workdir workdir/vae_celeba_gpu
+    jaxcf train train/configs/vae_celeba_gpu.py --workdir workdir/vae_celeba_gpu
 
 Uses the registered ``celeba`` data set (64x64 RGB in [0, 1]; train 9,000, test 1,000).
 """
 
-from jaxcf.models.vae import VAEConfig
-from jaxcf.training.vae import VAETrainConfig
+from jaxcf.models import VAEConfig
+from jaxcf.training import VAETrainConfig
 
 
 def get_config() -> VAETrainConfig:

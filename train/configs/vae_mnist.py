@@ -7,11 +7,11 @@ evaluations and progress checkpoints (longer when the cores are shared); held-ou
 reconstructions are recognisable after a few hundred steps (MSE 0.013 against the mean
 image's 0.064 after 600).
 
-    python -m train.vae --config train/configs/vae_mnist.py --workdir workdir/vae_mnist
+    jaxcf train train/configs/vae_mnist.py --workdir workdir/vae_mnist
 """
 
-from jaxcf.models.vae import MNIST_VAE
-from jaxcf.training.vae import VAETrainConfig
+from jaxcf.models import MNIST_VAE
+from jaxcf.training import VAETrainConfig
 
 
 def get_config() -> VAETrainConfig:

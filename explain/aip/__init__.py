@@ -1,0 +1,22 @@
+"""The AIP paper's CelebA protocol: a gender classifier explained by AIP, xGEMs, REVISE, FGSM and
+AIP_R on held-out faces, the attribute analysis with an age classifier, and counterfactual data
+augmentation.
+
+Config files in ``configs/`` run with ``jaxcf explain explain/aip/configs/<name>.py --workdir W``
+from the repository root."""
+
+from explain.aip.protocol import (
+    DEFAULT_METHODS,
+    PAPER_ORDERING,
+    AIPJob,
+    AugmentConfig,
+    run_aip_protocol,
+)
+
+__all__ = [
+    "AIPJob",
+    "AugmentConfig",
+    "DEFAULT_METHODS",
+    "PAPER_ORDERING",
+    "run_aip_protocol",
+]

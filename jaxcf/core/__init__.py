@@ -1,0 +1,73 @@
+"""The contracts every part of jaxcf keeps: explainers and their results, targets of every kind,
+the classifier protocol and its pure wrappers, input checks, config validation, precision, the
+results record and atomic file writes.
+
+Nothing here knows a method, a network or a data set; every other package builds on it.
+"""
+
+from jaxcf.core import checks, targets, validation
+from jaxcf.core._classifier import (
+    Classifier,
+    FunctionClassifier,
+    NNXClassifier,
+    as_pure,
+    classifier_digest,
+)
+from jaxcf.core._explainer import (
+    CFResult,
+    Explainer,
+    Retry,
+    check_explainer,
+    explain_batch,
+    per_query_keys,
+    tree_where,
+)
+from jaxcf.core._files import (
+    read_npy_header,
+    to_jsonable,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+from jaxcf.core._precision import PRECISIONS, MixedPrecision, check_precision, with_precision
+from jaxcf.core._pure import PureModule, PureObject, as_pytree, is_pytree_of_arrays
+from jaxcf.core._results import ARRAY_FIELDS, RESULT_FILE, Results, write_record
+from jaxcf.core.config_file import load_config, override, override_all
+
+__all__ = [
+    "ARRAY_FIELDS",
+    "PRECISIONS",
+    "RESULT_FILE",
+    "CFResult",
+    "Classifier",
+    "Explainer",
+    "FunctionClassifier",
+    "MixedPrecision",
+    "NNXClassifier",
+    "PureModule",
+    "PureObject",
+    "Results",
+    "Retry",
+    "as_pure",
+    "as_pytree",
+    "check_explainer",
+    "check_precision",
+    "checks",
+    "classifier_digest",
+    "explain_batch",
+    "is_pytree_of_arrays",
+    "load_config",
+    "override",
+    "override_all",
+    "per_query_keys",
+    "read_npy_header",
+    "targets",
+    "to_jsonable",
+    "tree_where",
+    "validation",
+    "with_precision",
+    "write_atomic",
+    "write_json_atomic",
+    "write_record",
+    "write_text_atomic",
+]
