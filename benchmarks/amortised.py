@@ -1,50 +1,49 @@
 """Counterfactuals per second: an amortised generator against per-query search (and DiCE).
 
-    python -m benchmarks.amortised [--workdir workdir] [--modalities mnist,ecg,adult]
-                                   [--batch 1000] [--repeats 5] [--wachter-queries 200]
-                                   [--dice-queries 50] [--out benchmarks/results]
+    jaxcf bench amortised [--config.workdir=workdir] [--config.modalities=mnist,ecg,adult]
+        [--config.batch=1000] [--config.wachter_queries=200]
 
-For each modality, the trained models of ``<workdir>/generator_<modality>`` (``python -m
-train.generator --config train/configs/generator_<modality>.py``; a modality without them is
-skipped) explain the first ``--batch`` queries of a seeded permutation of the test split
-towards the protocol's flip targets (:func:`explain.amortised.flip_targets`), all in
-one process on the same device:
+For each modality, the trained models of ``<workdir>/generator_<modality>`` (``jaxcf train
+train/configs/generator_<modality>.py --workdir workdir/generator_<modality>``; a modality
+without them is skipped) explain the first ``--config.batch`` queries of a seeded permutation
+of the test split towards the protocol's flip targets
+(:func:`explain.amortised.flip_targets`), all in one process on the same device:
 
 * **generator**: the explainer's forward pass over the whole batch as one jitted call
   (``jax.jit(...).lower(...).compile()`` timed apart as compilation); the steady state is the
-  median of ``--repeats`` calls, each ended by ``jax.block_until_ready``.
+  median of ``--config.repeats`` calls, each ended by ``jax.block_until_ready``.
 * **generator via the runner**: :func:`jaxcf.runner.run` on the same batch, end to end
   (chunking, host transfers, chunk files and the record written to a temporary directory), on
   a second run once the first has compiled the runner's program.
 * **Wachter**: the per-query Adam search with the explain config's settings
-  (``explain/configs/generator_<modality>.py``) on the first ``--wachter-queries`` queries,
-  all of them through refillable slots in one jitted program
-  (:func:`jaxcf.methods.solve_pool`, compilation timed apart), one run.
+  (``explain/amortised/configs/generator_<modality>.py``) on the first
+  ``--config.wachter_queries`` queries, all of them through refillable slots in one jitted
+  program (:func:`jaxcf.methods.solve_pool`, compilation timed apart), one run.
 * **Wachter, one query per call**: the same search run the way per-instance libraries (and
   the papers' baselines) run it: a Python loop calling the jitted search on one query at a
-  time, on the first ``--loop-queries`` queries (the first call, which compiles, timed apart).
+  time, on the first ``--config.loop_queries`` queries (the first call, which compiles, timed
+  apart).
 * **Wachter's search over the L1 weight** (``rounds > 0``, :mod:`jaxcf.methods._wachter`): the
   same loss and optimiser, searched the way the per-instance ``CounterFactual`` of alibi (the
   library of the amortised-generator paper's authors) does with its default budget
   (``LAMBDA_SEARCH``: 10 rounds of at most 1,000 steps, a round ending after 50 consecutive
-  valid or invalid iterates), returning the closest valid iterate. Slots in one
-  program on the first ``--lambda-queries`` queries, and one query per call on the first
-  ``--lambda-loop-queries``. The first-valid rows above stop at the first iterate past the
-  boundary, which is cheaper but no search for the closest counterfactual.
+  valid or invalid iterates), returning the closest valid iterate. Slots in one program on the
+  first ``--config.lambda_queries`` queries, and one query per call on the first
+  ``--config.lambda_loop_queries``. The first-valid rows above stop at the first iterate past
+  the boundary, which is cheaper but no search for the closest counterfactual.
 * **DiCE** (Adult only): :class:`jaxcf.peers.dice.DicePeer` (``random``, the explain config's
-  counterfactuals per query and constraints) on the first ``--dice-queries`` queries; its
-  setup is reported apart, its per-query wall times are summed.
+  counterfactuals per query and constraints) on the first ``--config.dice_queries`` queries;
+  its setup is reported apart, its per-query wall times are summed.
 
 Counterfactuals per second = counterfactuals / steady-state seconds; the ratios (generator /
 peer) come from the same run. L1: mean absolute change per input element (encoded features
 for Adult), over all counterfactuals. The issue's goal: the generator gives at least 100x more
 counterfactuals per second than Wachter's search on the same CPU. Results go to
-``<out>/amortised_<device>.{json,md}``.
+``<out>/amortised_<device>.{json,md}``; see :class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
@@ -53,6 +52,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import (
     compile_timed,
     environment,
@@ -60,17 +60,64 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from explain.amortised import encoded_box, flip_targets, load_models
+from explain.amortised import encoded_box, load_models
 from jaxcf import peers, runner
-from jaxcf.core import load_config
+from jaxcf.core import load_config, validation
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import metrics
+from jaxcf.experiment import flip_targets
 from jaxcf.methods import GeneratorConfig, make, solve, solve_pool, wachter_search
 
 ROOT = Path(__file__).resolve().parents[1]
 MODALITIES = ("mnist", "ecg", "ecg_ae", "adult")
 # alibi CounterFactual's defaults: max_lam_steps, early_stop and max_iter (steps per round).
 LAMBDA_SEARCH = dict(rounds=10, patience=50, max_iter=1000)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench amortised``.
+
+    Attributes:
+      workdir: folder holding the trained ``generator_<modality>`` workdirs.
+      modalities: the modalities measured, comma-separated: mnist, ecg, ecg_ae, adult.
+      batch: queries the generator explains.
+      repeats: timed generator calls (their median counts).
+      wachter_queries: queries Wachter explains through the slots.
+      slots: Wachter's refillable slots.
+      dice_queries: queries DiCE explains (Adult).
+      loop_queries: queries Wachter explains one at a time.
+      lambda_queries: queries of the search over the weight.
+      lambda_loop_queries: queries of the search over the weight explained one at a time.
+      out: folder the results are written to.
+    """
+
+    workdir: str = "workdir"
+    modalities: str = ",".join(MODALITIES)
+    batch: int = 1000
+    repeats: int = 5
+    wachter_queries: int = 200
+    slots: int = 32
+    dice_queries: int = 50
+    loop_queries: int = 50
+    lambda_queries: int = 64
+    lambda_loop_queries: int = 8
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(
+            self,
+            1,
+            "batch",
+            "repeats",
+            "wachter_queries",
+            "slots",
+            "dice_queries",
+            "loop_queries",
+            "lambda_queries",
+            "lambda_loop_queries",
+        )
+        common.check_items(self, "modalities", MODALITIES)
 
 
 def mean_l1(x_cf, x) -> float:
@@ -193,9 +240,9 @@ def gen_rate_of(out: dict) -> float:
     return out["generator"]["counterfactuals_per_second"]
 
 
-def bench_modality(name: str, args) -> dict | None:
-    workdir = args.workdir / f"generator_{name}"
-    explain = load_config(ROOT / "explain" / "configs" / f"generator_{name}.py")
+def bench_modality(name: str, config: Config) -> dict | None:
+    workdir = Path(config.workdir) / f"generator_{name}"
+    explain = load_config(ROOT / "explain" / "amortised" / "configs" / f"generator_{name}.py")
     job = explain.resolved_job()
     try:
         classifier, generator, gen_meta, clf_meta = load_models(job, workdir)
@@ -204,7 +251,7 @@ def bench_modality(name: str, args) -> dict | None:
         return None
     train = load_dataset(job.dataset, "train")
     test = load_dataset(job.dataset, "test")
-    n = min(args.batch, len(test))
+    n = min(config.batch, len(test))
     order = np.random.default_rng(0).permutation(len(test))[:n]
     x = np.asarray(test.inputs[order], np.float32)
     pred = metrics.predict(classifier, x)
@@ -216,27 +263,29 @@ def bench_modality(name: str, args) -> dict | None:
         "generator_model": gen_meta.get("configs", {}).get("generator"),
     }
     print(f"[{name}] generator, one jitted pass over {n} queries...", flush=True)
-    out["generator"], gen_x_cf = bench_generator(explainer, x, target, args.repeats)
+    out["generator"], gen_x_cf = bench_generator(explainer, x, target, config.repeats)
     print(f"[{name}] generator via the runner...", flush=True)
     out["generator_runner"] = bench_runner(explainer, x, target)
     wachter = explain.wachter
     if getattr(generator, "transform", None) is not None:
         wachter = encoded_box(wachter, train.inputs, x)
     runs = {  # key: (config, queries through slots, queries one per call)
-        "wachter": (wachter, args.wachter_queries, args.loop_queries),
+        "wachter": (wachter, config.wachter_queries, config.loop_queries),
         "wachter_lambda": (
             dataclasses.replace(wachter, **LAMBDA_SEARCH),
-            args.lambda_queries,
-            args.lambda_loop_queries,
+            config.lambda_queries,
+            config.lambda_loop_queries,
         ),
     }
     peer_x_cf = {}
-    for key, (config, k, k_loop) in runs.items():
+    for key, (method, k, k_loop) in runs.items():
         k = min(k, n)
         k_loop = min(k_loop, k)
         print(f"[{name}] {key}: {k} queries through slots, {k_loop} one per call...", flush=True)
-        out[key], peer_x_cf[key] = bench_wachter(classifier, config, x[:k], target[:k], args.slots)
-        out[f"{key}_loop"] = bench_wachter_loop(classifier, config, x[:k_loop], target[:k_loop])
+        out[key], peer_x_cf[key] = bench_wachter(
+            classifier, method, x[:k], target[:k], config.slots
+        )
+        out[f"{key}_loop"] = bench_wachter_loop(classifier, method, x[:k_loop], target[:k_loop])
         for kk in (key, f"{key}_loop"):
             out[f"speedup_vs_{kk}"] = gen_rate_of(out) / out[kk]["counterfactuals_per_second"]
     transform = getattr(generator, "transform", None)
@@ -255,7 +304,7 @@ def bench_modality(name: str, args) -> dict | None:
     if "dice" in explain.peers and not peers.available("dice"):
         print(f"[{name}] {peers.missing_message('dice')}", flush=True)
     elif "dice" in explain.peers:
-        k = min(args.dice_queries, n)
+        k = min(config.dice_queries, n)
         print(f"[{name}] DiCE on {k} queries...", flush=True)
         out["dice"] = bench_dice(
             classifier, generator, train, x[:k], target[:k], explain.dice_method, explain.num_cfs
@@ -265,37 +314,23 @@ def bench_modality(name: str, args) -> dict | None:
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("workdir"))
-    parser.add_argument("--modalities", default=",".join(MODALITIES))
-    parser.add_argument("--batch", type=int, default=1000, help="queries the generator explains")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--wachter-queries", type=int, default=200)
-    parser.add_argument("--slots", type=int, default=32, help="Wachter's refillable slots")
-    parser.add_argument("--dice-queries", type=int, default=50)
-    parser.add_argument(
-        "--loop-queries", type=int, default=50, help="queries Wachter explains one at a time"
-    )
-    parser.add_argument(
-        "--lambda-queries", type=int, default=64, help="queries of the search over the weight"
-    )
-    parser.add_argument(
-        "--lambda-loop-queries", type=int, default=8, help="... explained one at a time"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-    results = {**environment(), "batch": args.batch, "modalities": {}}
-    for name in args.modalities.split(","):
-        if name not in MODALITIES:
-            raise SystemExit(f"unknown modality {name!r}; choose from {MODALITIES}")
-        out = bench_modality(name, args)
+def run(config: Config) -> dict:
+    """Each trained modality's generator against its peers (counterfactuals per second);
+    writes and returns the results."""
+    results = {**environment(), "batch": config.batch, "modalities": {}}
+    for name in common.items(config.modalities):
+        out = bench_modality(name, config)
         if out is not None:
             results["modalities"][name] = out
     if not results["modalities"]:
         raise SystemExit("no trained models found: nothing measured")
-    stem = write_results(args.out, "amortised", results, _markdown(results))
+    stem = write_results(Path(config.out), "amortised", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
+    return results
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _rate(r: dict) -> str:

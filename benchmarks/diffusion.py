@@ -1,35 +1,38 @@
-"""Counterfactuals per second and denoiser calls: the one-step guided sampler against the
-DiME-style rollout, each batched and as a per-query loop.
+"""Counterfactuals per second and denoiser calls of the one-step guided sampler and the rollout.
 
-    python -m benchmarks.diffusion [--workdir workdir/ddpm_mnist] [--batch 32]
-                                   [--rollout-batch 8] [--loop-queries 8] [--repeats 3]
-                                   [--out benchmarks/results]
+The one-step guided sampler against the DiME-style rollout, each batched and as a per-query
+loop.
 
-The diffusion model and classifier of ``--workdir`` (``python -m train.diffusion`` and
-``python -m explain.diffusion`` put them there) explain the first queries of the guided
-protocol (``explain/guided/configs/guided_mnist.py``: same start step, respacing, guidance scale and
-distance term, first attempt only, no retries) towards its flip targets, all in one process:
+    jaxcf bench diffusion [--config.workdir=workdir/guided_mnist] [--config.batch=32]
+        [--config.rollout_batch=8]
+
+The diffusion model and classifier of the guided experiment's ``--config.workdir`` (``jaxcf
+explain explain/guided/configs/guided_mnist.py`` trains them into its ``models/``) explain the
+first queries of the guided protocol (``--config.config``: same start
+step, respacing, guidance scale and distance term, first attempt only, no retries) towards its
+flip targets, all in one process:
 
 * **batched**: the explainer on the whole batch as one jitted call; compilation
   (``jax.jit(...).lower(...).compile()``) timed apart; the steady state is the median of
-  ``--repeats`` calls (one for the rollout), each ended by ``jax.block_until_ready``;
+  ``--config.repeats`` calls (one for the rollout), each ended by ``jax.block_until_ready``;
 * **per-query loop**: the same jitted explainer called on one query at a time in a Python
-  loop over ``--loop-queries`` queries (compiled once before the clock starts), the way the
-  papers' code runs.
+  loop over ``--config.loop_queries`` queries (compiled once before the clock starts), the
+  way the papers' code runs.
 
 Reported per sampler: counterfactuals per second, denoiser calls per counterfactual, and the
-flip rate of the batch. Results go to ``<out>/diffusion_<device>.{json,md}``.
+flip rate of the batch. Results go to ``<out>/diffusion_<device>.{json,md}``; see
+:class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import (
     compile_timed,
     environment,
@@ -37,14 +40,41 @@ from benchmarks.common import (
     timed,
     write_results,
 )
-from explain.amortised import flip_targets
-from jaxcf.core import load_config
+from jaxcf.core import load_config, validation
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import metrics
+from jaxcf.experiment import flip_targets, model_dir
 from jaxcf.methods import make
 from jaxcf.models import load_classifier, load_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench diffusion``.
+
+    Attributes:
+      workdir: the guided experiment's workdir (models in ``models/diffusion`` and
+        ``models/classifier``).
+      config: the guided protocol's config file, whose samplers' settings are measured.
+      batch: queries of the one-step sampler's batched call.
+      rollout_batch: queries of the rollout's batched call.
+      loop_queries: queries of the per-query loop (at most the batch).
+      repeats: timed batched calls of the one-step sampler (their median counts).
+      out: folder the results are written to.
+    """
+
+    workdir: str = "workdir/guided_mnist"
+    config: str = str(ROOT / "explain/guided/configs/guided_mnist.py")
+    batch: int = 32
+    rollout_batch: int = 8
+    loop_queries: int = 8
+    repeats: int = 3
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "batch", "rollout_batch", "loop_queries", "repeats")
 
 
 def _call(e, x, t, k):
@@ -81,42 +111,26 @@ def bench_loop(explainer, x, t) -> dict:
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, default=Path("workdir/ddpm_mnist"))
-    parser.add_argument(
-        "--config", type=Path, default=ROOT / "explain/guided/configs/guided_mnist.py"
-    )
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rollout-batch", type=int, default=8)
-    parser.add_argument("--loop-queries", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-
-    config = load_config(args.config)
-    model, dmeta = load_diffusion(args.workdir)
-    classifier, _, _ = load_classifier(args.workdir / "classifier" / "checkpoint")
+def run(config: Config) -> dict:
+    """Both samplers, batched and one query per call (counterfactuals per second, denoiser
+    calls per counterfactual); writes and returns the results."""
+    protocol = load_config(config.config)
+    workdir = Path(config.workdir)
+    model, dmeta = load_diffusion(model_dir(workdir, "diffusion"))
+    classifier, _, _ = load_classifier(model_dir(workdir, "classifier") / "checkpoint")
     test = load_dataset(dmeta["dataset"], "test")
-    order = np.random.default_rng(config.seed).permutation(len(test.inputs))
-    x = np.asarray(test.inputs[order[: args.batch]], np.float32)
-    t = flip_targets(metrics.predict(classifier, x), test.num_classes, config.seed)
+    order = np.random.default_rng(protocol.seed).permutation(len(test.inputs))
+    x = np.asarray(test.inputs[order[: config.batch]], np.float32)
+    t = flip_targets(metrics.predict(classifier, x), test.num_classes, protocol.seed)
     results = {**environment(), "dataset": dmeta["dataset"], "samplers": {}}
     for name, cfg, batch, repeats in (
-        ("one-step", config.guided, args.batch, args.repeats),
-        ("rollout", config.rollout, args.rollout_batch, 1),
+        ("one-step", protocol.guided, config.batch, config.repeats),
+        ("rollout", protocol.rollout, config.rollout_batch, 1),
     ):
         cfg = dataclasses.replace(cfg, schedule=())  # one attempt: calls per CF are fixed
         explainer = make("guided_diffusion", cfg, classifier=classifier, diffusion=model)
-        print(f"[{name}] batched, {batch} queries...", flush=True)
         out = {"config": dataclasses.asdict(cfg)}
-        out["batched"] = bench_batched(explainer, x[:batch], t[:batch], repeats)
-        k = min(args.loop_queries, batch)
-        print(f"[{name}] one query per call, {k} queries...", flush=True)
-        out["loop"] = bench_loop(explainer, x[:k], t[:k])
-        out["batched_over_loop"] = (
-            out["batched"]["counterfactuals_per_second"] / out["loop"]["counterfactuals_per_second"]
-        )
+        out.update(bench_sampler(name, explainer, x[:batch], t[:batch], repeats, config))
         results["samplers"][name] = out
     one, roll = results["samplers"]["one-step"], results["samplers"]["rollout"]
     results["calls_ratio"] = (
@@ -125,8 +139,27 @@ def main(argv=None):
     results["speedup_one_step_over_rollout"] = (
         one["batched"]["counterfactuals_per_second"] / roll["batched"]["counterfactuals_per_second"]
     )
-    write_results(args.out, "diffusion", results, _markdown(results))
+    write_results(Path(config.out), "diffusion", results, _markdown(results))
     print(_markdown(results))
+    return results
+
+
+def bench_sampler(name: str, explainer, x, t, repeats: int, config: Config) -> dict:
+    """One sampler on the batch ``x``, ``t`` and one query per call on its first
+    ``config.loop_queries`` queries."""
+    print(f"[{name}] batched, {len(x)} queries...", flush=True)
+    out = {"batched": bench_batched(explainer, x, t, repeats)}
+    k = min(config.loop_queries, len(x))
+    print(f"[{name}] one query per call, {k} queries...", flush=True)
+    out["loop"] = bench_loop(explainer, x[:k], t[:k])
+    out["batched_over_loop"] = (
+        out["batched"]["counterfactuals_per_second"] / out["loop"]["counterfactuals_per_second"]
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _markdown(r: dict) -> str:

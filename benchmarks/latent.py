@@ -1,11 +1,7 @@
 """Counterfactuals per second of the latent searches, batched against a per-query loop.
 
-    python -m benchmarks.latent [--vae workdir/revise_mnist/vae]
-                                [--classifier bundled:demo_resnet_w32]
-                                [--attgan bundled:attgan_celeba]
-                                [--face-classifier workdir/aip_celeba/classifier]
-                                [--iterations 100] [--batch 64] [--face-batch 16]
-                                [--loop-queries 8] [--repeats 3] [--out benchmarks/results]
+    jaxcf bench latent [--config.vae=workdir/revise_mnist/models/vae]
+        [--config.face_classifier=workdir/aip_celeba/models/classifier] [--config.iterations=100]
 
 * ``revise`` (REVISE, per-query Adam) through the MNIST VAE of ``train/configs/vae_mnist.py``
   (``explain/deduce/configs/revise_mnist.py`` trains it) explaining the network that protocol
@@ -15,27 +11,28 @@
   one by default) explaining the CelebA gender CNN (``explain/aip/configs/aip_celeba.py`` trains
   it, about 4 minutes), on held-out faces (skipped, and said so, while it is not trained).
 
-Every query runs exactly ``--iterations`` updates (the stopping threshold is set to 1, which a
-softmax does not reach), so both ways do the same work and the ratio is the batching's alone:
+Every query runs exactly ``--config.iterations`` updates (the stopping threshold is set to 1,
+which a softmax does not reach), so both ways do the same work and the ratio is the batching's
+alone:
 
 * **batched**: the explainer on the whole batch as one jitted call; compilation
   (``jax.jit(...).lower(...).compile()``) timed apart; steady state the median of
-  ``--repeats`` calls, each ended by ``jax.block_until_ready``;
+  ``--config.repeats`` calls, each ended by ``jax.block_until_ready``;
 * **per-query loop**: the same jitted explainer called on one query at a time in a Python loop
   (compiled before the clock starts), as the papers' code runs.
 
-Results go to ``<out>/latent_<device>.{json,md}``.
+Results go to ``<out>/latent_<device>.{json,md}``; see :class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import (
     compile_timed,
     environment,
@@ -44,10 +41,44 @@ from benchmarks.common import (
     write_results,
 )
 from jaxcf import assets
+from jaxcf.core import validation
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import metrics
 from jaxcf.methods import AIPConfig, REVISEConfig, make
 from jaxcf.models import load_attgan, load_classifier, load_vae
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench latent``.
+
+    Attributes:
+      vae: REVISE's MNIST VAE: a training workdir (with ``checkpoint/``).
+      classifier: the classifier REVISE explains: checkpoint dir or bundled name.
+      attgan: AIP's attribute model: AttGAN workdir or bundled name.
+      face_classifier: the CelebA classifier AIP explains: a training workdir (with
+        ``checkpoint/``).
+      iterations: updates every query runs.
+      batch: MNIST queries of REVISE's batched call.
+      face_batch: CelebA queries of AIP's batched call.
+      loop_queries: queries of the per-query loop.
+      repeats: timed batched calls (their median counts).
+      out: folder the results are written to.
+    """
+
+    vae: str = "workdir/revise_mnist/models/vae"
+    classifier: str = "bundled:demo_resnet_w32"
+    attgan: str = "bundled:attgan_celeba"
+    face_classifier: str = "workdir/aip_celeba/models/classifier"
+    iterations: int = 100
+    batch: int = 64
+    face_batch: int = 16
+    loop_queries: int = 8
+    repeats: int = 3
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "iterations", "batch", "face_batch", "loop_queries", "repeats")
 
 
 def _call(e, x, t, k):
@@ -81,98 +112,88 @@ def bench(explainer, x, t, repeats: int, loop_queries: int) -> dict:
     }
 
 
-def _revise(args) -> dict | None:
-    if not (args.vae / "checkpoint").exists():
-        print(f"no VAE in {args.vae}: train it with train/configs/vae_mnist.py", flush=True)
+def _revise(config: Config) -> dict | None:
+    vae_dir = Path(config.vae)
+    if not (vae_dir / "checkpoint").exists():
+        print(f"no VAE in {vae_dir}: train it with train/configs/vae_mnist.py", flush=True)
         return None
-    classifier, _, cmeta = load_classifier(args.classifier)
-    vae, vmeta = load_vae(args.vae, image_shape=tuple(cmeta["model"]["input_shape"]))
+    classifier, _, cmeta = load_classifier(config.classifier)
+    vae, vmeta = load_vae(vae_dir, image_shape=tuple(cmeta["model"]["input_shape"]))
     test = load_dataset(cmeta["dataset"], "test")
-    x = np.asarray(test.inputs[: args.batch], np.float32)
+    x = np.asarray(test.inputs[: config.batch], np.float32)
     t = ((metrics.predict(classifier, x) + 1) % test.num_classes).astype(np.int32)
-    config = REVISEConfig(threshold=1.0, max_iter=args.iterations)
-    print(f"[revise] {len(x)} digits x {args.iterations} iterations...", flush=True)
+    method = REVISEConfig(threshold=1.0, max_iter=config.iterations)
+    print(f"[revise] {len(x)} digits x {config.iterations} iterations...", flush=True)
     out = bench(
-        make("revise", config, classifier=classifier, vae=vae),
+        make("revise", method, classifier=classifier, vae=vae),
         x,
         t,
-        args.repeats,
-        args.loop_queries,
+        config.repeats,
+        config.loop_queries,
     )
     return {
         **out,
         "data": cmeta["dataset"],
         "models": {
-            "vae": str(args.vae),
+            "vae": str(vae_dir),
             "latent_dim": vmeta["latent_dim"],
-            "classifier": str(args.classifier),
+            "classifier": str(config.classifier),
         },
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(method),
     }
 
 
-def _aip(args) -> dict | None:
-    folders = [args.face_classifier]
-    if not args.attgan.startswith(assets.PREFIX):
-        folders.append(Path(args.attgan))
+def _aip(config: Config) -> dict | None:
+    face_classifier = Path(config.face_classifier)
+    folders = [face_classifier]
+    if not config.attgan.startswith(assets.PREFIX):
+        folders.append(Path(config.attgan))
     missing = [p for p in folders if not (p / "checkpoint").exists()]
     if missing:
         print(f"no checkpoint in {', '.join(map(str, missing))}: aip skipped", flush=True)
         return None
-    classifier, _, cmeta = load_classifier(args.face_classifier / "checkpoint")
-    model, ameta = load_attgan(args.attgan, image_shape=tuple(cmeta["model"]["input_shape"]))
+    classifier, _, cmeta = load_classifier(face_classifier / "checkpoint")
+    model, ameta = load_attgan(config.attgan, image_shape=tuple(cmeta["model"]["input_shape"]))
     test = load_dataset("celeba", "test")
-    x = np.asarray(test.inputs[: args.face_batch], np.float32)
+    x = np.asarray(test.inputs[: config.face_batch], np.float32)
     t = (1 - metrics.predict(classifier, x)).astype(np.int32)
     # A fixed amount of work: no query reaches the target, and none stops when its updates
     # round to nothing.
-    config = AIPConfig(threshold=1.0, max_iter=args.iterations, stop_when_stalled=False)
-    print(f"[aip] {len(x)} faces x {args.iterations} iterations...", flush=True)
+    method = AIPConfig(threshold=1.0, max_iter=config.iterations, stop_when_stalled=False)
+    print(f"[aip] {len(x)} faces x {config.iterations} iterations...", flush=True)
     out = bench(
-        make("aip", config, classifier=classifier, attribute_model=model),
+        make("aip", method, classifier=classifier, attribute_model=model),
         x,
         t,
-        args.repeats,
-        args.loop_queries,
+        config.repeats,
+        config.loop_queries,
     )
     return {
         **out,
         "data": "celeba",
         "models": {
-            "attgan": str(args.attgan),
+            "attgan": str(config.attgan),
             "latent_dim": ameta["latent_dim"],
-            "classifier": str(args.face_classifier),
+            "classifier": str(face_classifier),
         },
-        "config": dataclasses.asdict(config),
+        "config": dataclasses.asdict(method),
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vae", type=Path, default=Path("workdir/revise_mnist/vae"))
-    parser.add_argument(
-        "--classifier", default="bundled:demo_resnet_w32", help="checkpoint dir or bundled name"
-    )
-    parser.add_argument(
-        "--attgan", default="bundled:attgan_celeba", help="AttGAN workdir or bundled name"
-    )
-    parser.add_argument(
-        "--face-classifier", type=Path, default=Path("workdir/aip_celeba/classifier")
-    )
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--face-batch", type=int, default=16)
-    parser.add_argument("--loop-queries", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-
-    methods = {name: fn(args) for name, fn in (("revise", _revise), ("aip", _aip))}
+def run(config: Config) -> dict:
+    """Batched against per-query-loop throughput (counterfactuals per second) of each latent
+    search whose models are trained; writes and returns the results."""
+    methods = {name: fn(config) for name, fn in (("revise", _revise), ("aip", _aip))}
     results = {**environment(), "methods": {k: v for k, v in methods.items() if v}}
     if not results["methods"]:
         raise SystemExit("nothing to benchmark: no trained models found (see --help)")
-    write_results(args.out, "latent", results, _markdown(results))
+    write_results(Path(config.out), "latent", results, _markdown(results))
     print(_markdown(results))
+    return results
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _markdown(r: dict) -> str:

@@ -1,15 +1,16 @@
 """Does DeDUCE (and JSMA) decide the same in bfloat16? Agreement with float32, and speed.
 
-    python -m benchmarks.mixed_precision [--checkpoint bundled:demo_resnet_w32] [--images 50]
+    jaxcf bench mixed_precision [--config.checkpoint=bundled:demo_resnet_w32] \
+        [--config.images=50]
 
-On the DeDUCE protocol's pairs (``--images`` test images of one set x 9 other targets, the
-demo's 450 pairs by default), each method runs twice: with its classifier in float32 (the
+On the DeDUCE protocol's pairs (``--config.images`` test images of one set x 9 other targets,
+the demo's 450 pairs by default), each method runs twice: with its classifier in float32 (the
 default) and in bfloat16 (:func:`jaxcf.core.with_precision`: parameters and activations in
 bfloat16, losses, thresholds, density and iterates in float32). Per pair it compares:
 
 * **first step**: the pixel(s) each precision changes in its first update (``max_iter=1``), and
   whether the first iterate is identical (same pixels, same signs);
-* **every step of the float32 path** (``--replay`` updates): from each float32 iterate of a
+* **every step of the float32 path** (``--config.replay`` updates): from each float32 iterate of a
   pair still searching, whether the bfloat16 step makes the same update. One differing choice
   sends the two searches down different paths, so this is the per-decision agreement, apart
   from what the divergence of whole paths adds;
@@ -22,17 +23,17 @@ bfloat16, losses, thresholds, density and iterates in float32). Per pair it comp
 
 Timing: each full run is one program over all pairs (slot refill + taper, as the runner
 schedules a chunk), compiled apart (``lower().compile()``) and timed to
-``block_until_ready``; the raw step is timed too (``--step-batch`` queries, 4 steps inside a
-loop, best of 3), since the end-to-end time also moves with the iteration counts. CPUs without
-native bfloat16 arithmetic emulate it, so bfloat16 may well be slower there.
+``block_until_ready``; the raw step is timed too (``--config.step_batch`` queries, 4 steps
+inside a loop, best of 3), since the end-to-end time also moves with the iteration counts.
+CPUs without native bfloat16 arithmetic emulate it, so bfloat16 may well be slower there.
 
 Writes ``<out>/mixed_precision_<device>.{json,md}``, with the default this evidence supports:
-float32 stays the default unless agreement is near total (every rate >= ``NEAR_TOTAL``).
+float32 stays the default unless agreement is near total (every rate >= ``NEAR_TOTAL``). See
+:class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -41,9 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import device_name, environment
+from benchmarks import common
+from benchmarks.common import environment, write_results
 from explain.deduce import protocol_pairs
-from jaxcf.core import to_jsonable, tree_where, write_json_atomic, write_text_atomic
+from jaxcf.core import tree_where, validation
 from jaxcf.data import load_mnist
 from jaxcf.evaluation import metrics
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, make, solve, solve_pool
@@ -55,6 +57,40 @@ NEAR_TOTAL = 0.99
 """Share of pairs on which every compared decision must agree for bfloat16 to become default."""
 
 CONFIGS = {"deduce": DeDUCEConfig(), "jsma": JSMAConfig()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench mixed_precision``.
+
+    Attributes:
+      checkpoint: the classifier: a checkpoint directory or a bundled name.
+      images: test images (x 9 targets).
+      seed: seed of the protocol's image draw.
+      slots: refillable slots of the full runs (queries).
+      segment: search iterations between slot refills.
+      step_batch: queries of the raw step's timing.
+      replay: float32 updates replayed.
+      methods: the methods compared, comma-separated: deduce, jsma.
+      out: folder the results are written to.
+      arrays: also save per-pair outputs to this .npz file (None: not saved).
+    """
+
+    checkpoint: str = "bundled:demo_resnet_w32"
+    images: int = 50
+    seed: int = 0
+    slots: int = 128
+    segment: int = 4
+    step_batch: int = 128
+    replay: int = 40
+    methods: str = "deduce,jsma"
+    out: str = "benchmarks/results"
+    arrays: str | None = None
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "images", "slots", "segment", "step_batch", "replay")
+        validation.at_least(self, 0, "seed")
+        common.check_items(self, "methods", tuple(CONFIGS))
 
 
 def _search(name: str, precision: str, config, model, density):
@@ -225,83 +261,78 @@ def near_total(agreement: dict) -> bool:
     return min(rates) >= NEAR_TOTAL
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
-    parser.add_argument("--images", type=int, default=50, help="test images (x 9 targets)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the protocol's image draw")
-    parser.add_argument("--slots", type=int, default=128)
-    parser.add_argument("--segment", type=int, default=4)
-    parser.add_argument("--step-batch", type=int, default=128)
-    parser.add_argument("--replay", type=int, default=40, help="float32 updates replayed")
-    parser.add_argument("--methods", default="deduce,jsma")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--arrays", type=Path, help="also save per-pair outputs to this .npz")
-    args = parser.parse_args(argv)
-
-    model, density, meta = load_classifier(args.checkpoint)
+def run(config: Config) -> dict:
+    """Compares bfloat16 with float32 for every method of ``config`` (agreement shares, seconds,
+    query-iterations per second); writes and returns the results."""
+    model, density, meta = load_classifier(config.checkpoint)
     test = load_mnist("test", dataset=meta["dataset"])
-    index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=args.seed)
-    device = device_name()
+    index, target, _ = protocol_pairs(test.labels, 1, config.images, seed=config.seed)
     results = {
         **environment(),
         "classifier": {
-            "checkpoint": args.checkpoint,
+            "checkpoint": config.checkpoint,
             "model": meta["model"],
             "test_accuracy": meta["test_accuracy"],
         },
         "pairs": len(index),
-        "images": args.images,
-        "seed": args.seed,
-        "slots": args.slots,
-        "segment": args.segment,
+        "images": config.images,
+        "seed": config.seed,
+        "slots": config.slots,
+        "segment": config.segment,
         "near_total": NEAR_TOTAL,
         "methods": {},
     }
     arrays = {}
-    for name in args.methods.split(","):
-        config = CONFIGS[name]
-        searches = {p: _search(name, p, config, model, density) for p in PRECISIONS}
+    for name in common.items(config.methods):
+        searches = {p: _search(name, p, CONFIGS[name], model, density) for p in PRECISIONS}
         x, t = searches["float32"].check(test.images[index], target)
-        first, full, timing = {}, {}, {}
-        for p in PRECISIONS:
-            print(f"[{name} {p}] first step...", flush=True)
-            first[p] = run_first_step(searches[p], x, t)
-            print(f"[{name} {p}] raw step...", flush=True)
-            step = time_step(searches[p], x, t, args.step_batch)
-            print(f"[{name} {p}] all pairs...", flush=True)
-            full[p], timing[p] = run_full(searches[p], x, t, args.slots, args.segment)
-            timing[p].update(
-                step=step,
-                mean_iterations=float(full[p]["n_iter"].mean()),
-                counterfactuals_per_second=len(x) / timing[p]["seconds"],
-            )
-            print(f"[{name} {p}] {timing[p]}", flush=True)
-        print(f"[{name}] replaying {args.replay} float32 updates in bfloat16...", flush=True)
-        path = replay(searches["float32"], searches["bfloat16"], x, t, args.replay)
-        agreement = compare(
-            np.asarray(x), np.asarray(t), first, full, model, config.threshold, path
-        )
-        results["methods"][name] = {
-            "config": dataclasses.asdict(config),
-            "agreement": agreement,
-            "near_total": near_total(agreement),
-            "timing": timing,
-        }
+        results["methods"][name], outputs = compare_method(name, searches, x, t, model, config)
         print(_markdown_method(name, results["methods"][name]), flush=True)
-        arrays[f"{name}/x"] = np.asarray(x)
-        arrays[f"{name}/target"] = np.asarray(t)
-        for p in PRECISIONS:
-            arrays[f"{name}/{p}/first"] = first[p]
-            arrays.update({f"{name}/{p}/{k}": v for k, v in full[p].items()})
-    if args.arrays:
-        np.savez_compressed(args.arrays, **arrays)
+        arrays.update({f"{name}/{k}": v for k, v in outputs.items()})
+    if config.arrays:
+        np.savez_compressed(config.arrays, **arrays)
     results["bfloat16_default"] = all(m["near_total"] for m in results["methods"].values())
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"mixed_precision_{device.replace(' ', '_')}"
-    write_json_atomic(stem.with_suffix(".json"), to_jsonable(results))
-    write_text_atomic(stem.with_suffix(".md"), _markdown(results))
+    stem = write_results(Path(config.out), "mixed_precision", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
+    return results
+
+
+def compare_method(name: str, searches: dict, x, t, model, config: Config) -> tuple[dict, dict]:
+    """One method in both precisions: its result entry, and its per-pair outputs by
+    ``x``, ``target``, ``<precision>/first`` and ``<precision>/<result field>``."""
+    first, full, timing = {}, {}, {}
+    for p in PRECISIONS:
+        print(f"[{name} {p}] first step...", flush=True)
+        first[p] = run_first_step(searches[p], x, t)
+        print(f"[{name} {p}] raw step...", flush=True)
+        step = time_step(searches[p], x, t, config.step_batch)
+        print(f"[{name} {p}] all pairs...", flush=True)
+        full[p], timing[p] = run_full(searches[p], x, t, config.slots, config.segment)
+        timing[p].update(
+            step=step,
+            mean_iterations=float(full[p]["n_iter"].mean()),
+            counterfactuals_per_second=len(x) / timing[p]["seconds"],
+        )
+        print(f"[{name} {p}] {timing[p]}", flush=True)
+    print(f"[{name}] replaying {config.replay} float32 updates in bfloat16...", flush=True)
+    path = replay(searches["float32"], searches["bfloat16"], x, t, config.replay)
+    threshold = CONFIGS[name].threshold
+    agreement = compare(np.asarray(x), np.asarray(t), first, full, model, threshold, path)
+    entry = {
+        "config": dataclasses.asdict(CONFIGS[name]),
+        "agreement": agreement,
+        "near_total": near_total(agreement),
+        "timing": timing,
+    }
+    outputs = {"x": np.asarray(x), "target": np.asarray(t)}
+    for p in PRECISIONS:
+        outputs[f"{p}/first"] = first[p]
+        outputs.update({f"{p}/{k}": v for k, v in full[p].items()})
+    return entry, outputs
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _pct(v) -> str:

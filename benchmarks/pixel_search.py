@@ -1,8 +1,9 @@
 """Throughput of batched DeDUCE and JSMA against the way the paper computed them.
 
-    python -m benchmarks.pixel_search [--checkpoint DIR] [--images 100] [--out benchmarks/results]
+    jaxcf bench pixel_search [--config.checkpoint=DIR] [--config.images=100]
 
-For the DeDUCE protocol's pairs (``--images`` test images x 9 other targets) and each method:
+For the DeDUCE protocol's pairs (``--config.images`` test images x 9 other targets) and each
+method:
 
 * **jaxcf**: the whole pair list through refillable slots that taper as the list drains
   (:func:`jaxcf.methods.solve_pool`), one XLA program; compile time (``lower().compile()``)
@@ -19,12 +20,12 @@ For the DeDUCE protocol's pairs (``--images`` test images x 9 other targets) and
 
 Also reported: the share of computed query-iterations spent on queries that had already
 finished, for each strategy, and a batch-size sweep of the raw step (query-iterations per
-second). Results go to ``<out>/pixel_search_<device>.{json,md}``.
+second). Results go to ``<out>/pixel_search_<device>.{json,md}``; see :class:`Config` for
+the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path
@@ -33,13 +34,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import environment, write_results
+from benchmarks import common
+from benchmarks.common import compile_timed, environment, write_results
 from explain.deduce import protocol_pairs
-from jaxcf.core import tree_where
+from jaxcf.core import tree_where, validation
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, deduce_search, jsma_search, solve, solve_pool
 from jaxcf.methods._search import default_keys
 from jaxcf.models import load_classifier
+
+METHODS = ("deduce", "jsma")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench pixel_search``.
+
+    Attributes:
+      checkpoint: the classifier: a checkpoint directory or a bundled name.
+      images: test images (x 9 targets).
+      slots: jaxcf's refillable slots, and the batch of its no-refill schedule (queries).
+      segment: search iterations between slot refills.
+      per_query_sample: queries the one-at-a-time baseline is timed on.
+      sweep: batch sizes of the raw step's sweep (queries), comma-separated.
+      methods: the methods measured, comma-separated: deduce, jsma.
+      out: folder the results are written to.
+    """
+
+    checkpoint: str = "bundled:demo_resnet_w32"
+    images: int = 100
+    slots: int = 128
+    segment: int = 4
+    per_query_sample: int = 20
+    sweep: str = "1,16,64,128,256,512"
+    methods: str = ",".join(METHODS)
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "images", "slots", "segment", "per_query_sample")
+        common.check_sizes(self, "sweep")
+        common.check_items(self, "methods", METHODS)
 
 
 def _time(fn, *args, repeat: int = 1) -> float:
@@ -51,19 +85,13 @@ def _time(fn, *args, repeat: int = 1) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def _compile(fn, *args) -> tuple[object, float]:
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
 def bench_jaxcf(search, x, t, keys, slots, segment):
     """Refill: one program over all pairs."""
 
     def fn(s, x, t, k):
         return solve_pool(s, x, t, k, slots=slots, segment=segment, with_stats=True)
 
-    compiled, compile_s = _compile(fn, search, x, t, keys)
+    compiled, compile_s = compile_timed(fn, search, x, t, keys)
     start = time.perf_counter()
     result, stats = jax.block_until_ready(compiled(search, x, t, keys))
     seconds = time.perf_counter() - start
@@ -80,7 +108,7 @@ def bench_no_refill(search, x, t, keys, slots):
     kp = jnp.concatenate([keys, jnp.repeat(keys[-1:], pad)])
     valid = jnp.arange(n + pad) < n
     b = slice(0, slots)
-    compiled, compile_s = _compile(
+    compiled, compile_s = compile_timed(
         lambda s, x, t, k, v: solve(s, x, t, k, valid=v), search, xp[b], tp[b], kp[b], valid[b]
     )
     start = time.perf_counter()
@@ -155,7 +183,7 @@ def step_sweep(search, x, t, sizes):
         xb = jnp.concatenate([x] * reps)[:b]
         tb = jnp.concatenate([t] * reps)[:b]
         st = search.init(xb, tb, default_keys(b))
-        compiled, compile_s = _compile(lambda s, st, t: s.step(st, t)[2], search, st, tb)
+        compiled, compile_s = compile_timed(lambda s, st, t: s.step(st, t)[2], search, st, tb)
         seconds = _time(compiled, search, st, tb, repeat=max(3, 256 // b))
         out.append(
             {
@@ -168,93 +196,92 @@ def step_sweep(search, x, t, sizes):
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
-    parser.add_argument("--images", type=int, default=100, help="test images (x 9 targets)")
-    parser.add_argument("--slots", type=int, default=128)
-    parser.add_argument("--segment", type=int, default=4)
-    parser.add_argument("--per-query-sample", type=int, default=20)
-    parser.add_argument("--sweep", default="1,16,64,128,256,512")
-    parser.add_argument("--methods", default="deduce,jsma")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-
-    model, density, meta = load_classifier(args.checkpoint)
+def run(config: Config) -> dict:
+    """Measures every method of ``config`` on the protocol's pairs; writes and returns the
+    results (seconds, counterfactuals and query-iterations per second)."""
+    model, density, meta = load_classifier(config.checkpoint)
     test = load_mnist("test")
-    index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
+    index, target, _ = protocol_pairs(test.labels, 1, config.images, seed=0)
     results = {
         **environment(),
         "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
         "pairs": len(index),
-        "slots": args.slots,
-        "segment": args.segment,
+        "slots": config.slots,
+        "segment": config.segment,
         "methods": {},
     }
     rng = np.random.default_rng(0)
-    for name in args.methods.split(","):
+    for name in common.items(config.methods):
         search = {
             "deduce": lambda: deduce_search(model, density, DeDUCEConfig()),
             "jsma": lambda: jsma_search(model, JSMAConfig()),
         }[name]()
         x, t = search.check(test.images[index], target)
-        keys = default_keys(len(x))  # deterministic searches: the keys are never read
-        print(f"[{name}] jaxcf (refill)...", flush=True)
-        result, ours = bench_jaxcf(search, x, t, keys, args.slots, args.segment)
-        n_iter = np.asarray(result.n_iter)
-        useful = int(n_iter.sum() + len(n_iter))  # updates plus each query's final check
-        print(f"[{name}] jaxcf without refill...", flush=True)
-        plain = bench_no_refill(search, x, t, keys, args.slots)
-        print(f"[{name}] baseline: host loop over batches of 100 sharing a target...", flush=True)
-        host = bench_host_loop(search, x, t, keys, 100)
-        # Same algorithm, so the same iterations on a CPU. A GPU's convolutions depend on the
-        # batch's size and make-up (cuDNN picks kernels per shape), so a near-tie between
-        # pixels can go the other way: count those pairs rather than assert none.
-        host_iter = host.pop("n_iter")
-        differ = int(np.sum(host_iter != n_iter))
-        if differ:
-            print(f"[{name}] {differ} of {len(x)} pairs took other iteration counts per batch")
-        print(f"[{name}] baseline: one query at a time...", flush=True)
-        sample = rng.choice(len(x), size=min(args.per_query_sample, len(x)), replace=False)
-        per_it = bench_per_query(search, x, t, keys, sample)
-        per_query_total = per_it * useful
-        print(f"[{name}] step batch-size sweep...", flush=True)
-        sweep = step_sweep(search, x, t, [int(b) for b in args.sweep.split(",")])
-        results["methods"][name] = {
-            "config": dataclasses.asdict(search.config),
-            "success_rate": float(np.mean(np.asarray(result.success))),
-            "mean_iterations": float(n_iter.mean()),
-            "useful_query_iterations": useful,
-            "pairs_with_other_iterations_per_batch": differ,
-            "jaxcf": {
-                **ours,
-                "counterfactuals_per_second": len(x) / ours["seconds"],
-                "wasted_share": 1 - useful / ours["computed"],
-            },
-            "jaxcf_no_refill": {
-                **plain,
-                "counterfactuals_per_second": len(x) / plain["seconds"],
-                "wasted_share": 1 - useful / plain["computed"],
-            },
-            "baseline_per_batch": {
-                **host,
-                "counterfactuals_per_second": len(x) / host["seconds"],
-                "wasted_share": 1 - useful / host["computed"],
-            },
-            "baseline_per_query": {
-                "seconds_per_query_iteration": per_it,
-                "sampled_queries": len(sample),
-                "seconds": per_query_total,
-                "counterfactuals_per_second": len(x) / per_query_total,
-            },
-            "speedup_vs_per_batch": host["seconds"] / ours["seconds"],
-            "speedup_vs_per_query": per_query_total / ours["seconds"],
-            "speedup_vs_no_refill": plain["seconds"] / ours["seconds"],
-            "step_sweep": sweep,
-        }
+        results["methods"][name] = bench_method(name, search, x, t, config, rng)
         print(_markdown_method(name, results["methods"][name]), flush=True)
-    stem = write_results(args.out, "pixel_search", results, _markdown(results))
+    stem = write_results(Path(config.out), "pixel_search", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
+    return results
+
+
+def bench_method(name, search, x, t, config: Config, rng) -> dict:
+    """One method's pairs through every schedule, and the step's batch-size sweep."""
+    keys = default_keys(len(x))  # deterministic searches: the keys are never read
+    print(f"[{name}] jaxcf (refill)...", flush=True)
+    result, ours = bench_jaxcf(search, x, t, keys, config.slots, config.segment)
+    n_iter = np.asarray(result.n_iter)
+    useful = int(n_iter.sum() + len(n_iter))  # updates plus each query's final check
+    print(f"[{name}] jaxcf without refill...", flush=True)
+    plain = bench_no_refill(search, x, t, keys, config.slots)
+    print(f"[{name}] baseline: host loop over batches of 100 sharing a target...", flush=True)
+    host = bench_host_loop(search, x, t, keys, 100)
+    # Same algorithm, so the same iterations on a CPU. A GPU's convolutions depend on the
+    # batch's size and make-up (cuDNN picks kernels per shape), so a near-tie between
+    # pixels can go the other way: count those pairs rather than assert none.
+    host_iter = host.pop("n_iter")
+    differ = int(np.sum(host_iter != n_iter))
+    if differ:
+        print(f"[{name}] {differ} of {len(x)} pairs took other iteration counts per batch")
+    print(f"[{name}] baseline: one query at a time...", flush=True)
+    sample = rng.choice(len(x), size=min(config.per_query_sample, len(x)), replace=False)
+    per_it = bench_per_query(search, x, t, keys, sample)
+    per_query_total = per_it * useful
+    print(f"[{name}] step batch-size sweep...", flush=True)
+    sweep = step_sweep(search, x, t, common.sizes(config.sweep))
+    return {
+        "config": dataclasses.asdict(search.config),
+        "success_rate": float(np.mean(np.asarray(result.success))),
+        "mean_iterations": float(n_iter.mean()),
+        "useful_query_iterations": useful,
+        "pairs_with_other_iterations_per_batch": differ,
+        "jaxcf": _schedule(ours, len(x), useful),
+        "jaxcf_no_refill": _schedule(plain, len(x), useful),
+        "baseline_per_batch": _schedule(host, len(x), useful),
+        "baseline_per_query": {
+            "seconds_per_query_iteration": per_it,
+            "sampled_queries": len(sample),
+            "seconds": per_query_total,
+            "counterfactuals_per_second": len(x) / per_query_total,
+        },
+        "speedup_vs_per_batch": host["seconds"] / ours["seconds"],
+        "speedup_vs_per_query": per_query_total / ours["seconds"],
+        "speedup_vs_no_refill": plain["seconds"] / ours["seconds"],
+        "step_sweep": sweep,
+    }
+
+
+def _schedule(timing: dict, pairs: int, useful: int) -> dict:
+    """A schedule's timing with its counterfactuals per second and its share of computed
+    query-iterations spent on finished queries or empty slots."""
+    return {
+        **timing,
+        "counterfactuals_per_second": pairs / timing["seconds"],
+        "wasted_share": 1 - useful / timing["computed"],
+    }
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _markdown_method(name, m):

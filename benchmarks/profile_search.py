@@ -1,6 +1,7 @@
 """Where a DeDUCE search's time goes: the network against everything else, and the best slot count.
 
-    python -m benchmarks.profile_search --checkpoint workdir/paper/model/checkpoint --images 500
+    jaxcf bench profile_search --config.checkpoint=workdir/paper/model/checkpoint \
+        --config.images=500
 
 Three measurements, each compiled first (compile time reported apart) and timed to
 ``block_until_ready``:
@@ -12,16 +13,16 @@ Three measurements, each compiled first (compile time reported apart) and timed 
   the work a step cannot avoid). FLOPs are XLA's own count (``cost_analysis``) of each lowered
   program; "outside the network" is ``1 - network time / step time`` (pixel selection, momentum,
   the density's log-probabilities and their gradient, the clip).
-* **Slot sweep**: the protocol's pairs (``--images`` test images x 9 targets) through
+* **Slot sweep**: the protocol's pairs (``--config.images`` test images x 9 targets) through
   :func:`jaxcf.methods.solve_pool` with several slot counts: end-to-end seconds and the share of
   computed query-iterations wasted on finished queries or empty slots.
 
-Results go to ``<out>/profile_search_<device>.{json,md}``.
+Results go to ``<out>/profile_search_<device>.{json,md}``; see :class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -29,13 +30,43 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import compile_timed, environment, write_results
 from benchmarks.pixel_search import bench_jaxcf
 from explain.deduce import protocol_pairs
+from jaxcf.core import validation
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, deduce_search
 from jaxcf.methods._search import default_keys
 from jaxcf.models import load_classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench profile_search``.
+
+    Attributes:
+      checkpoint: the classifier: a checkpoint directory or a bundled name.
+      images: test images (x 9 targets).
+      batches: batch sizes of the step anatomy (queries), comma-separated.
+      slots: slot counts of the slot sweep, comma-separated.
+      segment: search iterations between slot refills.
+      matmul: ceiling's matrix size (rows = columns).
+      out: folder the results are written to.
+    """
+
+    checkpoint: str = "bundled:demo_resnet_w32"
+    images: int = 100
+    batches: str = "64,256,1024,2048,4096"
+    slots: str = "256,512,1024,2048,4500"
+    segment: int = 4
+    matmul: int = 8192
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "images", "segment", "matmul")
+        common.check_sizes(self, "batches")
+        common.check_sizes(self, "slots")
 
 
 def lowered_flops(fn, *args) -> tuple[float, object, float]:
@@ -104,20 +135,12 @@ def step_anatomy(search, x, t, batch: int) -> dict:
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
-    parser.add_argument("--images", type=int, default=100, help="test images (x 9 targets)")
-    parser.add_argument("--batches", default="64,256,1024,2048,4096")
-    parser.add_argument("--slots", default="256,512,1024,2048,4500")
-    parser.add_argument("--segment", type=int, default=4)
-    parser.add_argument("--matmul", type=int, default=8192, help="ceiling's matrix size")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-
-    model, density, meta = load_classifier(args.checkpoint)
+def run(config: Config) -> dict:
+    """The ceiling, the step anatomy per batch size and the slot sweep (seconds, FLOP/s);
+    writes and returns them."""
+    model, density, meta = load_classifier(config.checkpoint)
     test = load_mnist("test")
-    index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
+    index, target, _ = protocol_pairs(test.labels, 1, config.images, seed=0)
     search = deduce_search(model, density, DeDUCEConfig())
     x, t = search.check(test.images[index], target)
     keys = default_keys(len(x))
@@ -125,23 +148,28 @@ def main(argv=None):
         **environment(),
         "classifier": {"model": meta["model"], "test_accuracy": meta["test_accuracy"]},
         "pairs": len(x),
-        "ceiling": ceiling(args.matmul),
+        "ceiling": ceiling(config.matmul),
         "steps": [],
         "slots": [],
     }
     print(f"ceiling: {results['ceiling']}", flush=True)
-    for b in (int(v) for v in args.batches.split(",")):
+    for b in common.sizes(config.batches):
         results["steps"].append(row := step_anatomy(search, x, t, b))
         print(f"step: {row}", flush=True)
-    for slots in (int(v) for v in args.slots.split(",")):
-        result, timing = bench_jaxcf(search, x, t, keys, min(slots, len(x)), args.segment)
+    for slots in common.sizes(config.slots):
+        result, timing = bench_jaxcf(search, x, t, keys, min(slots, len(x)), config.segment)
         useful = int(np.asarray(result.n_iter).sum()) + len(x)
         row = {"slots": slots, **timing, "wasted_share": 1 - useful / timing["computed"]}
         row["counterfactuals_per_second"] = len(x) / timing["seconds"]
         results["slots"].append(row)
         print(f"slots: {row}", flush=True)
-    stem = write_results(args.out, "profile_search", results, _markdown(results))
+    stem = write_results(Path(config.out), "profile_search", results, _markdown(results))
     print(f"wrote {stem}.json and .md")
+    return results
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _markdown(r: dict) -> str:

@@ -1,22 +1,24 @@
 """Data larger than memory: a run over millions of on-disk queries with bounded host memory.
 
-Writes ``--rows`` synthetic tabular queries (16 float32 features, 3 classes, targets drawn at
+Writes ``--config.rows`` synthetic tabular queries (16 float32 features, 3 classes, targets drawn at
 random) to ``WORKDIR/queries`` a block at a time, then explains them all with one-step FGSM on a
 fixed linear classifier, streaming the queries from disk chunk by chunk
 (:func:`jaxcf.runner.run_source`). It measures the growth of the process's peak resident memory
 (``ru_maxrss``) over the run — after a warm-up run on a few chunks has compiled the programs and
 allocated chunk-sized buffers — and the rows read from the source.
 
-    python -m benchmarks.streaming --rows 16000000 --record   # the recorded large run
-    python -m benchmarks.streaming --rows 1000000 --kill-after 3 --json   # used by the tests
+    jaxcf bench streaming --config.rows=16000000 --config.record=True   # the recorded large run
+    python -m benchmarks.streaming --config.rows=1000000 --config.kill_after=3 \
+        --config.json=True   # as the tests run it
 
-``--kill-after K`` kills the process (SIGKILL) once chunk ``K`` is on disk, to test resuming;
-``--json`` prints the measurements as one JSON line.
+``--config.kill_after=K`` kills the process (SIGKILL) once chunk ``K`` is on disk, to test
+resuming; ``--config.json=True`` prints the measurements as one JSON line. See :class:`Config`
+for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -28,13 +30,46 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import cpus, device_name
 from jaxcf import runner
-from jaxcf.core import RESULT_FILE, FunctionClassifier, write_json_atomic, write_text_atomic
+from jaxcf.core import (
+    RESULT_FILE,
+    FunctionClassifier,
+    validation,
+    write_json_atomic,
+    write_text_atomic,
+)
 from jaxcf.methods import FGSMConfig, make
 
 FEATURES, CLASSES, BLOCK = 16, 3, 1 << 20
 RESULTS = Path(__file__).parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench streaming``.
+
+    Attributes:
+      rows: synthetic queries written to disk and explained.
+      chunk: rows per chunk of the runner.
+      workdir: folder of the queries (``queries/``), the warm-up run and the run (``run/``).
+      kill_after: kill the process (SIGKILL) once this chunk is on disk (None: run to the end).
+      json: print the measurements as JSON (one line).
+      record: write the measurements to benchmarks/results/ (JSON and markdown).
+    """
+
+    rows: int = 16_000_000
+    chunk: int = 1 << 18
+    workdir: str = "workdir/streaming"
+    kill_after: int | None = None
+    json: bool = False
+    record: bool = False
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "rows", "chunk")
+        if self.kill_after is not None:
+            validation.at_least(self, 0, "kill_after")
 
 
 def _linear(params, x):
@@ -149,22 +184,21 @@ def write_record(m: dict) -> None:
     write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=16_000_000)
-    p.add_argument("--chunk", type=int, default=1 << 18)
-    p.add_argument("--workdir", type=Path, default=Path("workdir/streaming"))
-    p.add_argument("--kill-after", type=int, default=None)
-    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
-    p.add_argument("--record", action="store_true", help="write benchmarks/results/")
-    args = p.parse_args()
-    m = measure(args.workdir, args.rows, args.chunk, args.kill_after)
-    if args.json:
+def run(config: Config) -> dict:
+    """Measures the streamed run (bytes, seconds, rows per second), prints the measurements
+    and returns them; with ``config.record``, writes them to ``benchmarks/results/``."""
+    m = measure(Path(config.workdir), config.rows, config.chunk, config.kill_after)
+    if config.json:
         print(json.dumps(m), flush=True)
     else:
         print(json.dumps(m, indent=2))
-    if args.record:
+    if config.record:
         write_record(m)
+    return m
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,34 +1,34 @@
 """jaxcf end to end against a PyTorch peer running the published DeDUCE and JSMA loops.
 
-    python -m benchmarks.torch_peer [--checkpoint bundled:demo_resnet_w32] [--images 100]
-                                    [--methods deduce,jsma] [--quick] [--out benchmarks/results]
+    jaxcf bench torch_peer [--config.checkpoint=bundled:demo_resnet_w32] [--config.images=100]
+        [--config.methods=deduce,jsma] [--config.quick=True]
 
-Both sides explain the DeDUCE protocol's pairs (``--images`` test images x 9 other targets; 100
-images are one full protocol set, 900 pairs) on the same network, in the same process and on
-the same CPU:
+Both sides explain the DeDUCE protocol's pairs (``--config.images`` test images x 9 other
+targets; 100 images are one full protocol set, 900 pairs) on the same network, in the same
+process and on the same CPU:
 
 * **jaxcf**: :func:`jaxcf.runner.run` as the protocol calls it (per-query targets, chunks of
   1,024 rows, refillable slots, results written to disk). Compilation is measured apart: a
-  warm-up run on the first ``--warmup-images`` images compiles the runner's programs, and
+  warm-up run on the first ``--config.warmup_images`` images compiles the runner's programs, and
   every span JAX spends tracing, lowering or compiling (its ``/jax/core/compile/*`` monitoring
   events, overlaps merged) is summed; the timed run on all pairs follows, and whatever it
   still compiles is reported and left out of its steady-state time.
 * **PyTorch peer**: :func:`jaxcf.peers.torch_pixels.run_published` on the exported weights
   (:mod:`jaxcf.peers.torch_export`), the published schedule: pairs grouped by target, batches
-  of at most ``--batch-size`` sharing one target, a host loop of eager forward/backward passes
-  until a batch's slowest query has finished. ``torch.set_num_threads`` is set to every CPU this
-  process may use (JAX's CPU backend uses them all by default). One step is run first to warm
-  up PyTorch's kernels (reported apart).
+  of at most ``--config.batch_size`` sharing one target, a host loop of eager forward/backward
+  passes until a batch's slowest query has finished. ``torch.set_num_threads`` is set to every
+  CPU this process may use (JAX's CPU backend uses them all by default). One step is run first
+  to warm up PyTorch's kernels (reported apart).
 
 Reported per method: seconds, pairs per second and the ratio, and agreement between the two
 (pairs with bitwise identical ``x_cf``, same iteration counts, success rates, mean L0). Results
-go to ``<out>/torch_peer_<device>.{json,md}`` (``--quick``: ``torch_peer_<device>_quick``, a
-smoke test on 2 images with ``max_iter`` 60).
+go to ``<out>/torch_peer_<device>.{json,md}`` (``--config.quick=True``:
+``torch_peer_<device>_quick``, a smoke test on 2 images with ``max_iter`` 60). See
+:class:`Config` for the settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -40,10 +40,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks.common import cpus, device_name
 from explain.deduce import protocol_pairs
 from jaxcf import runner
-from jaxcf.core import to_jsonable
+from jaxcf.core import to_jsonable, validation
 from jaxcf.data import load_mnist
 from jaxcf.evaluation import metrics
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, make
@@ -55,6 +56,38 @@ _COMPILE_EVENTS = (
     "/jax/core/compile/backend_compile_duration",
 )
 _SPANS: list[tuple[float, float]] = []
+METHODS = ("deduce", "jsma")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings of ``jaxcf bench torch_peer``.
+
+    Attributes:
+      checkpoint: the classifier: a checkpoint directory or a bundled name.
+      images: test images (x 9 targets).
+      warmup_images: test images (x 9 targets) of jaxcf's warm-up run.
+      batch_size: peer's batch, one target (pairs).
+      methods: the methods compared, comma-separated: deduce, jsma.
+      max_iter: override of the methods' max_iter (smoke tests); None keeps theirs.
+      quick: 2 images, max_iter 60 (a smoke test, written to ``*_quick`` files).
+      out: folder the results are written to.
+    """
+
+    checkpoint: str = "bundled:demo_resnet_w32"
+    images: int = 100
+    warmup_images: int = 5
+    batch_size: int = 100
+    methods: str = ",".join(METHODS)
+    max_iter: int | None = None
+    quick: bool = False
+    out: str = "benchmarks/results"
+
+    def __post_init__(self):
+        validation.at_least(self, 1, "images", "warmup_images", "batch_size")
+        if self.max_iter is not None:
+            validation.at_least(self, 1, "max_iter")
+        common.check_items(self, "methods", METHODS)
 
 
 def _on_span(event: str, start: float, end: float, **_) -> None:
@@ -176,20 +209,13 @@ def agreement(ours: dict, peer, atol: float = 1e-6) -> dict:
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", default="bundled:demo_resnet_w32")
-    parser.add_argument("--images", type=int, default=100, help="test images (x 9 targets)")
-    parser.add_argument("--warmup-images", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=100, help="peer's batch, one target")
-    parser.add_argument("--methods", default="deduce,jsma")
-    parser.add_argument("--max-iter", type=int, default=None, help="override (smoke tests)")
-    parser.add_argument("--quick", action="store_true", help="2 images, max_iter 60")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.images, args.warmup_images = 2, 1
-        args.max_iter = args.max_iter or 60
+def run(config: Config) -> dict:
+    """Times jaxcf and the PyTorch peer on the protocol's pairs (seconds, pairs per second)
+    and compares their counterfactuals; writes and returns the results."""
+    if config.quick:
+        config = dataclasses.replace(
+            config, images=2, warmup_images=1, max_iter=config.max_iter or 60
+        )
 
     import torch
 
@@ -197,10 +223,10 @@ def main(argv=None):
 
     threads = cpus()
     torch.set_num_threads(threads)
-    model, density, meta = load_classifier(args.checkpoint)
+    model, density, meta = load_classifier(config.checkpoint)
     net, dens = export_classifier(model), export_density(density)
     test = load_mnist("test", dataset=meta["dataset"])
-    index, target, _ = protocol_pairs(test.labels, 1, args.images, seed=0)
+    index, target, _ = protocol_pairs(test.labels, 1, config.images, seed=0)
     x = np.asarray(test.images[index], np.float32)
     rconfig = runner.RunnerConfig()  # the protocol's default
     device = device_name()
@@ -212,50 +238,62 @@ def main(argv=None):
         "jax": jax.__version__,
         "torch": torch.__version__,
         "classifier": {
-            "checkpoint": args.checkpoint,
+            "checkpoint": config.checkpoint,
             "model": meta["model"],
             "test_accuracy": meta["test_accuracy"],
             "exported_values": parameter_count(net),
         },
         "pairs": len(x),
-        "images": args.images,
+        "images": config.images,
         "runner": to_jsonable(dataclasses.asdict(rconfig)),
         "methods": {},
     }
-    configs = {"deduce": DeDUCEConfig(), "jsma": JSMAConfig()}
-    for name in args.methods.split(","):
-        config = configs[name]
-        if args.max_iter is not None:
-            config = dataclasses.replace(config, max_iter=args.max_iter)
-        explainer = make(name, config, classifier=model, density=density)
+    for name in common.items(config.methods):
+        method = {"deduce": DeDUCEConfig(), "jsma": JSMAConfig()}[name]
+        if config.max_iter is not None:
+            method = dataclasses.replace(method, max_iter=config.max_iter)
+        explainer = make(name, method, classifier=model, density=density)
         print(f"[{name}] jaxcf: runner.run on {len(x)} pairs...", flush=True)
-        ours, jx = bench_jaxcf(explainer, x, target, 9 * args.warmup_images, rconfig)
+        ours, jx = bench_jaxcf(explainer, x, target, 9 * config.warmup_images, rconfig)
         print(f"[{name}] jaxcf {jx['seconds']:.1f} s; PyTorch peer...", flush=True)
-        peer, tp = bench_torch(name, net, dens, x, target, config, args.batch_size)
-        # Query-iterations the algorithm needs (updates plus each pair's final check), the same
-        # on both sides where they agree: the rest of the peer's are spent on finished pairs.
-        useful = int(np.sum(ours["n_iter"] + 1))
-        jx["useful_query_iterations"] = useful
-        jx["ms_per_useful_query_iteration"] = 1e3 * jx["seconds"] / useful
-        tp["wasted_share"] = 1 - int(np.sum(peer.n_iter + 1)) / peer.computed
-        tp["ms_per_computed_query_iteration"] = 1e3 * tp["seconds"] / peer.computed
-        results["methods"][name] = {
-            "config": dataclasses.asdict(config),
-            "jaxcf": {**jx, "pairs_per_second": len(x) / jx["seconds"]},
-            "torch": {**tp, "pairs_per_second": len(x) / tp["seconds"]},
-            "torch_over_jaxcf": tp["seconds"] / jx["seconds"],
-            "torch_over_jaxcf_with_compile": tp["seconds"]
-            / (jx["seconds"] + jx["compile_seconds"]),
-            "mean_iterations": float(np.mean(ours["n_iter"])),
-            "agreement": agreement(ours, peer),
-        }
+        peer, tp = bench_torch(name, net, dens, x, target, method, config.batch_size)
+        results["methods"][name] = _method_results(method, len(x), ours, jx, peer, tp)
         print(_markdown_method(name, results["methods"][name]), flush=True)
+    _write(Path(config.out), device, config.quick, results)
+    return results
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"torch_peer_{device.replace(' ', '_')}" + ("_quick" if args.quick else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(to_jsonable(results), indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(_markdown(results))
-    print(f"wrote {args.out / stem}.{{json,md}}", flush=True)
+
+def _method_results(method, pairs: int, ours: dict, jx: dict, peer, tp: dict) -> dict:
+    """One method's entry: both sides' timings (seconds), their ratio and the agreement."""
+    # Query-iterations the algorithm needs (updates plus each pair's final check), the same
+    # on both sides where they agree: the rest of the peer's are spent on finished pairs.
+    useful = int(np.sum(ours["n_iter"] + 1))
+    jx["useful_query_iterations"] = useful
+    jx["ms_per_useful_query_iteration"] = 1e3 * jx["seconds"] / useful
+    tp["wasted_share"] = 1 - int(np.sum(peer.n_iter + 1)) / peer.computed
+    tp["ms_per_computed_query_iteration"] = 1e3 * tp["seconds"] / peer.computed
+    return {
+        "config": dataclasses.asdict(method),
+        "jaxcf": {**jx, "pairs_per_second": pairs / jx["seconds"]},
+        "torch": {**tp, "pairs_per_second": pairs / tp["seconds"]},
+        "torch_over_jaxcf": tp["seconds"] / jx["seconds"],
+        "torch_over_jaxcf_with_compile": tp["seconds"] / (jx["seconds"] + jx["compile_seconds"]),
+        "mean_iterations": float(np.mean(ours["n_iter"])),
+        "agreement": agreement(ours, peer),
+    }
+
+
+def _write(out: Path, device: str, quick: bool, results: dict) -> None:
+    """``<out>/torch_peer_<device>[_quick].{json,md}``."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"torch_peer_{device.replace(' ', '_')}" + ("_quick" if quick else "")
+    (out / f"{stem}.json").write_text(json.dumps(to_jsonable(results), indent=2) + "\n")
+    (out / f"{stem}.md").write_text(_markdown(results))
+    print(f"wrote {out / stem}.{{json,md}}", flush=True)
+
+
+def main(argv=None) -> int:
+    return common.main(Config, run, argv, __doc__)
 
 
 def _markdown_method(name: str, m: dict) -> str:

@@ -19,14 +19,23 @@ from the working directory, as ``python -m`` does: run the command from the repo
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
+
+from jaxcf._version import __version__
+from jaxcf.core import write_json_atomic
 from jaxcf.core.config_file import add_config_argument, load_config, parse_args
 from jaxcf.experiment import Experiment, train, trainable
 from jaxcf.methods import describe, method_names
+from jaxcf.models import ATTGAN_KIND, checkpoint
+from jaxcf.runner import distributed
+from jaxcf.training import export_attgan_compact, export_compact
 
 EXPERIMENT_FILE = "experiment.json"
 """What ``jaxcf explain`` records in a workdir so that ``jaxcf report`` can rebuild the config."""
@@ -48,8 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from jaxcf._version import __version__
-
         print(f"jaxcf {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
@@ -127,8 +134,6 @@ def _explain(argv: list[str]) -> int:
             "with a run(workdir) method)"
         )
     if args.distributed or args.coordinator or args.num_processes or args.process_id is not None:
-        from jaxcf.runner import distributed
-
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     _record(args.workdir, args.config, argv)
     config.run(args.workdir)
@@ -138,10 +143,6 @@ def _explain(argv: list[str]) -> int:
 
 def _record(workdir: Path, config_path: str, argv: list[str]) -> None:
     """Writes what rebuilds this config (the file and the overrides) into the workdir."""
-    import jax
-
-    from jaxcf.core import write_json_atomic
-
     if jax.process_index() != 0:
         return
     overrides = [a for a in argv if a.startswith("--config.")]
@@ -156,8 +157,6 @@ def _record(workdir: Path, config_path: str, argv: list[str]) -> None:
 
 
 def _print_report(workdir: Path) -> None:
-    import jax
-
     path = workdir / "report" / "report.md"
     if jax.process_index() == 0 and path.is_file():
         print(f"\nwrote {path}", flush=True)
@@ -209,16 +208,14 @@ def _methods(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    import importlib
-    import pkgutil
-
     parser = _parser(
         "bench",
         "Benchmarks live in the checkout's benchmarks/ folder; each writes JSON and markdown "
         "naming the device to benchmarks/results/. Without NAME, lists them.",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="the benchmark's module name")
-    args, rest = parser.parse_known_args(argv)
+    args = parser.parse_args(argv[:1])  # NAME or -h; what follows NAME is the benchmark's
+    rest = argv[1:]
     try:
         package = importlib.import_module("benchmarks")
     except ImportError:
@@ -251,9 +248,6 @@ def _export(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, type=Path, help="where the compact copy goes")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    from jaxcf.models import ATTGAN_KIND, checkpoint
-    from jaxcf.training import export_attgan_compact, export_compact
-
     source = args.checkpoint
     if (source / checkpoint.CHECKPOINT_DIR).is_dir():
         source = source / checkpoint.CHECKPOINT_DIR

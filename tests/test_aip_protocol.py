@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import struct
 
-from explain.aip import (
+from explain.aip.protocol import (
     AIPJob,
     AugmentConfig,
     _with_new_defaults,
@@ -22,6 +22,7 @@ from explain.aip import (
     score_methods,
 )
 from jaxcf.core import Results
+from jaxcf.experiment import RUNS_DIR, ModelSpec, model_dir
 from jaxcf.methods import (
     AIPConfig,
     FGSMConfig,
@@ -33,6 +34,12 @@ from jaxcf.runner import RunnerConfig
 from jaxcf.training import AttGANTrainConfig, TrainConfig, VAETrainConfig
 
 pytestmark = pytest.mark.standard_promotion  # optax's Adam trains the models
+
+
+def _run(workdir, label):
+    """The run store's folder of the run labelled ``label`` (one per label in these tests)."""
+    (path,) = (workdir / RUNS_DIR).glob(f"{label}-*")
+    return path
 
 
 def _job(**overrides) -> AIPJob:
@@ -85,10 +92,10 @@ def _job(**overrides) -> AIPJob:
         MethodSpec("fgsm", FGSMConfig(eps=0.2), label="fgsm_eps_0.2"),  # one fixed step
     )
     base = dict(
-        classifier=clf,
-        age_classifier=dataclasses.replace(clf, dataset="celeba_young"),
-        vae=vae,
-        attgan=attgan,
+        classifier=ModelSpec(train=clf),
+        age_classifier=ModelSpec(train=dataclasses.replace(clf, dataset="celeba_young")),
+        vae=ModelSpec(train=vae),
+        attgan=ModelSpec(train=attgan),
         methods=methods,
         queries=6,
         real_faces=24,
@@ -124,13 +131,13 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         "query",
     ]
     for name in ("classifier", "classifier_young", "vae", "attgan"):
-        assert (workdir / name / "checkpoint").is_dir(), name  # trained there when missing
+        assert (model_dir(workdir, name) / "checkpoint").is_dir(), name  # trained when missing
     from jaxcf.evaluation import metrics
     from jaxcf.models import load_classifier
 
-    clf, _, _ = load_classifier(workdir / "classifier" / "checkpoint")
+    clf, _, _ = load_classifier(model_dir(workdir, "classifier") / "checkpoint")
     for m in methods:
-        r = Results.load(workdir / "runs" / m)
+        r = Results.load(_run(workdir, m))
         assert len(r) == 6 and r.x_cf.shape == (6, 64, 64, 3)
         ok = r.success.astype(bool) & metrics.validity(clf, r.x_cf, r.target)
         s = doc["scores"][m]
@@ -146,7 +153,7 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
         np.testing.assert_array_equal(r.target, 1 - metrics.predict(clf, r.x))
         assert doc["timing"][m]["seconds_per_query"] > 0
         assert doc["timing"][m]["steady_seconds_per_query"] > 0  # two chunks: one after compiling
-    aip = Results.load(workdir / "runs" / "aip")
+    aip = Results.load(_run(workdir, "aip"))
     assert aip.extras["a"].shape == aip.extras["a0"].shape == (6, 13)
     assert np.all((aip.extras["a"] >= 0) & (aip.extras["a"] <= 1))
     assert doc["scores"]["query"]["fr"] == 0.0 and np.isfinite(doc["scores"]["query"]["mmd2"])
@@ -175,14 +182,14 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert att["age_queries"] == 4 and len(att["names"]) == 13
     # The age classifier's AIP is the job's attribute_method, not the gender task's.
     assert att["age_method"]["max_iter"] == 3 and att["age_method"]["mu"] == 1.0
-    assert Results.load(workdir / "runs_young" / "aip").n_iter.max() <= 3
+    assert Results.load(_run(workdir, "aip_young")).n_iter.max() <= 3
     for ranking in (att["gender_classifier"], att["age_classifier"]):
         assert all(r["attribute"] in att["names"] for r in ranking)
         changes = [r["mean_abs_change"] for r in ranking]
         assert changes == sorted(changes, reverse=True)
     # The age ranking split by direction: the two halves are the flipped queries by target.
-    young = Results.load(workdir / "runs_young" / "aip")
-    age_clf, _, _ = load_classifier(workdir / "classifier_young" / "checkpoint")
+    young = Results.load(_run(workdir, "aip_young"))
+    age_clf, _, _ = load_classifier(model_dir(workdir, "classifier_young") / "checkpoint")
     age_ok = young.success.astype(bool) & metrics.validity(age_clf, young.x_cf, young.target)
     split = att["age_by_direction"]
     assert att["age_flipped"] == int(age_ok.sum())
@@ -200,8 +207,8 @@ def test_every_stage_runs_and_the_report_agrees_with_the_results(protocol):
     assert aug["accuracy_without"]["mean"] == pytest.approx(np.mean(without))
     assert aug["accuracy_without"]["std"] == pytest.approx(np.std(without, ddof=1))
     report = workdir / "report"
-    assert json.loads((report / "aip.json").read_text()) == doc
-    text = (report / "aip.md").read_text()
+    assert json.loads((report / "report.json").read_text()) == doc
+    text = (report / "report.md").read_text()
     for m in methods:
         assert f"| {m} |" in text
     assert "Counterfactual data augmentation" in text and "87.32" in text
@@ -221,8 +228,8 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
     stamps = {
         p: p.stat().st_mtime_ns
         for p in [
-            *workdir.glob("*/checkpoint"),
-            *workdir.glob("runs*/*/chunks/*.npz"),
+            *workdir.glob("models/*/checkpoint"),
+            *workdir.glob("runs/*/chunks/*.npz"),
             *workdir.glob("augment/seed_*/summary.json"),
         ]
     }
@@ -244,24 +251,30 @@ def test_a_rerun_reuses_every_model_run_and_seed(protocol):
     assert _with_new_defaults(older, spec) == summary["method"]
     retrying = {**summary["method"], "config": {**summary["method"]["config"], "schedule": [2.0]}}
     assert _with_new_defaults(older, spec) != retrying
-    # Another age-classifier AIP stops at the (short) age run, before the gender runs.
+    # Another age-classifier AIP is a run of its own beside the first; the gender runs and
+    # every file of the first are reused untouched.
     changed = _job(attribute_method=other, augment=None)
-    with pytest.raises(ValueError, match="runs_young.*different arguments"):
-        run_aip_protocol(changed, workdir)
+    assert run_aip_protocol(changed, workdir)["scores"] == doc["scores"]
+    assert len(list((workdir / RUNS_DIR).glob("aip_young-*"))) == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
 @pytest.mark.xdist_group("aip_protocol")  # one worker trains the fixture
 def test_named_model_folders_must_hold_the_right_models(protocol, tmp_path):
     _, workdir = protocol
-    swapped = _job(classifier_dir=str(workdir / "classifier_young"))  # the age classifier
+    job = _job()
+
+    def given(field, checkpoint):
+        return {field: dataclasses.replace(getattr(job, field), checkpoint=checkpoint)}
+
+    young = str(model_dir(workdir, "classifier_young"))
     with pytest.raises(ValueError, match="trained on 'celeba_young', not 'celeba'"):
-        run_aip_protocol(swapped, tmp_path)
+        run_aip_protocol(_job(**given("classifier", young)), tmp_path)  # the age classifier
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        run_aip_protocol(_job(vae_dir=str(tmp_path / "nothing")), tmp_path)
+        run_aip_protocol(_job(**given("vae", str(tmp_path / "nothing"))), tmp_path)
     with pytest.raises(FileNotFoundError, match="no bundled model 'nope'"):
-        run_aip_protocol(_job(attgan_dir="bundled:nope"), tmp_path)
-    assert not (tmp_path / "classifier").exists()  # refused before training anything else
+        run_aip_protocol(_job(**given("attgan", "bundled:nope")), tmp_path)
+    assert not (tmp_path / "models").exists()  # refused before training anything else
 
 
 class _Coordinates(struct.PyTreeNode):
@@ -324,7 +337,8 @@ def test_models_trained_on_other_data_are_refused():
     with pytest.raises(ValueError, match="celeba_young"):
         dataclasses.replace(job, age_classifier=job.classifier)
     with pytest.raises(ValueError, match="must be trained on 'celeba'"):
-        dataclasses.replace(job, vae=dataclasses.replace(job.vae, dataset="mnist"))
+        vae = ModelSpec(train=dataclasses.replace(job.vae.train, dataset="mnist"))
+        dataclasses.replace(job, vae=vae)
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from explain.amortised import ExplainConfig, GeneratorJob, flip_targets, run_protocol
+from explain.amortised import ExplainConfig, GeneratorJob, run_protocol
 from jaxcf import peers
 from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.experiment import flip_targets
 from jaxcf.methods import WachterConfig
 from jaxcf.models.generators import TabularGeneratorConfig
 from jaxcf.runner import RunnerConfig

@@ -8,7 +8,7 @@ import pytest
 
 from jaxcf import cli
 from jaxcf.core import load_config, override, override_all
-from jaxcf.core.config_file import add_config_argument, parse_args
+from jaxcf.core.config_file import add_config_argument, parse_args, split_overrides
 from jaxcf.models import CNNConfig
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +92,13 @@ def test_fields_checked_against_each_other_change_together_in_any_order():
     with pytest.raises(ValueError, match="an earlier override sets a field above it"):
         override_all(base, [("epochs", "2"), ("epochs.x", "3")])
     assert override_all(base, []) is base
+
+
+def test_split_overrides_takes_both_spellings_and_returns_the_rest_in_order():
+    tokens = ["--config.a=1", "--out", "--config.b.c", "(1, 2)", "x", "--config.d=e=f"]
+    overrides, unknown = split_overrides([*tokens, "--config.last"])
+    assert overrides == [("a", "1"), ("b.c", "(1, 2)"), ("d", "e=f")]
+    assert unknown == ["--out", "x", "--config.last"]  # the last one lacks its value
 
 
 def _parser():

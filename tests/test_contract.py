@@ -40,6 +40,7 @@ from jaxcf.methods import (
     WachterConfig,
     XGEMsConfig,
     make,
+    method_names,
     solve,
     wachter,
 )
@@ -438,6 +439,9 @@ class Variant:
     promotion: str = "strict"  # "standard" where optax's Adam runs inside
     criterion: float | None = None  # the threshold or tolerance success is decided at
     problem: str = "mnist"  # the classifier and queries: mnist, ecg or adult (fixtures below)
+    # The registered method whose explainer ``build`` makes (``make(method, ...)``); None for a
+    # user's own explainer. Every registered method needs a row (test_every_method_has_a_row).
+    method: str | None = None
 
 
 def _regressor(model):
@@ -450,12 +454,14 @@ VARIANTS = [
         "class",
         lambda m, d: make("deduce", DeDUCEConfig(max_iter=60), classifier=m, density=d),
         lambda e, m, d, x, t, k: references.reference_deduce(m, d, x, t, e.config),
+        method="deduce",
     ),
     Variant(
         "jsma-soft",
         "soft",
         lambda m, d: make("jsma", JSMAConfig(max_iter=60, tolerance=0.3), classifier=m),
         lambda e, m, d, x, t, k: references.reference_jsma(m, x, t, e.config),
+        method="jsma",
     ),
     Variant(
         "wachter-regression",
@@ -469,6 +475,7 @@ VARIANTS = [
         atol=2e-5,
         promotion="standard",
         criterion=0.5,
+        method="wachter",
     ),
     Variant(
         "wachter-rounds",
@@ -482,12 +489,14 @@ VARIANTS = [
         atol=2e-5,
         promotion="standard",
         criterion=0.5,
+        method="wachter",
     ),
     Variant(
         "fgsm-retry",
         "class",
         lambda m, d: make("fgsm", FGSMConfig(eps=0.05, schedule=(0.15, 0.3)), classifier=m),
         lambda e, m, d, x, t, k: references.reference_fgsm(m, x, t, e.explainer.config)[:4],
+        method="fgsm",
     ),
     Variant(
         "user-class",
@@ -566,6 +575,7 @@ for _name, _kind, _cfg, _problem, _gen in (
             num_cfs=1 if _name.startswith("autoencoder") else 2,
             criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
             problem=_problem,
+            method="generator",
         )
     )
 # The guided diffusion sampler on an untrained (jolted) small UNet: few steps, so the test is
@@ -606,6 +616,7 @@ for _name, _kind, _cfg in (
             atol=2e-4,
             num_cfs=2,
             criterion=_cfg.threshold if _kind == "class" else _cfg.tolerance,
+            method="guided_diffusion",
         )
     )
 VARIANTS.append(
@@ -622,6 +633,7 @@ VARIANTS.append(
         lambda e, m, d, x, t, k: reference_diffexplainer(e, x, t, k),
         atol=2e-4,
         criterion=0.5,
+        method="diffexplainer",
     )
 )
 # The latent-space searches on an untrained (jolted) small VAE, and on a stand-in attribute
@@ -639,6 +651,7 @@ VARIANTS += [
         lambda e, m, d, x, t, k: reference_latent(e, x, t),
         atol=2e-5,
         criterion=0.5,
+        method="revise",
     ),
     Variant(
         "xgems-soft",
@@ -653,6 +666,7 @@ VARIANTS += [
         atol=2e-5,
         promotion="standard",
         criterion=0.3,
+        method="xgems",
     ),
     Variant(
         "aip-class",
@@ -663,6 +677,7 @@ VARIANTS += [
         lambda e, m, d, x, t, k: reference_aip(e, x, t),
         atol=2e-5,
         criterion=0.5,
+        method="aip",
     ),
     Variant(
         "aip-retry",
@@ -676,6 +691,7 @@ VARIANTS += [
         lambda e, m, d, x, t, k: reference_aip_retry(e, x, t),
         atol=1e-4,  # the retry's 10x larger steps amplify rounding (batch-size-dependent sums)
         criterion=0.5,
+        method="aip",
     ),
     Variant(
         "aip-random-class",
@@ -690,9 +706,22 @@ VARIANTS += [
         atol=2e-5,
         num_cfs=2,
         criterion=0.5,
+        method="aip_random",
     ),
 ]
 IDS = [v.name for v in VARIANTS]
+
+
+def test_every_registered_method_has_a_row():
+    """Every registered method runs through the contract; each row's ``method`` is the one its
+    ``build`` makes (read from the build's code: nothing is built)."""
+    registered = set(method_names())
+    for v in VARIANTS:
+        made = {c for c in v.build.__code__.co_consts if isinstance(c, str)} & registered
+        expected = {v.method} if v.method else set()
+        assert made == expected, f"row {v.name}: method={v.method!r}, but build makes {made}"
+    missing = sorted(registered - {v.method for v in VARIANTS})
+    assert not missing, f"registered methods without a row in VARIANTS: {missing}"
 
 
 def make_targets(kind: str, model, x: np.ndarray) -> np.ndarray:

@@ -339,19 +339,17 @@ def test_non_finite_samples_are_failures_not_results(trained, mnist_test):
 def test_guided_protocol_end_to_end(tiny_run, trained_dir, tmp_path):
     """The MNIST protocol on the briefly trained model, a handful of queries: every row, the
     report and the grid; the unguided row starts from the guided run's own noise."""
-    import shutil
 
     from explain.guided import GuidedExplainConfig, run_guided_protocol
+    from jaxcf.experiment import REPORT_DIR, ModelSpec
     from jaxcf.runner import RunnerConfig
-    from jaxcf.training import TrainConfig
 
     _, _, source = tiny_run
     workdir = tmp_path / "run"
-    shutil.copytree(source / "checkpoint", workdir / "checkpoint")
-    shutil.copytree(trained_dir / "checkpoint", workdir / "classifier" / "checkpoint")
     common = dict(start=0.6, num_steps=8, guidance_scale=50.0, distance_weight=1.0)
     config = GuidedExplainConfig(
-        classifier=TrainConfig(),  # not trained: the checkpoint is there
+        classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),
+        diffusion=ModelSpec(checkpoint=str(source)),
         guided=GuidedDiffusionConfig(**common, schedule=(100.0,)),
         rollout=GuidedDiffusionConfig(**common, clean_estimate="rollout"),
         queries=6,
@@ -366,7 +364,8 @@ def test_guided_protocol_end_to_end(tiny_run, trained_dir, tmp_path):
     assert k <= rows["guided"]["denoiser_calls"] <= 2 * k  # a retry costs another pass
     for r in rows.values():
         assert 0.0 <= r["flip_rate"] <= 1.0 and r["l1"] > 0 and r["seconds_per_cf"] > 0
-    assert (workdir / "report" / "guided.md").read_text().count("\n| ") == 6  # header, rule, 4 rows
+    text = (workdir / REPORT_DIR / "report.md").read_text()
+    assert text.count("\n| ") == 6  # header, rule, 4 rows
     assert (workdir / "report" / "guided_grid.png").exists()
 
 
@@ -457,14 +456,14 @@ def test_agent_distils_its_teacher_and_is_tied_to_it(trained, mnist_test, tmp_pa
     from jaxcf.core import as_pure
     from jaxcf.evaluation import agreement
     from jaxcf.methods import DiffExplainerConfig, diffexplainer
-    from jaxcf.models import encode_images, load_agent, save_agent
+    from jaxcf.models import load_agent, save_agent, semantic_codes
     from jaxcf.training import AgentConfig, train_agent
     from tests.conftest import random_agent, tiny_autoencoder
 
     teacher, _, _ = trained
     model = tiny_autoencoder()
     x = np.asarray(mnist_test.images[:512])
-    codes = encode_images(model, x)
+    codes = semantic_codes(model, x)
     assert codes.shape == (512, 16)
     agent, history = train_agent(teacher, codes, x, AgentConfig(steps=300, batch_size=128))
     assert history[-1] < history[0]
@@ -511,26 +510,27 @@ def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
     """The PneumoniaMNIST protocol with tiny models trained for a few steps: every stage runs,
     resumes from what is there (the autoencoder is the shared tiny one), and writes its report
     and figures."""
-    import shutil
 
     from explain.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
+    from jaxcf.experiment import REPORT_DIR, ModelSpec, model_dir
     from jaxcf.methods import DiffExplainerConfig
     from jaxcf.models import CNNConfig
     from jaxcf.runner import RunnerConfig
     from jaxcf.training import AgentConfig, TrainConfig
 
+    teacher = TrainConfig(
+        model=CNNConfig(num_classes=2, channels=(8, 16), hidden=32),
+        dataset="pneumoniamnist",
+        optimizer="adam",
+        learning_rate=3e-3,
+        lr_boundaries=(),
+        epochs=1,
+        train_examples=1024,
+        batch_size=64,
+    )
     job = DiffExplainerJob(
-        teacher=TrainConfig(
-            model=CNNConfig(num_classes=2, channels=(8, 16), hidden=32),
-            dataset="pneumoniamnist",
-            optimizer="adam",
-            learning_rate=3e-3,
-            lr_boundaries=(),
-            epochs=1,
-            train_examples=1024,
-            batch_size=64,
-        ),
-        diffusion=_tiny_ae_config(),
+        teacher=ModelSpec(train=teacher),
+        diffusion=ModelSpec(checkpoint=str(tiny_ae_run[1])),  # the shared tiny autoencoder
         agent=AgentConfig(steps=100, batch_size=64),
         explain=DiffExplainerConfig(alphas=(0.5, 1.0), num_steps=6),
         queries=6,
@@ -538,12 +538,14 @@ def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
         indeterminate=2,
         runner=RunnerConfig(chunk_size=3),
     )
-    shutil.copytree(tiny_ae_run[1] / "checkpoint", tmp_path / "checkpoint")
     doc = run_diffexplainer_protocol(job, tmp_path)
     assert doc["agent"]["agreement"]["n"] == 624  # every test image
     assert 0.0 <= doc["counterfactuals"]["flip_rate"] <= 1.0
     assert doc["reconstruction"]["psnr_db"] > 10 and 0 < doc["reconstruction"]["ssim"] <= 1
-    for name in ("diffexplainer.md", "heatmaps.png", "sequences.png", "indeterminate.png"):
-        assert (tmp_path / "report" / name).exists(), name
+    for name in ("report.md", "heatmaps.png", "sequences.png", "indeterminate.png"):
+        assert (tmp_path / REPORT_DIR / name).exists(), name
+    for name in ("teacher", "agent"):  # trained into the experiment's model folders
+        assert (model_dir(tmp_path, name) / "checkpoint").is_dir(), name
     with pytest.raises(ValueError, match="same data set"):
-        dataclasses.replace(job, teacher=dataclasses.replace(job.teacher, dataset="mnist"))
+        other = ModelSpec(train=dataclasses.replace(teacher, dataset="mnist"))
+        dataclasses.replace(job, teacher=other, diffusion=ModelSpec(train=_tiny_ae_config()))

@@ -23,6 +23,7 @@ from explain.deduce import (
 from explain.diffexplainer import DiffExplainerJob
 from explain.guided import GuidedExplainConfig
 from jaxcf.core import Results, load_config
+from jaxcf.experiment import REPORT_DIR, RUNS_DIR, ModelSpec, model_dir
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.models import config_from_dict, config_to_dict, denoiser_config_from_dict, generators
 from jaxcf.report import published_for
@@ -76,8 +77,8 @@ METHODS = (
 @pytest.mark.standard_promotion  # Wachter runs optax's Adam
 def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, capsys):
     config = ProtocolConfig(
-        checkpoint=str(trained_dir / "checkpoint"),
-        baseline_checkpoint=str(trained_dir / "checkpoint"),  # exercises the two-model path
+        classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),
+        baseline=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),  # the two-model path
         methods=METHODS,
         n_sets=2,
         set_size=2,
@@ -87,7 +88,9 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     result = run_protocol(config, tmp_path)
     names = [s.key for s in METHODS]
     assert result["pairs"] == 36
-    loaded = {name: Results.load(tmp_path / name) for name in names}
+    runs = {p.name.rsplit("-", 1)[0]: p for p in (tmp_path / RUNS_DIR).iterdir()}
+    assert sorted(runs) == sorted(names)
+    loaded = {name: Results.load(runs[name]) for name in names}
     for name, out in loaded.items():
         assert len(out) == 36 and out.x.shape == out.x_cf.shape == (36, 28, 28, 1), name
         for field in ("target", "success", "n_iter", "score", "group"):
@@ -97,7 +100,8 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
         np.testing.assert_array_equal(out.target, loaded["deduce"].target)
         assert out.meta["method"] == name
     assert np.all(loaded["fgsm"].n_iter == 1) and "attempt" in loaded["fgsm"].extras
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    report = tmp_path / REPORT_DIR
+    metrics = json.loads((report / "metrics.json").read_text())
     assert metrics == result
     for key in ("summaries", "common", "timing", "queries", "classifier", "baseline_classifier"):
         assert key in metrics, key
@@ -128,13 +132,18 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
     assert paired["n"] == both.sum() >= common["n"]
     l0_jsma = (np.abs(loaded["jsma"].x_cf - loaded["jsma"].x) > 1e-6).reshape(36, -1).sum(1)
     assert paired["l0"]["diff"] == pytest.approx((l0_deduce - l0_jsma)[both].mean())
-    text = (tmp_path / "report.md").read_text()
+    text = (report / "report.md").read_text()
     assert "deduce - jsma on the" in text and "deduce - fgsm on the" in text
     for png in ("grid.png", "l0.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
     assert "deduce" in printed and "fgsm" in printed
     assert "21.16" in printed  # the published DeDUCE L0 beside ours
+    # A second experiment asking for the same explainers, pairs and seed reuses every run,
+    # whatever its chunking, and writes the same numbers.
+    again = dataclasses.replace(config, runner=RunnerConfig(chunk_size=7, slots=3))
+    assert run_protocol(again, tmp_path)["summaries"] == metrics["summaries"]
+    assert capsys.readouterr().out.count("reusing the finished run") == len(names)
 
 
 @pytest.mark.standard_promotion  # the VAE's training and REVISE run optax's Adam
@@ -156,7 +165,7 @@ def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, 
     )
     methods = (MethodSpec("revise", REVISEConfig(max_iter=5)),)
     base = dict(
-        checkpoint=str(trained_dir / "checkpoint"),
+        classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),
         methods=methods,
         n_sets=1,
         set_size=1,
@@ -166,20 +175,20 @@ def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, 
     # Without a VAE the latent search has no resource to decode from.
     with pytest.raises(ValueError, match="needs a 'vae'"):
         run_protocol(ProtocolConfig(**base), tmp_path / "none")
-    doc = run_protocol(ProtocolConfig(**base, vae_train=vae_train), tmp_path / "run")
-    assert (tmp_path / "run" / "vae" / "checkpoint").is_dir()  # trained there when missing
+    doc = run_protocol(ProtocolConfig(**base, vae=ModelSpec(train=vae_train)), tmp_path / "run")
+    vae_dir = model_dir(tmp_path / "run", "vae")
+    assert (vae_dir / "checkpoint").is_dir()  # trained there when missing
     assert doc["vae"]["latent_dim"] == 4 and doc["pairs"] == 9
-    out = Results.load(tmp_path / "run" / "revise")
+    (run,) = (tmp_path / "run" / RUNS_DIR).iterdir()
+    out = Results.load(run)
     assert out.extras["z"].shape == out.extras["z0"].shape == (9, 4)
-    assert "4-d code of the VAE" in (tmp_path / "run" / "report.md").read_text()
+    assert "4-d code of the VAE" in (tmp_path / "run" / REPORT_DIR / "report.md").read_text()
     # The trained VAE is found again by path; one of other images is refused.
-    again = ProtocolConfig(**base, vae_checkpoint=str(tmp_path / "run" / "vae"))
-    assert run_protocol(again, tmp_path / "run")["vae"]["checkpoint"] == str(
-        tmp_path / "run" / "vae"
-    )
+    again = ProtocolConfig(**base, vae=ModelSpec(checkpoint=str(vae_dir)))
+    assert run_protocol(again, tmp_path / "run")["vae"]["checkpoint"] == str(vae_dir)
     wrong = dataclasses.replace(vae_train, dataset="fashion_mnist")
     with pytest.raises(ValueError, match="fashion_mnist"):
-        run_protocol(ProtocolConfig(**base, vae_train=wrong), tmp_path / "fashion")
+        run_protocol(ProtocolConfig(**base, vae=ModelSpec(train=wrong)), tmp_path / "fashion")
 
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -214,19 +223,19 @@ def test_config_files_load(path):
         assert config.model.latent_dim == 1024  # the AIP image setting's latent size
         trains = []
     elif isinstance(config, GuidedExplainConfig):
-        trains = [config.classifier]
+        trains = [config.classifier.train]
     elif isinstance(config, AIPJob):
-        assert config.attgan.model.latent_dim == 1024 and config.queries == 500
-        trains = [config.classifier, config.age_classifier]
+        assert config.attgan.train.model.latent_dim == 1024 and config.queries == 500
+        trains = [config.classifier.train, config.age_classifier.train]
     elif isinstance(config, DiffExplainerJob):
-        model = config.diffusion.model
+        model = config.diffusion.train.model
         assert denoiser_config_from_dict(dataclasses.asdict(model)) == model
-        trains = [config.teacher]
+        trains = [config.teacher.train]
     elif path.startswith("explain"):
         assert isinstance(config, ProtocolConfig)
         assert config.methods and all(isinstance(s, MethodSpec) for s in config.methods)
-        assert config.checkpoint is not None or config.train is not None
-        trains = [t for t in (config.train, config.baseline_train) if t is not None]
+        specs = [s for s in (config.classifier, config.baseline) if s is not None]
+        trains = [s.train for s in specs if s.train is not None]
     else:
         assert isinstance(config, TrainConfig)
         trains = [config]

@@ -25,8 +25,7 @@ from jaxcf.methods import (
     revise,
     xgems,
 )
-from jaxcf.methods._latent import safe_norm
-from jaxcf.training import l1_distance
+from jaxcf.methods._latent import l1_distance, safe_norm
 from tests.conftest import TinyAttributeModel, tiny_attribute_model, tiny_vae
 
 B = 6

@@ -23,9 +23,10 @@ BOUND = 48 << 20  # bytes of peak-RSS growth allowed: about a third of the queri
 
 
 def _job(workdir: Path, kill_after: int | None = None) -> tuple[int, dict | None, str]:
-    args = ["--rows", str(ROWS), "--chunk", str(CHUNK), "--workdir", str(workdir), "--json"]
+    args = [f"--config.rows={ROWS}", f"--config.chunk={CHUNK}", f"--config.workdir={workdir}"]
+    args.append("--config.json=True")
     if kill_after is not None:
-        args += ["--kill-after", str(kill_after)]
+        args += [f"--config.kill_after={kill_after}"]
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.streaming", *args],
         cwd=ROOT,

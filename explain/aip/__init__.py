@@ -14,9 +14,9 @@ from explain.aip.protocol import (
 )
 
 __all__ = [
-    "AIPJob",
-    "AugmentConfig",
     "DEFAULT_METHODS",
     "PAPER_ORDERING",
+    "AIPJob",
+    "AugmentConfig",
     "run_aip_protocol",
 ]

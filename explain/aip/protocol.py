@@ -5,17 +5,18 @@ analysis, and counterfactual data augmentation.
 
 Steps (each skipped when its result is in the workdir already, so an interrupted run resumes):
 
-1. the models, each trained into ``<workdir>/<name>`` from its config when missing (or taken
-   from a trained workdir the job names): ``classifier`` (gender, the model explained),
+1. the models, each trained into ``<workdir>/models/<name>`` from its config when missing (or
+   taken from a checkpoint the job names): ``classifier`` (gender, the model explained),
    ``classifier_young`` (age), ``vae`` (REVISE's and xGEMs' generative model), ``attgan``
    (AIP's attribute-informed encoder-decoder);
 2. every method on the first ``queries`` test faces, each towards the class the gender
-   classifier does *not* predict, through the runner into ``<workdir>/runs/<method>``;
+   classifier does *not* predict, through the runner into the run store (``<workdir>/runs``;
+   a finished run is reused);
 3. AIP (the job's ``attribute_method``: steps of its own) on the first ``attribute_queries``
-   test faces against the age classifier (``<workdir>/runs_young/aip``);
+   test faces against the age classifier (the run ``aip_young``);
 4. the augmentation experiment, one folder per seed under ``<workdir>/augment``.
 
-Metrics (``<workdir>/report/aip.{json,md}`` with the figures):
+Metrics (``<workdir>/report/report.{json,md}`` with the figures):
 
 * **FR**, the flip ratio: the fraction of queries whose counterfactual the classifier puts in
   the target class.
@@ -57,18 +58,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxcf import assets, experiment, report, runner
+from jaxcf import experiment, report, runner
 from jaxcf.core import Results, to_jsonable, validation, write_json_atomic, write_text_atomic
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import distribution, metrics
-from jaxcf.evaluation.metrics import _chunked
+from jaxcf.evaluation.metrics import chunked
+from jaxcf.experiment import LoadedModel, ModelSpec, checkpoint_path, resolve_model
 from jaxcf.methods import (
     AIPConfig,
     AIPRandomConfig,
@@ -78,16 +80,10 @@ from jaxcf.methods import (
     XGEMsConfig,
     make,
 )
-from jaxcf.models import load_attgan, load_classifier, load_vae
 from jaxcf.training import (
-    AttGANTrainConfig,
     ClassifierTask,
     TrainConfig,
-    VAETrainConfig,
     fit,
-    train_and_evaluate,
-    train_attgan,
-    train_vae,
 )
 
 __all__ = ["DEFAULT_METHODS", "PAPER_ORDERING", "AIPJob", "AugmentConfig", "run_aip_protocol"]
@@ -171,14 +167,15 @@ def _check_aip_or_none(spec: Any, field: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class AIPJob:
     """Attributes:
-    classifier: the gender classifier's training config (data set ``"celeba"``).
-    age_classifier: the age classifier's (``"celeba_young"``); also the recipe of the
-      augmentation experiment's classifiers.
-    vae: the VAE's training config (REVISE, xGEMs).
-    attgan: the attribute-informed encoder-decoder's (AIP, AIP_R).
-    classifier_dir, age_classifier_dir, vae_dir, attgan_dir: a trained workdir, or a shipped
-      model (``"bundled:<name>"``), to use instead of ``<workdir>/<name>`` (nothing is trained
-      for it).
+    classifier: the gender classifier (its training config on ``"celeba"``; with a
+      ``checkpoint``, a trained workdir or a shipped model to use instead, nothing trained).
+    age_classifier: the age classifier (``"celeba_young"``); its training config is also the
+      recipe of the augmentation experiment's classifiers, so it is needed either way.
+    vae: the VAE (REVISE, xGEMs).
+    attgan: the attribute-informed encoder-decoder (AIP, AIP_R).
+    Each is a :class:`~jaxcf.experiment.ModelSpec`; a model without a checkpoint is trained into
+    ``<workdir>/models/<name>`` (``classifier``, ``classifier_young``, ``vae``, ``attgan``)
+    when missing.
     methods: the methods on the gender task; the one named ``"aip"`` also runs the attribute
       analysis and the augmentation.
     queries: held-out faces explained (the first ones of the test split; the rest are the real
@@ -199,14 +196,10 @@ class AIPJob:
     seed: the runner's seed (AIP_R's proposals).
     """
 
-    classifier: TrainConfig
-    age_classifier: TrainConfig
-    vae: VAETrainConfig
-    attgan: AttGANTrainConfig
-    classifier_dir: str | None = None
-    age_classifier_dir: str | None = None
-    vae_dir: str | None = None
-    attgan_dir: str | None = None
+    classifier: ModelSpec
+    age_classifier: ModelSpec
+    vae: ModelSpec
+    attgan: ModelSpec
     methods: tuple[MethodSpec, ...] = DEFAULT_METHODS
     queries: int = 500
     real_faces: int | None = None
@@ -226,7 +219,10 @@ class AIPJob:
             ("vae", "celeba"),
             ("attgan", "celeba"),
         ):
-            got = getattr(self, name).dataset
+            spec = getattr(self, name)
+            if not isinstance(spec, ModelSpec) or spec.train is None:
+                raise TypeError(f"AIPJob.{name} must be a ModelSpec with its training config")
+            got = spec.train.dataset
             if got != want:
                 raise ValueError(f"AIPJob.{name} must be trained on {want!r}, got {got!r}")
         validation.at_least(self, 2, "queries")
@@ -249,78 +245,53 @@ class AIPJob:
 # ----------------------------------------------------------------------------- models
 
 
-def _source(given: str | None, default: Path, train: Callable[[Path], Any]) -> str | Path:
-    """Where a model loads from: the named workdir's checkpoint or the shipped model
-    (``"bundled:<name>"``) as given, else ``default``'s, trained there first if missing."""
-    if given:
-        return given if given.startswith(assets.PREFIX) else Path(given) / "checkpoint"
-    if not (default / "checkpoint").exists():
-        train(default)
-    return default / "checkpoint"
+# The experiment's name for each model (its folder under <workdir>/models) and its family.
+_MODELS = (
+    ("classifier", "classifier", "classifier"),
+    ("age_classifier", "classifier_young", "classifier"),
+    ("vae", "vae", "vae"),
+    ("attgan", "attgan", "attgan"),
+)
 
 
-def _classifier(config: TrainConfig, given: str | None, default: Path):
-    source = _source(given, default, lambda where: train_and_evaluate(config, where))
-    model, _, meta = load_classifier(source)
-    if meta.get("dataset") != config.dataset:
-        raise ValueError(
-            f"the classifier in {given or default} was trained on {meta.get('dataset')!r}, not "
-            f"{config.dataset!r}"
-        )
-    info = {"dir": str(given or default), "test_accuracy": meta["test_accuracy"], **_kind(meta)}
-    return model, info
-
-
-def _kind(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {"model": meta.get("model"), "dataset": meta.get("dataset")}
-
-
-def _generative(train, load, config, given: str | None, default: Path, **check):
-    model, meta = load(_source(given, default, lambda where: train(config, where)), **check)
-    last = (meta.get("history") or [{}])[-1]
-    return model, {"dir": str(given or default), "last_evaluation": last}
+def _info(m: LoadedModel) -> dict[str, Any]:
+    """What the report says about a model: where it came from and how well it does."""
+    if m.kind == "classifier":
+        return {
+            "dir": m.source,
+            "test_accuracy": m.metadata["test_accuracy"],
+            "model": m.metadata.get("model"),
+            "dataset": m.metadata.get("dataset"),
+        }
+    return {"dir": m.source, "last_evaluation": (m.metadata.get("history") or [{}])[-1]}
 
 
 def load_models(job: AIPJob, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The four models (trained into ``workdir`` first where missing): ``(models, info)``.
+    """The four models (trained into ``<workdir>/models`` first where missing):
+    ``(models, info)``.
 
     Raises:
-      FileNotFoundError: a folder the job names holds no checkpoint (checked before anything
-        is trained).
+      FileNotFoundError: a checkpoint the job names is not there (checked before anything is
+        trained).
       ValueError: a named model was trained on other data or images.
     """
-    for name in ("classifier_dir", "age_classifier_dir", "vae_dir", "attgan_dir"):
-        given = getattr(job, name)
-        if given and given.startswith(assets.PREFIX):
-            assets.resolve(given)  # raises, naming the shipped models
-        elif given and not (Path(given) / "checkpoint").exists():
-            raise FileNotFoundError(f"AIPJob.{name}: no checkpoint in {given}")
-    clf, clf_info = _classifier(job.classifier, job.classifier_dir, workdir / "classifier")
-    age, age_info = _classifier(
-        job.age_classifier, job.age_classifier_dir, workdir / "classifier_young"
-    )
-    shape = tuple(job.classifier.model.input_shape)
-    vae, vae_info = _generative(
-        train_vae,
-        load_vae,
-        job.vae,
-        job.vae_dir,
-        workdir / "vae",
-        image_shape=shape,
-        dataset="celeba",
-    )
-    attgan, att_info = _generative(
-        train_attgan,
-        load_attgan,
-        job.attgan,
-        job.attgan_dir,
-        workdir / "attgan",
-        image_shape=shape,
-        dataset="celeba",
-    )
-    models = {"classifier": clf, "age": age, "vae": vae, "attribute_model": attgan}
-    info = {"classifier": clf_info, "classifier_young": age_info, "vae": vae_info}
-    return models, {**info, "attgan": att_info}
+    for field, _, _ in _MODELS:
+        given = getattr(job, field).checkpoint
+        if given is not None and not checkpoint_path(getattr(job, field), workdir, field).exists():
+            raise FileNotFoundError(f"AIPJob.{field}: no checkpoint in {given}")
+    shape = tuple(job.classifier.train.model.input_shape)
+    loaded = {}
+    for field, name, kind in _MODELS:
+        context = {} if kind == "classifier" else {"image_shape": shape, "dataset": "celeba"}
+        loaded[field] = resolve_model(name, kind, getattr(job, field), workdir, **context)
+    models = {
+        "classifier": loaded["classifier"].model,
+        "age": loaded["age_classifier"].model,
+        "vae": loaded["vae"].model,
+        "attribute_model": loaded["attgan"].model,
+    }
+    info = {name: _info(loaded[field]) for field, name, _ in _MODELS}
+    return models, info
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -337,7 +308,7 @@ def _reconstruct(model, x):
 
 
 def _apply(fn, model, x: np.ndarray, batch: int = 100) -> np.ndarray:
-    return _chunked(lambda xb: fn(model, xb), batch, np.asarray(x, np.float32))
+    return chunked(lambda xb: fn(model, xb), batch, np.asarray(x, np.float32))
 
 
 def latent_perturbation(
@@ -555,7 +526,7 @@ def run_augmentation(job: AIPJob, attgan: Any, workdir: Path, aip: MethodSpec) -
         if s in finished:
             seeds.append(finished[s])
             continue
-        config = dataclasses.replace(job.age_classifier, seed=s, train_examples=aug.subset)
+        config = dataclasses.replace(job.age_classifier.train, seed=s, train_examples=aug.subset)
         pick = np.sort(np.random.default_rng(s).permutation(len(train.labels))[: aug.subset])
         xs, ys = train.inputs[pick], train.labels[pick]
         base, base_acc = _train_on(config, xs, ys, test)
@@ -693,14 +664,14 @@ def _ranking_markdown(ranking: list[dict], title: str) -> str:
 
 
 def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
-    """Runs the protocol; writes ``<workdir>/report/aip.{json,md}`` and its figures and
+    """Runs the protocol; writes ``<workdir>/report/report.{json,md}`` and its figures and
     returns what the JSON holds."""
     workdir = Path(workdir)
     aip_spec = next(s for s in job.methods if s.key == "aip")
     age_spec = job.attribute_method or aip_spec
     if job.augment is not None:  # a mismatched finished seed fails now, not after the runs
         _finished_seeds(job.augment, workdir / "augment", *_recorded_method(job.augment, age_spec))
-    out = workdir / "report"
+    out = workdir / experiment.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     models, info = load_models(job, workdir)
     attgan = models["attribute_model"]
@@ -720,18 +691,18 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
     # a workdir holding a run of another attribute_method stops here, not after the long runs.
     xa = test.inputs[: job.attribute_queries]
     age_target = (1 - metrics.predict(models["age"], xa)).astype(np.int32)
-    age_run = runner.run(
+    age_run = experiment.run_explainer(
+        "aip_young",
         make(age_spec, classifier=models["age"], attribute_model=attgan),
         xa,
         age_target,
-        workdir / "runs_young" / "aip",
+        workdir,
         config=job.runner,
         seed=job.seed,
-        desc="aip (age classifier)",
     )
     resources = {k: models[k] for k in ("classifier", "vae", "attribute_model")}
     results = experiment.run_methods(
-        job.methods, resources, x, target, workdir / "runs", config=job.runner, seed=job.seed
+        job.methods, resources, x, target, workdir, config=job.runner, seed=job.seed
     )
     clf = models["classifier"]
     outputs = {
@@ -847,10 +818,10 @@ def run_aip_protocol(job: AIPJob, workdir: str | Path) -> dict[str, Any]:
         },
     }
     doc = to_jsonable(doc)
-    write_json_atomic(out / "aip.json", doc)
-    write_text_atomic(out / "aip.md", _markdown(doc))
+    write_json_atomic(out / "report.json", doc)
+    write_text_atomic(out / "report.md", _markdown(doc))
     print(_scores_markdown(scores, timing), flush=True)
-    print(f"wrote {out}/aip.json, aip.md and figures", flush=True)
+    print(f"wrote {out}/report.json, report.md and figures", flush=True)
     return doc
 
 

@@ -4,16 +4,18 @@ explain a test split with it and its peers and report (Van Looveren et al. 2021)
 A :class:`GeneratorJob` names a data set, the classifier to explain (a
 :class:`~jaxcf.training.TrainConfig`) and how to train the generator against it
 (:class:`~jaxcf.training.GeneratorTrainConfig`). :func:`train_models` trains
-whatever is missing under a workdir and loads the rest::
+whatever is missing under a workdir (the experiment skeleton's model folders) and loads the
+rest::
 
-    <workdir>/classifier/checkpoint   the classifier (and its feature density)
-    <workdir>/generator/checkpoint    the EMA generator, tied to that classifier by digest
+    <workdir>/models/classifier/checkpoint   the classifier (and its feature density)
+    <workdir>/models/generator/checkpoint    the EMA generator, tied to that classifier by digest
 
 Both trainings resume from their ``progress/`` folders after an interruption.
 
 :func:`run_protocol` (an :class:`ExplainConfig`) explains test queries with the trained generator
-(``num_cfs`` diverse counterfactuals each, through :func:`jaxcf.runner.run`) and with its peers
-(Wachter's per-query search through the runner; DiCE on tabular data), then evaluates every
+(``num_cfs`` diverse counterfactuals each, through the runner into the run store, where a
+finished run is reused) and with its peers (Wachter's per-query search through the runner; DiCE
+on tabular data), then evaluates every
 method on the same queries: validity, MMD^2 to real training instances overall and per
 predicted class (one kernel bandwidth per data set, shared by every method), L1, L0 and
 constraint violations (tabular), diversity and steady-state seconds per counterfactual. It
@@ -32,12 +34,35 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcf import peers
-from jaxcf.core import to_jsonable, validation, write_atomic, write_json_atomic, write_text_atomic
+from jaxcf import peers, report
+from jaxcf.core import (
+    Results,
+    load_config,
+    to_jsonable,
+    validation,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from jaxcf.data import load_dataset
-from jaxcf.evaluation import metrics
-from jaxcf.models import load_classifier, load_generator
-from jaxcf.training import GeneratorTrainConfig, TrainConfig, train_and_evaluate, train_generator
+from jaxcf.evaluation import distribution, metrics
+from jaxcf.evaluation.distribution import class_mmd2, median_bandwidth, mmd2
+from jaxcf.experiment import (
+    RUNS_DIR,
+    ModelSpec,
+    checkpoint_path,
+    flip_targets,
+    load_model,
+    resolve_model,
+    run_explainer,
+    soft_targets,
+    steady_timing,
+)
+from jaxcf.methods import GeneratorConfig, WachterConfig, make
+from jaxcf.report import embedding_plot, series_grid, target_scatter
+from jaxcf.runner import RunnerConfig
+from jaxcf.tabular import Constraints, violations, write_changes_csv
+from jaxcf.training import GeneratorTrainConfig, TrainConfig, train_generator
 
 CLASSIFIER_DIR = "classifier"
 GENERATOR_DIR = "generator"
@@ -75,44 +100,48 @@ class GeneratorJob:
         last = meta["history"][-1]
         return (
             f"generator: validation validity {last['val_validity']:.4f}, L1 {last['val_l1']:.4f}; "
-            f"saved {Path(workdir) / GENERATOR_DIR / 'checkpoint'}"
+            f"saved {checkpoint_path(ModelSpec(train=self.generator), workdir, GENERATOR_DIR)}"
         )
 
 
 def train_models(job: GeneratorJob, workdir: str | Path, *, mesh=None) -> tuple[Any, Any, dict]:
-    """Trains (or loads) the classifier and the generator of ``job`` under ``workdir``.
+    """Trains (or loads) the classifier and the generator of ``job`` under ``workdir``
+    (``<workdir>/models/classifier`` and ``<workdir>/models/generator``).
 
     Returns:
       ``(classifier, generator, generator_metadata)``; the classifier in eval mode.
     """
-    workdir = Path(workdir)
-    clf_dir = workdir / CLASSIFIER_DIR
-    if not (clf_dir / "checkpoint").exists():
-        train_and_evaluate(job.classifier, clf_dir)
-    classifier, _, clf_meta = load_classifier(clf_dir / "checkpoint")
+    clf = resolve_model(CLASSIFIER_DIR, "classifier", ModelSpec(train=job.classifier), workdir)
 
-    gen_dir = workdir / GENERATOR_DIR
-    if not (gen_dir / "checkpoint").exists():
-        train = load_dataset(job.dataset, "train")
+    def train(where: Path) -> None:
+        data = load_dataset(job.dataset, "train")
         test = load_dataset(job.dataset, "test")
-        n = len(train) if job.train_examples is None else job.train_examples
+        n = len(data) if job.train_examples is None else job.train_examples
         train_generator(
             job.generator,
-            classifier,
-            train.inputs[:n],
+            clf.model,
+            data.inputs[:n],
             test.inputs,
-            gen_dir,
+            where,
             metadata={
                 "dataset": job.dataset,
-                "classifier_checkpoint": f"{CLASSIFIER_DIR}/checkpoint",
-                "classifier_test_accuracy": clf_meta.get("test_accuracy"),
+                "classifier_checkpoint": str(clf.source),
+                "classifier_test_accuracy": clf.metadata.get("test_accuracy"),
                 "train_examples": int(n),
             },
             mesh=mesh,
             desc=f"generator on {job.dataset}",
         )
-    generator, meta = load_generator(gen_dir, classifier=classifier)
-    return classifier, generator, meta
+
+    gen = resolve_model(
+        GENERATOR_DIR,
+        "generator",
+        ModelSpec(train=job.generator),
+        workdir,
+        trainer=train,
+        classifier=clf.model,
+    )
+    return clf.model, gen.model, gen.metadata
 
 
 # ============================================================================================
@@ -193,8 +222,6 @@ class ExplainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        from jaxcf.methods import WachterConfig
-        from jaxcf.runner import RunnerConfig
 
         if not isinstance(self.job, GeneratorJob | str | Path):
             raise TypeError(
@@ -249,7 +276,6 @@ class ExplainConfig:
         """The :class:`GeneratorJob` (loaded from its config file when given as a path)."""
         if isinstance(self.job, GeneratorJob):
             return self.job
-        from jaxcf.core import load_config
 
         job = load_config(self.job)
         if not isinstance(job, GeneratorJob):
@@ -288,11 +314,10 @@ def load_models(
     Raises:
       FileNotFoundError: a checkpoint is missing and ``train`` is False.
     """
-    workdir = Path(workdir)
     missing = [
-        str(workdir / d / "checkpoint")
-        for d in (CLASSIFIER_DIR, GENERATOR_DIR)
-        if not (workdir / d / "checkpoint").exists()
+        str(checkpoint_path(ModelSpec(train=c), workdir, name))
+        for name, c in ((CLASSIFIER_DIR, job.classifier), (GENERATOR_DIR, job.generator))
+        if not checkpoint_path(ModelSpec(train=c), workdir, name).exists()
     ]
     if missing and not train:
         raise FileNotFoundError(
@@ -301,7 +326,9 @@ def load_models(
             "ExplainConfig.train_missing)"
         )
     classifier, generator, meta = train_models(job, workdir)
-    _, _, clf_meta = load_classifier(workdir / CLASSIFIER_DIR / "checkpoint")
+    clf_meta = load_model(
+        "classifier", checkpoint_path(ModelSpec(train=job.classifier), workdir, CLASSIFIER_DIR)
+    )[1]
     return classifier, generator, meta, clf_meta
 
 
@@ -314,32 +341,6 @@ def encoded_box(wachter_config: Any, *arrays: np.ndarray) -> Any:
     lo = float(min(np.min(a) for a in arrays))
     hi = float(max(np.max(a) for a in arrays))
     return dataclasses.replace(wachter_config, domain=(lo, hi))
-
-
-def flip_targets(pred: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
-    """The ``"flip"`` rule: ``1 - pred`` for two classes; otherwise a class drawn uniformly
-    (seeded) among the ``num_classes - 1`` others. ``int32 [N]``."""
-    pred = np.asarray(pred)
-    if num_classes == 2:
-        return (1 - pred).astype(np.int32)
-    shift = np.random.default_rng(seed).integers(1, num_classes, size=len(pred))
-    return ((pred + shift) % num_classes).astype(np.int32)
-
-
-def soft_targets(
-    pred: np.ndarray, flip: np.ndarray, num_classes: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Soft targets: ``p ~ U(0, 1)`` (seeded) on the flip class, ``1 - p`` on the predicted one.
-
-    Returns:
-      ``(target [N, C] float32, p [N])``.
-    """
-    p = np.random.default_rng(seed).uniform(0.0, 1.0, size=len(pred))
-    t = np.zeros((len(pred), num_classes), np.float64)
-    rows = np.arange(len(pred))
-    t[rows, flip] = p
-    t[rows, pred] += 1.0 - p
-    return t.astype(np.float32), p
 
 
 # -------------------------------------------------------------------------------- the space
@@ -355,8 +356,6 @@ class _Space:
         self.transform = getattr(generator, "transform", None)
         shape = tuple(train.inputs.shape[1:])
         if self.transform is not None:
-            from jaxcf.tabular import Constraints
-
             self.kind = "tabular"
             self.constraints = Constraints(**(generator.config.constraints or {}))
             decoded = self.transform.decode(train.inputs)
@@ -389,9 +388,7 @@ class _Space:
 
     def features(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "image":
-            from jaxcf.models import encode_images
-
-            return encode_images(x)
+            return distribution.encode_images(x)
         return np.asarray(x, np.float32).reshape(len(x), -1)
 
     def l1(self, x: np.ndarray, x_cf: np.ndarray) -> np.ndarray:
@@ -417,7 +414,6 @@ class _Space:
     def violations(self, x: np.ndarray, x_cf: np.ndarray) -> np.ndarray | None:
         if self.transform is None:
             return None
-        from jaxcf.tabular import violations
 
         a, b = self.transform.decode(x), self.transform.decode(x_cf)
         return violations(self.transform, a, b, self.constraints, fixed=list(self.fixed))
@@ -474,32 +470,6 @@ class _Rows:
         )
 
 
-def steady_timing(results) -> dict[str, Any]:
-    """Seconds per counterfactual from the runner's chunk timings, leaving out the first chunk
-    (which compiled) when there are several; with one chunk, its time includes compiling."""
-    secs = [float(s) for s in results.timings.get("chunk_seconds", [])]
-    rows = len(results)
-    chunk = int(results.meta.get("chunk", rows))
-    counts = [min(chunk, rows - c * chunk) for c in range(len(secs))]
-    if len(secs) >= 2:
-        per_cf = sum(secs[1:]) / sum(counts[1:])
-        return {
-            "seconds_per_cf": per_cf,
-            "steady_state": True,
-            "compile_seconds_estimate": max(0.0, secs[0] - per_cf * counts[0]),
-            "chunks": len(secs),
-            "total_seconds": sum(secs),
-        }
-    total = sum(secs) if secs else float("nan")
-    return {
-        "seconds_per_cf": total / max(rows, 1),
-        "steady_state": False,
-        "compile_seconds_estimate": None,
-        "chunks": len(secs),
-        "total_seconds": total,
-    }
-
-
 def _mean(a) -> float | None:
     a = np.asarray(a, np.float64)
     a = a[np.isfinite(a)]
@@ -514,8 +484,6 @@ def _evaluate_rows(
     num_classes: int,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """One method's metrics (JSON-ready) and, for the figures, its evaluated rows."""
-    from jaxcf.core import Results
-    from jaxcf.evaluation import distribution
 
     clf = space.classifier
     valid_raw = metrics.validity(clf, rows.x_cf, rows.target)
@@ -588,14 +556,11 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     Returns:
       The dict written to ``report.json``.
     """
-    from jaxcf import runner
-    from jaxcf.evaluation.distribution import class_mmd2, median_bandwidth, mmd2
-    from jaxcf.methods import GeneratorConfig, make
 
     workdir = Path(workdir)
     job = config.resolved_job()
     out = workdir / REPORT_DIR
-    runs = out / "runs"
+    runs = workdir / RUNS_DIR
     classifier, generator, gen_meta, clf_meta = load_models(
         job, workdir, train=config.train_missing
     )
@@ -626,15 +591,15 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     explainer = make(
         "generator", GeneratorConfig(fixed=config.fixed), classifier=classifier, generator=generator
     )
-    gen = runner.run(
+    gen = run_explainer(
+        "generator",
         explainer,
         x,
         target,
-        runs / "generator",
+        workdir,
         config=config.runner,
         num_cfs=config.num_cfs,
         seed=config.seed,
-        desc="generator",
         progress=config.progress,
         meta={"method": "generator", "dataset": job.dataset},
     )
@@ -664,15 +629,15 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         if space.kind == "tabular":
             wachter_config = encoded_box(wachter_config, train.inputs, x)
         wachter = make("wachter", wachter_config, classifier=classifier)
-        res = runner.run(
+        res = run_explainer(
+            "wachter",
             wachter,
             x[:k],
             target[:k],
-            runs / "wachter",
+            workdir,
             config=config.wachter_runner,
             num_cfs=1,
             seed=config.seed,
-            desc="wachter",
             progress=config.progress,
             meta={"method": "wachter", "config": dataclasses.asdict(wachter_config)},
         )
@@ -714,7 +679,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
 
     soft = None
     if config.soft_queries:
-        soft = _soft_run(config, explainer, classifier, x, pred, target, num_classes, out, runs)
+        soft = _soft_run(config, explainer, classifier, x, pred, target, num_classes, out, workdir)
 
     figures = _figures(
         config, space, out, method_rows, extras, x, pred, query_feats, class_names, soft
@@ -855,21 +820,19 @@ def _run_dice(config, space, classifier, train, x, target, runs: Path) -> _Rows:
     )
 
 
-def _soft_run(config, explainer, classifier, x, pred, flip, num_classes, out, runs):
-    from jaxcf import runner
-    from jaxcf.report import target_scatter
+def _soft_run(config, explainer, classifier, x, pred, flip, num_classes, out, workdir):
 
     k = min(config.soft_queries, len(x))
     t, p = soft_targets(pred[:k], flip[:k], num_classes, config.seed + 3)
-    res = runner.run(
+    res = run_explainer(
+        "generator_soft",
         explainer,
         x[:k],
         t,
-        runs / "generator_soft",
+        workdir,
         config=config.runner,
         num_cfs=1,
         seed=config.seed,
-        desc="generator (soft targets)",
         progress=config.progress,
         meta={"method": "generator", "targets": "soft"},
     )
@@ -909,9 +872,6 @@ def _soft_run(config, explainer, classifier, x, pred, flip, num_classes, out, ru
 
 
 def _figures(config, space, out, method_rows, extras, x, pred, query_feats, class_names, soft):
-    from jaxcf import report
-    from jaxcf.report import embedding_plot, series_grid
-    from jaxcf.tabular import write_changes_csv
 
     written = []
     gen = method_rows["generator"]

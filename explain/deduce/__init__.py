@@ -11,8 +11,6 @@ from explain.deduce.protocol import (
     DEFAULT_METHODS,
     PUBLISHED,
     ProtocolConfig,
-    get_classifier,
-    get_vae,
     protocol_pairs,
     run_protocol,
 )
@@ -22,8 +20,6 @@ __all__ = [
     "DEFAULT_METHODS",
     "PUBLISHED",
     "ProtocolConfig",
-    "get_classifier",
-    "get_vae",
     "protocol_pairs",
     "run_protocol",
 ]

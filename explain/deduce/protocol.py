@@ -2,13 +2,14 @@
 
 Sets of ``set_size`` test images (drawn by a seeded permutation of the test set), each image
 paired with all 9 other classes as targets, explained by every method of the config through
-:func:`jaxcf.experiment.run_methods` (resumable). As in the paper, DeDUCE explains a ResNet-18
-with soft spectral normalisation, and the baselines may explain another classifier (the paper's
-plain ResNet-18): a method spec with ``resources={"classifier": "baseline"}`` uses it. Writes
-into ``workdir``: ``<method>/results.npz``, ``metrics.json``, ``report.md``, ``grid.png`` and
-``l0.png``.
+:func:`jaxcf.experiment.run_methods` (finished runs are reused). As in the paper, DeDUCE
+explains a ResNet-18 with soft spectral normalisation, and the baselines may explain another
+classifier (the paper's plain ResNet-18): a method spec with ``resources={"classifier":
+"baseline"}`` uses it. Models come from their :class:`~jaxcf.experiment.ModelSpec` (trained into
+``<workdir>/models/<name>`` when missing), runs go to the run store (``<workdir>/runs``), and the
+report to ``<workdir>/report/``: ``metrics.json``, ``report.md``, ``grid.png`` and ``l0.png``.
 
-:data:`PUBLISHED` holds the paper's MNIST results.
+:data:`~explain.deduce.published.PUBLISHED` holds the paper's MNIST results.
 """
 
 from __future__ import annotations
@@ -17,32 +18,17 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from jaxcf import assets, experiment, report, runner
+from explain.deduce.published import PUBLISHED
+from jaxcf import experiment, report
 from jaxcf.core import to_jsonable, validation
 from jaxcf.data import load_mnist
 from jaxcf.evaluation import metrics
+from jaxcf.experiment import ModelSpec, every_other_class, is_main_process, resolve_model
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
-from jaxcf.models import load_classifier, load_vae
-from jaxcf.training import TrainConfig, VAETrainConfig, train_and_evaluate, train_vae
-
-# The paper's MNIST results (5 sets of 100 test images x 9 other targets = 4,500 pairs).
-# ``l0``: changed pixels, ``l1``: summed absolute change. The paper's evaluation notebooks take
-# both means over the pairs that *all four* of its methods solved (DeDUCE, JSMA, CFProto and
-# REVISE, which fails on 27%), then average the five per-set means: compare them with a
-# "pairs every method solved" mean, not with a method's own successes.
-# ``failure_rate``: fraction of a method's own pairs without a counterfactual,
-# ``seconds_per_cf``: time per single counterfactual on an NVIDIA T4. DeDUCE ran on the
-# spectrally normalised ResNet-18 (c = 4), the baselines on a plain ResNet-18. Wachter et al.
-# and FGSM have no published number in that paper and are absent.
-PUBLISHED: dict[str, dict[str, float]] = {
-    "deduce": {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99},
-    "jsma": {"l0": 25.59, "l1": 12.63, "failure_rate": 0.0309, "seconds_per_cf": 1.01},
-    "cfproto": {"l0": 155.4, "l1": 38.95, "failure_rate": 0.0009, "seconds_per_cf": 109.9},
-    "revise": {"l0": 752.0, "l1": 53.9, "failure_rate": 0.268, "seconds_per_cf": 46.7},
-}
+from jaxcf.runner import RunnerConfig
+from jaxcf.training import TrainConfig
 
 BASELINE = {"classifier": "baseline"}
 DEFAULT_METHODS = (
@@ -56,14 +42,14 @@ DEFAULT_METHODS = (
 @dataclasses.dataclass(frozen=True)
 class ProtocolConfig:
     """Attributes:
-    checkpoint: the classifier (with its feature density) DeDUCE explains: a path, or
-      ``"bundled:<name>"`` for one shipped with the package; ``None`` uses ``<workdir>/model``
-      and trains it with ``train`` first if it does not exist yet.
-    train: how to train that classifier when there is no checkpoint.
-    baseline_checkpoint, baseline_train: an optional second classifier, the resource
-      ``"baseline"`` of the method specs (the paper's plain ResNet-18, trained into
-      ``<workdir>/model_baseline`` when missing); without one, ``"baseline"`` is the main
-      classifier and every method explains the same network.
+    classifier: the classifier (with its feature density) DeDUCE explains: a checkpoint (a
+      path, or ``"bundled:<name>"`` for one shipped with the package) or a training config run
+      into ``<workdir>/models/classifier`` when missing.
+    baseline: an optional second classifier, the resource ``"baseline"`` of the method specs
+      (the paper's plain ResNet-18); without one, ``"baseline"`` is the main classifier and
+      every method explains the same network.
+    vae: an optional MNIST VAE, the resource ``"vae"`` of the latent searches (``revise``,
+      ``xgems``); one of other images or data than the classifier's is refused.
     methods: the methods, in order (the first is compared pair by pair with each other one).
     n_sets: number of sets of test images (the paper: 5).
     set_size: test images per set (the paper: 100).
@@ -72,30 +58,30 @@ class ProtocolConfig:
     grid_queries: pairs shown in ``grid.png``.
     common_over: labels of the methods whose successes define the pairs L0/L1 are compared on
       (the paper's convention: pairs every method solved); ``None`` for all.
-    vae_checkpoint, vae_train: an optional MNIST VAE, the resource ``"vae"`` of the latent
-      searches (``revise``, ``xgems``): a VAE workdir or checkpoint path, or ``None`` to use
-      ``<workdir>/vae``, trained with ``vae_train`` when missing. Without either there is no
-      ``"vae"`` resource.
+    runs: a run store shared with other experiments (default ``<workdir>/runs``): any
+      experiment asking for the same explainer, pairs and seed reuses a finished run there.
     """
 
-    checkpoint: str | None = None
-    train: TrainConfig | None = TrainConfig()
-    baseline_checkpoint: str | None = None
-    baseline_train: TrainConfig | None = None
+    classifier: ModelSpec = ModelSpec(train=TrainConfig())
+    baseline: ModelSpec | None = None
+    vae: ModelSpec | None = None
     methods: tuple[MethodSpec, ...] = DEFAULT_METHODS
     n_sets: int = 5
     set_size: int = 100
     seed: int = 0
-    runner: runner.RunnerConfig = runner.RunnerConfig()
+    runner: RunnerConfig = RunnerConfig()
     grid_queries: int = 6
     common_over: tuple[str, ...] | None = None
-    vae_checkpoint: str | None = None
-    vae_train: VAETrainConfig | None = None
+    runs: str | None = None
 
     def __post_init__(self):
         validation.at_least(self, 1, "n_sets", "set_size", "grid_queries")
         if not self.methods:
             raise ValueError("ProtocolConfig.methods is empty")
+        for name in ("classifier", "baseline", "vae"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, ModelSpec):
+                raise TypeError(f"ProtocolConfig.{name} must be a ModelSpec, got {value!r}")
 
     def run(self, workdir: str | Path) -> dict[str, Any]:
         """Runs the protocol into ``workdir`` (see :func:`run_protocol`)."""
@@ -113,89 +99,52 @@ def protocol_pairs(
     if need > len(labels):
         raise ValueError(f"{n_sets} sets of {set_size} need {need} test images, have {len(labels)}")
     images = np.random.default_rng(seed).permutation(len(labels))[:need]
-    index, target, sets = [], [], []
-    for k, i in enumerate(images):
-        others = [c for c in range(num_classes) if c != labels[i]]
-        index += [i] * len(others)
-        target += others
-        sets += [k // set_size] * len(others)
-    return np.asarray(index), np.asarray(target, np.int32), np.asarray(sets)
-
-
-def get_classifier(checkpoint: str | None, train: TrainConfig | None, default: Path):
-    """Loads ``checkpoint`` (a path or ``"bundled:<name>"``), or ``default``, training one there
-    with ``train`` if missing."""
-    path = assets.resolve(checkpoint) if checkpoint else default / "checkpoint"
-    if not path.exists():
-        if checkpoint or train is None:
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        if jax.process_count() > 1:
-            raise FileNotFoundError(
-                f"no checkpoint at {path}: train the classifiers in one process first (several "
-                "processes would each train one)"
-            )
-        print(f"no classifier at {path}: training one ({train.model})", flush=True)
-        train_and_evaluate(train, path.parent)
-    model, density, meta = load_classifier(checkpoint if checkpoint else path)
-    where = checkpoint or str(path)  # as given: a bundled name stays a name, not a path
-    print(
-        f"classifier: {meta['model']['kind']} from {where} "
-        f"(test accuracy {meta['test_accuracy']:.4f})",
-        flush=True,
-    )
-    return model, density, meta, where
+    pair, target = every_other_class(np.asarray(labels)[images], num_classes)
+    return images[pair], target, pair // set_size
 
 
 _META = ("model", "dataset", "test_accuracy")
 
 
-def get_vae(checkpoint: str | None, train: VAETrainConfig | None, default: Path, meta: dict):
-    """Loads the VAE at ``checkpoint``, or at ``default``, training one there with ``train`` if
-    missing; refuses one of other images than the classifier's (``meta``: its metadata)."""
-    path = Path(checkpoint) if checkpoint else default
-    if not checkpoint and not (path / "checkpoint").exists():
-        if jax.process_count() > 1:
-            raise FileNotFoundError(f"no VAE at {path}: train it in one process first")
-        print(f"no VAE at {path}: training one ({train.model})", flush=True)
-        train_vae(train, path)
-    shape = tuple(meta["model"]["input_shape"])
-    vae, vae_meta = load_vae(path, image_shape=shape, dataset=meta["dataset"])
-    last = vae_meta["history"][-1] if vae_meta.get("history") else {}
-    print(
-        f"vae: {vae_meta['latent_dim']}-d code from {path} (held-out reconstruction MSE "
-        f"{last.get('val_mse', float('nan')):.4f})",
-        flush=True,
-    )
-    return vae, vae_meta, str(path)
-
-
 def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     """Runs the protocol; returns the metrics written to ``metrics.json``.
 
-    In a multi-process job (:mod:`jaxcf.runner.distributed`) every process explains its share of the
-    pairs; process 0 alone evaluates and writes the report (the others return ``{}``).
+    In a multi-process job (:mod:`jaxcf.runner.distributed`) every process explains its share
+    of the pairs; process 0 alone evaluates and writes the report (the others return ``{}``).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    model, density, meta, ckpt = get_classifier(config.checkpoint, config.train, workdir / "model")
+    clf = resolve_model("classifier", "classifier", config.classifier, workdir)
+    model, density, meta = clf.model, clf.density, clf.metadata
     base = None
-    if config.baseline_checkpoint or config.baseline_train:
-        base = get_classifier(
-            config.baseline_checkpoint, config.baseline_train, workdir / "model_baseline"
-        )
-    base_model = model if base is None else base[0]
-    resources = {"classifier": model, "density": density, "baseline": base_model}
+    if config.baseline is not None:
+        base = resolve_model("baseline", "classifier", config.baseline, workdir)
+    resources = {
+        "classifier": model,
+        "density": density,
+        "baseline": model if base is None else base.model,
+    }
     vae = None
-    if config.vae_checkpoint or config.vae_train:
-        vae = get_vae(config.vae_checkpoint, config.vae_train, workdir / "vae", meta)
-        resources["vae"] = vae[0]
+    if config.vae is not None:
+        shape = tuple(meta["model"]["input_shape"])
+        vae = resolve_model(
+            "vae", "vae", config.vae, workdir, image_shape=shape, dataset=meta["dataset"]
+        )
+        resources["vae"] = vae.model
     test = load_mnist("test", dataset=meta["dataset"])
     index, target, sets = protocol_pairs(test.labels, config.n_sets, config.set_size, config.seed)
     x = test.images[index]
     results = experiment.run_methods(
-        config.methods, resources, x, target, workdir, group=sets, config=config.runner
+        config.methods,
+        resources,
+        x,
+        target,
+        workdir,
+        group=sets,
+        config=config.runner,
+        store=config.runs,
     )
-    if jax.process_index() != 0:
+    if not is_main_process():
         return {}
     classifiers = {s.key: resources[s.resource_keys()["classifier"]] for s in config.methods}
     evaluation = experiment.evaluate(
@@ -210,16 +159,20 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         "pairs": len(x),
         "n_sets": config.n_sets,
         "set_size": config.set_size,
-        "classifier": {"checkpoint": str(ckpt), **{k: meta[k] for k in _META}},
+        "classifier": {"checkpoint": clf.source, **{k: meta[k] for k in _META}},
         "baseline_classifier": None
         if base is None
-        else {"checkpoint": str(base[3]), "methods": on_baseline, **{k: base[2][k] for k in _META}},
+        else {
+            "checkpoint": base.source,
+            "methods": on_baseline,
+            **{k: base.metadata[k] for k in _META},
+        },
         "vae": None
         if vae is None
         else {
-            "checkpoint": vae[2],
-            "latent_dim": vae[1]["latent_dim"],
-            "history": vae[1].get("history", [])[-1:],
+            "checkpoint": vae.source,
+            "latent_dim": vae.metadata["latent_dim"],
+            "history": vae.metadata.get("history", [])[-1:],
         },
         "config": to_jsonable(dataclasses.asdict(config)),
     }
@@ -231,17 +184,19 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
     )
     if vae is not None:
         intro += (
-            f" Latent searches decode from the {vae[1]['latent_dim']}-d code of the VAE at "
-            f"{vae[2]} (trained on {vae[1]['dataset']}); their L0 counts every pixel the decoder "
+            f" Latent searches decode from the {vae.metadata['latent_dim']}-d code of the VAE at "
+            f"{vae.source} (trained on {vae.metadata['dataset']}); their L0 counts every pixel "
+            "the decoder "
             "changes, so it is large by construction."
         )
     if on_baseline:
         intro += (
             f"\n\nMethods {', '.join(on_baseline)} explain a baseline classifier: "
-            f"{base[2]['model']}, test accuracy {base[2]['test_accuracy']:.4f}."
+            f"{base.metadata['model']}, test accuracy {base.metadata['test_accuracy']:.4f}."
         )
+    out = workdir / experiment.REPORT_DIR
     doc = experiment.write_report(
-        workdir,
+        out,
         results,
         evaluation,
         title=f"DeDUCE protocol: {len(x)} pairs",
@@ -270,5 +225,5 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
                 f"L1 {p['l1']['diff']:+.2f} ± {p['l1']['stderr']:.2f}",
                 flush=True,
             )
-    print(f"wrote {workdir}/metrics.json, report.md and figures", flush=True)
+    print(f"wrote {out}/metrics.json, report.md and figures", flush=True)
     return doc

@@ -3,10 +3,11 @@ and the counterfactuals, heatmaps and checks of the paper, on one two-class imag
 
 Steps (each skipped when its result is already in the workdir, so an interrupted run resumes):
 
-1. the teacher (a classifier config) is trained into ``<workdir>/teacher``;
-2. the diffusion autoencoder (a diffusion config) into ``<workdir>/checkpoint``;
+1. the teacher (a classifier) is trained into ``<workdir>/models/teacher`` unless it names a
+   checkpoint;
+2. the diffusion autoencoder likewise into ``<workdir>/models/diffusion``;
 3. the agent is distilled from the teacher on the training images' codes into
-   ``<workdir>/agent``.
+   ``<workdir>/models/agent``.
 
 Then on the test split: the agent's agreement with the teacher (accuracy, AUC, sensitivity,
 specificity, F1, KL); reconstruction PSNR / SSIM of ``queries`` test images (decoding their own
@@ -29,20 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcf import report, runner
+from jaxcf import experiment, report, runner
 from jaxcf.core import to_jsonable, write_json_atomic, write_text_atomic
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import agreement, attribution, metrics
+from jaxcf.experiment import ModelSpec, resolve_model
 from jaxcf.methods import DiffExplainerConfig, difference_map, make
-from jaxcf.models import encode_images, load_agent, load_classifier, load_diffusion, save_agent
-from jaxcf.training import (
-    AgentConfig,
-    DiffusionTrainConfig,
-    TrainConfig,
-    train_agent,
-    train_and_evaluate,
-    train_diffusion,
-)
+from jaxcf.models import save_agent, semantic_codes
+from jaxcf.training import AgentConfig, train_agent
 
 __all__ = ["DiffExplainerJob", "run_diffexplainer_protocol"]
 
@@ -51,7 +46,7 @@ __all__ = ["DiffExplainerJob", "run_diffexplainer_protocol"]
 class DiffExplainerJob:
     """Attributes:
     teacher: the classifier to explain (two classes).
-    diffusion: the diffusion autoencoder's training config (same data set).
+    diffusion: the diffusion autoencoder (trained on the same data set).
     agent: how the agent is distilled.
     explain: the sweep and decoding.
     queries: test images reconstructed and explained (a seeded permutation).
@@ -61,8 +56,8 @@ class DiffExplainerJob:
     runner: chunking of the counterfactual run.
     """
 
-    teacher: TrainConfig
-    diffusion: DiffusionTrainConfig
+    teacher: ModelSpec
+    diffusion: ModelSpec
     agent: AgentConfig = AgentConfig()
     explain: DiffExplainerConfig = DiffExplainerConfig()
     queries: int = 100
@@ -72,10 +67,11 @@ class DiffExplainerJob:
     runner: runner.RunnerConfig = runner.RunnerConfig(chunk_size=25)
 
     def __post_init__(self):
-        if self.teacher.dataset != self.diffusion.dataset:
+        sets = [getattr(m.train, "dataset", None) for m in (self.teacher, self.diffusion)]
+        if None not in sets and sets[0] != sets[1]:
             raise ValueError(
-                f"the teacher ({self.teacher.dataset}) and the diffusion model "
-                f"({self.diffusion.dataset}) must see the same data set"
+                f"the teacher ({sets[0]}) and the diffusion model ({sets[1]}) must see the same "
+                "data set"
             )
         if self.sweep_queries > self.queries:
             raise ValueError("sweep_queries must be <= queries")
@@ -86,23 +82,29 @@ class DiffExplainerJob:
 
 
 def _models(job: DiffExplainerJob, workdir: Path):
-    if not (workdir / "teacher" / "checkpoint").exists():
-        train_and_evaluate(job.teacher, workdir / "teacher")
-    teacher, _, tmeta = load_classifier(workdir / "teacher" / "checkpoint")
-    if not (workdir / "checkpoint").exists():
-        train_diffusion(job.diffusion, workdir)
-    model, dmeta = load_diffusion(workdir)
-    train = load_dataset(job.diffusion.dataset, "train")
-    if (workdir / "agent").exists():
-        agent, ameta = load_agent(workdir / "agent", teacher)
-    else:
-        codes = encode_images(model, train.inputs)
-        agent, history = train_agent(teacher, codes, train.inputs, job.agent)
-        save_agent(
-            workdir / "agent", agent, {"history": history, "config": dataclasses.asdict(job.agent)}
-        )
-        agent, ameta = load_agent(workdir / "agent", teacher)
-    return teacher, tmeta, model, dmeta, agent, ameta
+    """The teacher, the diffusion autoencoder and the agent (each found, or trained into
+    ``<workdir>/models`` when missing): the models and their metadata."""
+    teacher = resolve_model("teacher", "classifier", job.teacher, workdir)
+    diffusion = resolve_model("diffusion", "diffusion", job.diffusion, workdir)
+
+    def distil(where: Path) -> None:
+        train = load_dataset(diffusion.metadata["dataset"], "train")
+        codes = semantic_codes(diffusion.model, train.inputs)
+        agent, history = train_agent(teacher.model, codes, train.inputs, job.agent)
+        meta = {"history": history, "config": dataclasses.asdict(job.agent)}
+        save_agent(where / "checkpoint", agent, meta)
+
+    agent = resolve_model(
+        "agent", "agent", ModelSpec(train=job.agent), workdir, trainer=distil, teacher=teacher.model
+    )
+    return (
+        teacher.model,
+        teacher.metadata,
+        diffusion.model,
+        diffusion.metadata,
+        agent.model,
+        agent.metadata,
+    )
 
 
 @jax.jit
@@ -120,16 +122,16 @@ def _batched_sweep(explainer, x, target, batch: int = 16):
 
 
 def run_diffexplainer_protocol(job: DiffExplainerJob, workdir: str | Path) -> dict[str, Any]:
-    """Runs the protocol; writes ``<workdir>/report/diffexplainer.{md,json}`` and report."""
+    """Runs the protocol; writes ``<workdir>/report/report.{md,json}`` and its figures."""
     workdir = Path(workdir)
-    out = workdir / "report"
+    out = workdir / experiment.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     teacher, tmeta, model, dmeta, agent, ameta = _models(job, workdir)
-    test = load_dataset(job.diffusion.dataset, "test")
+    test = load_dataset(dmeta["dataset"], "test")
     names = test.class_names
 
     # Agreement of the agent with the teacher on every test image.
-    codes = encode_images(model, test.inputs)
+    codes = semantic_codes(model, test.inputs)
     t_logits = metrics.outputs(teacher, test.inputs)
     a_logits = np.asarray(jax.jit(lambda a, z: a.logits(z))(agent, jnp.asarray(codes)))
     agree = agreement.binary_agreement(t_logits, a_logits)
@@ -139,14 +141,8 @@ def run_diffexplainer_protocol(job: DiffExplainerJob, workdir: str | Path) -> di
     x = np.asarray(test.inputs[order], np.float32)
     pred = metrics.predict(teacher, x)
     target = (1 - pred).astype(np.int32)
-    res = runner.run(
-        explainer,
-        x,
-        target,
-        out / "runs" / "diffexplainer",
-        config=job.runner,
-        seed=job.seed,
-        desc="diffexplainer",
+    res = experiment.run_explainer(
+        "diffexplainer", explainer, x, target, workdir, config=job.runner, seed=job.seed
     )
     recon = np.asarray(res.extras["reconstruction"])
     psnr, ssim = agreement.psnr(x, recon), agreement.ssim(x, recon)
@@ -170,7 +166,7 @@ def run_diffexplainer_protocol(job: DiffExplainerJob, workdir: str | Path) -> di
     _indeterminate_figure(out, xu, pushed, job.explain, names)
 
     doc = {
-        "dataset": job.diffusion.dataset,
+        "dataset": dmeta["dataset"],
         "device": jax.devices()[0].platform,
         "teacher": {"model": tmeta.get("model"), "test_accuracy": tmeta.get("test_accuracy")},
         "diffusion": {
@@ -205,8 +201,8 @@ def run_diffexplainer_protocol(job: DiffExplainerJob, workdir: str | Path) -> di
             },
         },
     }
-    write_json_atomic(out / "diffexplainer.json", to_jsonable(doc))
-    write_text_atomic(out / "diffexplainer.md", _markdown(doc, names))
+    write_json_atomic(out / "report.json", to_jsonable(doc))
+    write_text_atomic(out / "report.md", _markdown(doc, names))
     return doc
 
 

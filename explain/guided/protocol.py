@@ -3,7 +3,7 @@ and a classifier, the one-step (DVCE-style) and rollout (DiME-style) samplers si
 against an unguided sample from the same start step.
 
 For ``queries`` test images (a seeded permutation) and targets drawn uniformly among the other
-classes (:func:`explain.amortised.flip_targets`), the protocol runs
+classes (:func:`jaxcf.experiment.flip_targets`), the protocol runs
 
 * ``guided`` — the config's sampler (one-step by default) on every query, through the runner;
 * ``rollout`` — the DiME-style sampler on the first ``rollout_queries`` queries (its cost grows
@@ -31,24 +31,23 @@ from typing import Any
 import jax
 import numpy as np
 
-from explain.amortised import flip_targets, steady_timing
-from jaxcf import report, runner
+from jaxcf import experiment, report, runner
 from jaxcf.core import Retry, to_jsonable, write_json_atomic, write_text_atomic
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import distribution, metrics
+from jaxcf.experiment import ModelSpec, flip_targets, resolve_model, steady_timing
 from jaxcf.methods import GuidedDiffusionConfig, make
-from jaxcf.models import load_classifier, load_diffusion
-from jaxcf.training import TrainConfig, train_and_evaluate
 
 __all__ = ["GuidedExplainConfig", "run_guided_protocol"]
-
-CLASSIFIER_DIR = "classifier"
 
 
 @dataclasses.dataclass(frozen=True)
 class GuidedExplainConfig:
     """Attributes:
-    classifier: the classifier to explain, trained into ``<workdir>/classifier`` if missing.
+    classifier: the classifier to explain (trained into ``<workdir>/models/classifier`` when
+      it names no checkpoint and that folder holds none).
+    diffusion: the diffusion model (likewise ``<workdir>/models/diffusion``; about an hour of
+      training on 2 CPU cores for the MNIST DDPM).
     guided: the main sampler's config.
     rollout: the DiME-style sampler's config (``None``: skip it).
     queries: test images explained.
@@ -58,7 +57,8 @@ class GuidedExplainConfig:
     title: the report's heading.
     """
 
-    classifier: TrainConfig
+    classifier: ModelSpec
+    diffusion: ModelSpec
     guided: GuidedDiffusionConfig = GuidedDiffusionConfig()
     rollout: GuidedDiffusionConfig | None = None
     queries: int = 200
@@ -76,14 +76,6 @@ class GuidedExplainConfig:
     def run(self, workdir: str | Path) -> dict[str, Any]:
         """Runs the protocol into ``workdir`` (see :func:`run_guided_protocol`)."""
         return run_guided_protocol(self, workdir)
-
-
-def _classifier(config: GuidedExplainConfig, workdir: Path):
-    path = workdir / CLASSIFIER_DIR
-    if not (path / "checkpoint").exists():
-        train_and_evaluate(config.classifier, path)
-    model, _, meta = load_classifier(path / "checkpoint")
-    return model, meta
 
 
 def _calls(results, per_attempt: int) -> np.ndarray:
@@ -125,22 +117,26 @@ def _row(name, classifier, x, x_cf, target, success, calls, seconds, test, seed)
     }
 
 
-def _run(explainer, x, t, out: Path, config: GuidedExplainConfig, desc: str):
-    """The runner's results and its steady-state seconds for all of them (chunks after the
-    first, which compiled, scaled to every counterfactual)."""
-    results = runner.run(explainer, x, t, out, config=config.runner, seed=config.seed, desc=desc)
+def _run(label: str, explainer, x, t, workdir: Path, config: GuidedExplainConfig):
+    """The runner's results (a finished run in the run store is reused) and its steady-state
+    seconds for all of them (chunks after the first, which compiled, scaled to every
+    counterfactual)."""
+    results = experiment.run_explainer(
+        label, explainer, x, t, workdir, config=config.runner, seed=config.seed
+    )
     return results, steady_timing(results)["seconds_per_cf"] * len(x)
 
 
 def run_guided_protocol(config: GuidedExplainConfig, workdir: str | Path) -> dict[str, Any]:
-    """Runs the protocol with the diffusion model of ``workdir/checkpoint``; writes
-    ``workdir/report/guided.{md,json}`` and figures; returns the report's dict."""
+    """Runs the protocol; writes ``<workdir>/report/report.{md,json}`` and figures; returns
+    the report's dict."""
     workdir = Path(workdir)
-    out = workdir / "report"
-    runs = out / "runs"
+    out = workdir / experiment.REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    model, dmeta = load_diffusion(workdir)
-    classifier, cmeta = _classifier(config, workdir)
+    diffusion = resolve_model("diffusion", "diffusion", config.diffusion, workdir)
+    model, dmeta = diffusion.model, diffusion.metadata
+    clf = resolve_model("classifier", "classifier", config.classifier, workdir)
+    classifier, cmeta = clf.model, clf.metadata
     test = load_dataset(dmeta["dataset"], "test")
     order = np.random.default_rng(config.seed).permutation(len(test.inputs))[: config.queries]
     x = np.asarray(test.inputs[order], np.float32)
@@ -149,7 +145,7 @@ def run_guided_protocol(config: GuidedExplainConfig, workdir: str | Path) -> dic
 
     guided = make("guided_diffusion", config.guided, classifier=classifier, diffusion=model)
     inner = guided.explainer if isinstance(guided, Retry) else guided
-    res, seconds = _run(guided, x, target, runs / "guided", config, "guided")
+    res, seconds = _run("guided", guided, x, target, workdir, config)
     rows = {
         "guided": _row(
             "guided (" + config.guided.clean_estimate.replace("_", "-") + ")",
@@ -195,7 +191,7 @@ def run_guided_protocol(config: GuidedExplainConfig, workdir: str | Path) -> dic
         k = min(config.rollout_queries, len(x))
         roll = make("guided_diffusion", config.rollout, classifier=classifier, diffusion=model)
         inner_r = roll.explainer if isinstance(roll, Retry) else roll
-        res_r, seconds_r = _run(roll, x[:k], target[:k], runs / "rollout", config, "rollout")
+        res_r, seconds_r = _run("rollout", roll, x[:k], target[:k], workdir, config)
         rows["rollout"] = _row(
             "rollout (DiME-style)",
             classifier,
@@ -240,8 +236,8 @@ def run_guided_protocol(config: GuidedExplainConfig, workdir: str | Path) -> dic
         "start_index": int(inner.first),
         "rows": rows,
     }
-    write_json_atomic(out / "guided.json", to_jsonable(doc))
-    write_text_atomic(out / "guided.md", _markdown(doc))
+    write_json_atomic(out / "report.json", to_jsonable(doc))
+    write_text_atomic(out / "report.md", _markdown(doc))
     _figures(out, x, target, cfs, classifier)
     return doc
 

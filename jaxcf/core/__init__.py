@@ -30,7 +30,7 @@ from jaxcf.core._files import (
     write_text_atomic,
 )
 from jaxcf.core._precision import PRECISIONS, MixedPrecision, check_precision, with_precision
-from jaxcf.core._pure import PureModule, PureObject, as_pytree, is_pytree_of_arrays
+from jaxcf.core._pure import PureModule, PureObject, as_pytree, is_pytree_of_arrays, plain_leaf
 from jaxcf.core._results import ARRAY_FIELDS, RESULT_FILE, Results, write_record
 from jaxcf.core.config_file import load_config, override, override_all
 
@@ -60,6 +60,7 @@ __all__ = [
     "override",
     "override_all",
     "per_query_keys",
+    "plain_leaf",
     "read_npy_header",
     "targets",
     "to_jsonable",

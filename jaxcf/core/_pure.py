@@ -44,7 +44,7 @@ class Frozen:
             leaves, treedef = jax.tree.flatten(value)
             h.update(str(treedef).encode())
             for leaf in leaves:
-                h.update(np.ascontiguousarray(np.asarray(_plain(leaf))).tobytes())
+                h.update(np.ascontiguousarray(np.asarray(plain_leaf(leaf))).tobytes())
         self.digest = h.hexdigest()
 
     def __hash__(self) -> int:
@@ -57,8 +57,9 @@ class Frozen:
         return f"Frozen({self.digest[:16]})"
 
 
-def _plain(leaf: Any) -> Any:
-    """A PRNG key's raw bits; any other leaf unchanged."""
+def plain_leaf(leaf: Any) -> Any:
+    """A PRNG key's raw bits; any other leaf unchanged (what hashing a pytree's leaves reads:
+    typed keys have no bytes of their own)."""
     if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(leaf)
     return leaf

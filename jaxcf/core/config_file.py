@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_config_argument", "load_config", "override", "override_all", "parse_args"]
+__all__ = [
+    "add_config_argument",
+    "load_config",
+    "override",
+    "override_all",
+    "parse_args",
+    "split_overrides",
+]
 
 _FLAG = "--config."
 
@@ -229,6 +236,27 @@ def add_config_argument(parser: argparse.ArgumentParser, *, positional: bool = F
         parser.add_argument("--config", required=True, help=text)
 
 
+def split_overrides(tokens: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The field overrides among command-line ``tokens``, ``--config.FIELD=VALUE`` or
+    ``--config.FIELD VALUE``, as ``(field path, value text)`` pairs in their order (ready for
+    :func:`override_all`), and the tokens that are neither, in theirs (a ``--config.FIELD``
+    with no value after it among them)."""
+    overrides, unknown = [], []
+    rest = iter(tokens)
+    for token in rest:
+        if not token.startswith(_FLAG):
+            unknown.append(token)
+            continue
+        field, eq, text = token[len(_FLAG) :].partition("=")
+        if not eq:  # --config.FIELD VALUE
+            text = next(rest, None)
+            if text is None:
+                unknown.append(token)
+                continue
+        overrides.append((field, text))
+    return overrides, unknown
+
+
 def parse_args(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> tuple[argparse.Namespace, Any]:
@@ -236,19 +264,7 @@ def parse_args(
     config with its ``--config.FIELD=VALUE`` overrides: ``(args, config)``. Any other
     unknown argument, and a bad override, exit with a usage error."""
     args, rest = parser.parse_known_args(argv)
-    overrides, unknown = [], []
-    tokens = iter(rest)
-    for token in tokens:
-        if not token.startswith(_FLAG):
-            unknown.append(token)
-            continue
-        field, eq, text = token[len(_FLAG) :].partition("=")
-        if not eq:  # --config.FIELD VALUE
-            text = next(tokens, None)
-            if text is None:
-                unknown.append(token)
-                continue
-        overrides.append((field, text))
+    overrides, unknown = split_overrides(rest)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:

@@ -46,7 +46,7 @@ from flax import nnx
 
 # The metrics' batching helper: fixed-size jitted chunks, the last edge-padded, so any N compiles
 # one shape (shared rather than copied).
-from jaxcf.evaluation.metrics import _chunked
+from jaxcf.evaluation.metrics import chunked
 
 Array = jax.Array
 
@@ -395,4 +395,4 @@ def encode_images(
     if not np.all(np.isfinite(x)):
         raise ValueError("images contain NaN or inf")
     graphdef, state = _encoder_parts(_image_shape(x.shape[1:]), int(seed), int(out_dim))
-    return _chunked(lambda xb: _encode(graphdef, state, xb), batch_size, x)
+    return chunked(lambda xb: _encode(graphdef, state, xb), batch_size, x)

@@ -118,7 +118,7 @@ def _target_nll(clf: Any, density: Any, x: Array, target: Array) -> Array:
     return -jnp.take_along_axis(log_p, target[:, None], axis=1)[:, 0]
 
 
-def _chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
+def chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
     """Applies ``fn`` to equal-sized chunks of ``arrays`` (the last edge-padded); concatenates."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -138,11 +138,15 @@ def _chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
+# The old private name, still imported by explain/aip/protocol.py; remove once it imports
+# ``chunked``.
+
+
 def outputs(classifier: Any, x: Any, batch_size: int = 512) -> np.ndarray:
     """``classifier.logits(x)`` as float32 ``[B, C]``, in jitted chunks."""
     x = _as_batch(x, "x").astype(np.float32)
     pure = as_pure(classifier)
-    return _chunked(lambda xb: _outputs(pure, xb), batch_size, x)
+    return chunked(lambda xb: _outputs(pure, xb), batch_size, x)
 
 
 def predict(classifier: Any, x: Any, batch_size: int = 512) -> np.ndarray:
@@ -203,7 +207,7 @@ def density_nll(
     probe = jax.ShapeDtypeStruct((1, *x_cf.shape[1:]), np.float32)
     num_classes = jax.eval_shape(lambda x: density.log_prob(pure.features(x)), probe).shape[-1]
     target = np.asarray(targets_lib.check_target(target, len(x_cf), num_classes, ("class",)))
-    return _chunked(lambda xb, tb: _target_nll(pure, density, xb, tb), batch_size, x_cf, target)
+    return chunked(lambda xb, tb: _target_nll(pure, density, xb, tb), batch_size, x_cf, target)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Each search method has a public function that checks its inputs and returns a
 ``jsma``, ``wachter``, ``fgsm``, and the latent-space searches ``revise``, ``xgems``, ``aip``,
 ``aip_random``), and a builder of the underlying jittable object: an
 :class:`IterativeSearch` (``deduce_search``, ...) that :func:`solve`, :func:`solve_pool` and the
-runner drive, or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
+runner drive (the runner step by step through the slot pool: :func:`stage_sizes`,
+:func:`pool_start`, :func:`pool_advance`, :func:`pool_running`, :func:`pool_compact` and its
+:class:`Pool`), or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
 trained model (``generator_explainer``: one forward pass of a conditional generator).
 :func:`make` builds any registered method from its name and config (see
 :mod:`jaxcf.methods`).
@@ -48,31 +50,43 @@ from jaxcf.methods._latent import (
     xgems_search,
 )
 from jaxcf.methods._registry import MethodSpec, describe, make, method_names, register
-from jaxcf.methods._search import IterativeSearch, SearchExplainer, solve, solve_pool
+from jaxcf.methods._search import (
+    IterativeSearch,
+    Pool,
+    SearchExplainer,
+    pool_advance,
+    pool_compact,
+    pool_running,
+    pool_start,
+    solve,
+    solve_pool,
+    stage_sizes,
+)
 from jaxcf.methods._wachter import WachterConfig, WachterSearch, wachter, wachter_search
 
 __all__ = [
+    "FGSM",
     "AIPConfig",
     "AIPRandomConfig",
     "AIPRandomSearch",
     "AIPSearch",
-    "FGSM",
     "CFResult",
     "DeDUCEConfig",
     "DeDUCESearch",
+    "DiffExplainer",
+    "DiffExplainerConfig",
     "Explainer",
     "FGSMConfig",
     "GeneratorConfig",
     "GeneratorExplainer",
+    "GuidedDiffusion",
+    "GuidedDiffusionConfig",
     "IterativeSearch",
     "JSMAConfig",
     "JSMASearch",
     "LatentSearch",
     "MethodSpec",
-    "DiffExplainer",
-    "DiffExplainerConfig",
-    "GuidedDiffusion",
-    "GuidedDiffusionConfig",
+    "Pool",
     "REVISEConfig",
     "Retry",
     "SearchExplainer",
@@ -87,21 +101,26 @@ __all__ = [
     "deduce",
     "deduce_search",
     "describe",
+    "difference_map",
+    "diffexplainer",
     "fgsm",
     "fgsm_explainer",
-    "diffexplainer",
-    "difference_map",
     "generator_explainer",
     "guided_diffusion_explainer",
     "jsma",
     "jsma_search",
     "make",
     "method_names",
+    "pool_advance",
+    "pool_compact",
+    "pool_running",
+    "pool_start",
     "register",
     "revise",
     "revise_search",
     "solve",
     "solve_pool",
+    "stage_sizes",
     "wachter",
     "wachter_search",
     "xgems",

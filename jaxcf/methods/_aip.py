@@ -67,14 +67,14 @@ from jaxcf.core import (
 )
 from jaxcf.core import targets as targets_lib
 from jaxcf.methods._latent import (
-    _declared_int,
-    _probe,
-    _shape,
-    _trace,
     check_classifier_fits,
     check_image_queries,
+    declared_int,
     model_image_shape,
     safe_norm,
+    shape_probe,
+    shape_str,
+    trace_shape,
 )
 from jaxcf.methods._search import SearchBase, SearchExplainer, solve_jit
 
@@ -193,8 +193,8 @@ def check_attribute_model(model: Any, classifier: Any) -> None:
         if not callable(getattr(model, name, None)):
             raise TypeError(f"the {what} must offer {name}(...) (see jaxcf.methods.aip)")
     shape = model_image_shape(model, what)
-    k = _declared_int(model, "latent_dim", what)
-    t = _declared_int(model, "num_attributes", what)
+    k = declared_int(model, "latent_dim", what)
+    t = declared_int(model, "num_attributes", what)
     names = getattr(model, "attribute_names", None)
     if names is not None and len(tuple(names)) != t:
         raise ValueError(
@@ -202,24 +202,24 @@ def check_attribute_model(model: Any, classifier: Any) -> None:
         )
     attribute_range(model)
     check_classifier_fits(classifier, shape, what)
-    probe = _probe(1, *shape)
-    z = _trace(f"{what}.encode", model.encode, probe)
+    probe = shape_probe(1, *shape)
+    z = trace_shape(f"{what}.encode", model.encode, probe)
     if tuple(z.shape) != (1, k):
         raise ValueError(
-            f"{what}.encode gives codes {_shape(z.shape[1:])} per image, but the model declares "
+            f"{what}.encode gives codes {shape_str(z.shape[1:])} per image, but the model declares "
             f"latent_dim {k}"
         )
-    a = _trace(f"{what}.attributes", model.attributes, probe)
+    a = trace_shape(f"{what}.attributes", model.attributes, probe)
     if tuple(a.shape) != (1, t):
         raise ValueError(
-            f"{what}.attributes gives {_shape(a.shape[1:])} per image, but the model declares "
+            f"{what}.attributes gives {shape_str(a.shape[1:])} per image, but the model declares "
             f"num_attributes {t}"
         )
-    img = _trace(f"{what}.decode", model.decode, _probe(1, k), _probe(1, t))
+    img = trace_shape(f"{what}.decode", model.decode, shape_probe(1, k), shape_probe(1, t))
     if tuple(img.shape) != (1, *shape):
         raise ValueError(
-            f"{what}.decode gives images {_shape(img.shape[1:])}, but the model declares "
-            f"image_shape {_shape(shape)}"
+            f"{what}.decode gives images {shape_str(img.shape[1:])}, but the model declares "
+            f"image_shape {shape_str(shape)}"
         )
 
 

@@ -35,7 +35,7 @@ from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
 
-__all__ = ["DiffExplainer", "DiffExplainerConfig", "diffexplainer", "difference_map"]
+__all__ = ["DiffExplainer", "DiffExplainerConfig", "difference_map", "diffexplainer"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,20 +61,21 @@ def l1_distance(x: Array, x0: Array) -> Array:
     return jnp.sum((jax.lax.stop_gradient(jnp.sign(d)) * d).reshape(x.shape[0], -1), axis=-1)
 
 
-def _shape(shape) -> str:
+def shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _trace(what: str, fn, *args) -> Any:
+def trace_shape(what: str, fn, *args) -> Any:
     """``jax.eval_shape`` of ``fn`` on ``args`` (traces, never compiles), errors re-raised as
     ValueError naming ``what``."""
     try:
         return jax.eval_shape(fn, *args)
     except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"{what} failed on shapes {[_shape(a.shape) for a in args]}: {e}") from e
+        shapes = [shape_str(a.shape) for a in args]
+        raise ValueError(f"{what} failed on shapes {shapes}: {e}") from e
 
 
-def _probe(*shape: int) -> jax.ShapeDtypeStruct:
+def shape_probe(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
@@ -90,7 +91,7 @@ def model_image_shape(model: Any, what: str) -> tuple[int, ...]:
     return dims
 
 
-def _declared_int(model: Any, name: str, what: str) -> int:
+def declared_int(model: Any, name: str, what: str) -> int:
     v = getattr(model, name, None)
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise TypeError(f"the {what} must declare {name} as a positive int, got {v!r}")
@@ -104,7 +105,7 @@ def check_classifier_fits(classifier: Any, image_shape: tuple[int, ...], what: s
         return checks.classifier_io(classifier, image_shape)
     except ValueError as e:
         raise ValueError(
-            f"the {what} makes {_shape(image_shape)} images, which the classifier does not "
+            f"the {what} makes {shape_str(image_shape)} images, which the classifier does not "
             f"take: {e}"
         ) from e
 
@@ -122,19 +123,19 @@ def check_vae(vae: Any, classifier: Any) -> None:
         if not callable(getattr(vae, name, None)):
             raise TypeError(f"the VAE must offer {name}(...) (see jaxcf.methods.revise)")
     shape = model_image_shape(vae, "VAE")
-    k = _declared_int(vae, "latent_dim", "VAE")
+    k = declared_int(vae, "latent_dim", "VAE")
     check_classifier_fits(classifier, shape, "VAE")
-    z = _trace("VAE.encode", vae.encode, _probe(1, *shape))
+    z = trace_shape("VAE.encode", vae.encode, shape_probe(1, *shape))
     if tuple(z.shape) != (1, k):
         raise ValueError(
-            f"VAE.encode gives codes {_shape(z.shape[1:])} per image, but the VAE declares "
+            f"VAE.encode gives codes {shape_str(z.shape[1:])} per image, but the VAE declares "
             f"latent_dim {k}"
         )
-    img = _trace("VAE.decode", vae.decode, _probe(1, k))
+    img = trace_shape("VAE.decode", vae.decode, shape_probe(1, k))
     if tuple(img.shape) != (1, *shape):
         raise ValueError(
-            f"VAE.decode gives images {_shape(img.shape[1:])}, but the VAE declares "
-            f"image_shape {_shape(shape)}"
+            f"VAE.decode gives images {shape_str(img.shape[1:])}, but the VAE declares "
+            f"image_shape {shape_str(shape)}"
         )
 
 
@@ -146,8 +147,8 @@ def check_image_queries(
     x = checks.check_queries(x, domain=IMAGE_DOMAIN)
     if tuple(x.shape[1:]) != tuple(image_shape):
         raise ValueError(
-            f"x has per-query shape {_shape(x.shape[1:])} but the {what} works on "
-            f"{_shape(image_shape)} images"
+            f"x has per-query shape {shape_str(x.shape[1:])} but the {what} works on "
+            f"{shape_str(image_shape)} images"
         )
     n_out = checks.classifier_io(classifier, tuple(image_shape))
     return x, targets_lib.check_target(target, x.shape[0], n_out, kinds)

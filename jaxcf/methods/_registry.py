@@ -24,6 +24,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from jaxcf.core import check_explainer, check_precision, with_precision
+from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_explainer, aip_random_search
+from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
+from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
+from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
+from jaxcf.methods._generator import GeneratorConfig, generator_explainer
+from jaxcf.methods._guided import GuidedDiffusionConfig, guided_diffusion_explainer
+from jaxcf.methods._jsma import JSMAConfig, jsma_search
+from jaxcf.methods._latent import REVISEConfig, XGEMsConfig, revise_search, xgems_search
+from jaxcf.methods._search import SearchExplainer
+from jaxcf.methods._wachter import WachterConfig, wachter_search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,17 +176,6 @@ def make(
 
 
 def _register_builtins() -> None:
-    from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_explainer, aip_random_search
-    from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
-    from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
-    from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
-    from jaxcf.methods._generator import GeneratorConfig, generator_explainer
-    from jaxcf.methods._guided import GuidedDiffusionConfig, guided_diffusion_explainer
-    from jaxcf.methods._jsma import JSMAConfig, jsma_search
-    from jaxcf.methods._latent import REVISEConfig, XGEMsConfig, revise_search, xgems_search
-    from jaxcf.methods._search import SearchExplainer
-    from jaxcf.methods._wachter import WachterConfig, wachter_search
-
     register(
         "deduce",
         lambda config, classifier, density: SearchExplainer(

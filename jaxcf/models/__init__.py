@@ -15,7 +15,7 @@ the trained ones as pure pytrees ready for a method.
 """
 
 from jaxcf.models import checkpoint, generators
-from jaxcf.models._agent import Agent, encode_images, load_agent, save_agent
+from jaxcf.models._agent import Agent, load_agent, save_agent, semantic_codes
 from jaxcf.models._attgan import (
     CPU_ATTGAN,
     EXCLUSIVE,
@@ -36,12 +36,14 @@ from jaxcf.models._attgan import (
 from jaxcf.models._bundled import DIGEST_FILE, content_digest, verify
 from jaxcf.models._classifiers import (
     MLP,
+    BasicBlock,
     CNNConfig,
     MLPConfig,
     ModelConfig,
     ResNet18,
     ResNetConfig,
     SmallCNN,
+    StandardBlock,
     StandardResNet18,
     StandardResNetConfig,
     build,
@@ -96,6 +98,7 @@ __all__ = [
     "AttGANGenerator",
     "AttributeDiscriminator",
     "AttributeModel",
+    "BasicBlock",
     "BiLSTM",
     "BiLSTMConfig",
     "CNNConfig",
@@ -113,6 +116,7 @@ __all__ = [
     "SemanticEncoderConfig",
     "SmallCNN",
     "SpectralConv",
+    "StandardBlock",
     "StandardResNet18",
     "StandardResNetConfig",
     "UNet",
@@ -131,7 +135,6 @@ __all__ = [
     "config_to_dict",
     "content_digest",
     "denoiser_config_from_dict",
-    "encode_images",
     "fit_gaussians",
     "flip_attributes",
     "gaussian_kl",
@@ -148,6 +151,7 @@ __all__ = [
     "refine_spectral_norms",
     "reparametrise",
     "save_agent",
+    "semantic_codes",
     "timestep_embedding",
     "verify",
 ]

@@ -38,7 +38,7 @@ def _encode(model, y):
     return model.encode(y)
 
 
-def encode_images(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def semantic_codes(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """``[N, D]`` semantic codes of ``[N, H, W, C]`` images in ``[0, 1]`` (a diffusion
     autoencoder's :class:`~jaxcf.models.DiffusionModel`)."""
     out = []

@@ -53,6 +53,7 @@ from flax import nnx, struct
 from jaxcf import assets
 from jaxcf.core import as_pytree, validation
 from jaxcf.models import checkpoint
+from jaxcf.models._bundled import verify
 from jaxcf.models._conv import Conv
 from jaxcf.models._saved import check_fits, open_checkpoint
 from jaxcf.models._spectral import SpectralConv
@@ -581,8 +582,6 @@ def load_attgan(
         )
     modules = _modules(directory, config)
     if bundled:
-        from jaxcf.models._bundled import verify
-
         verify(directory, modules, None)
     model = AttributeModel(
         as_pytree(modules["generator"]), as_pytree(modules["discriminator"]), config, names

@@ -41,6 +41,7 @@ from flax import nnx
 
 from jaxcf import assets
 from jaxcf.models import checkpoint
+from jaxcf.models._bundled import verify
 from jaxcf.models._conv import Conv
 from jaxcf.models._density import GaussianDensity
 from jaxcf.models._sequence import BiLSTM, BiLSTMConfig
@@ -189,6 +190,9 @@ def _avgpool_shortcut(x: Array, stride: int, out_channels: int) -> Array:
 
 
 class BasicBlock(nnx.Module):
+    """DeDUCE's (DDU's) ResNet block: spectral-normalised convolutions, LeakyReLU and a
+    parameter-free average-pool shortcut padded with zero channels."""
+
     def __init__(
         self,
         in_planes: int,
@@ -377,8 +381,6 @@ def load_classifier(directory: str | Path) -> tuple[nnx.Module, GaussianDensity 
         )
         density = GaussianDensity.from_arrays(arrays)
     if bundled:
-        from jaxcf.models._bundled import verify
-
         verify(directory, model, density)
     return model, density, metadata
 

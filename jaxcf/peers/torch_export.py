@@ -30,10 +30,18 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
+from flax import nnx
 from torch import nn
 
-from jaxcf.models import SpectralConv
-from jaxcf.models import _classifiers as C
+from jaxcf.models import (
+    MLP,
+    BasicBlock,
+    ResNet18,
+    SmallCNN,
+    SpectralConv,
+    StandardBlock,
+    StandardResNet18,
+)
 
 
 def _tensor(a: Any) -> torch.Tensor:
@@ -112,7 +120,7 @@ def _flatten_nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 class TorchMLP(TorchClassifier):
-    def __init__(self, m: C.MLP):
+    def __init__(self, m: MLP):
         super().__init__()
         self.fc1, self.fc2, self.out = _linear(m.fc1), _linear(m.fc2), _linear(m.out)
 
@@ -122,7 +130,7 @@ class TorchMLP(TorchClassifier):
 
 
 class TorchSmallCNN(TorchClassifier):
-    def __init__(self, m: C.SmallCNN):
+    def __init__(self, m: SmallCNN):
         super().__init__()
         self.conv1 = _conv(m.conv1, m.conv1.stride, m.conv1.pad)
         self.conv2 = _conv(m.conv2, m.conv2.stride, m.conv2.pad)
@@ -137,7 +145,7 @@ class TorchSmallCNN(TorchClassifier):
 class TorchBasicBlock(nn.Module):
     """DDU's block: LeakyReLU, parameter-free average-pool shortcut padded with zero channels."""
 
-    def __init__(self, b: C.BasicBlock):
+    def __init__(self, b: BasicBlock):
         super().__init__()
         self.conv1 = _conv(b.conv1, b.conv1.strides, b.conv1.padding)
         self.bn1 = BatchNormEval(b.bn1)
@@ -164,7 +172,7 @@ class TorchBasicBlock(nn.Module):
 class TorchResNet18(TorchClassifier):
     """DeDUCE's 28x28 ResNet-18 (:class:`jaxcf.models.ResNet18`), spectral norm baked in."""
 
-    def __init__(self, m: C.ResNet18):
+    def __init__(self, m: ResNet18):
         super().__init__()
         self.stem = _conv(m.stem, m.stem.strides, m.stem.padding)
         self.bn = BatchNormEval(m.bn)
@@ -177,7 +185,7 @@ class TorchResNet18(TorchClassifier):
 
 
 class TorchStandardBlock(nn.Module):
-    def __init__(self, b: C.StandardBlock):
+    def __init__(self, b: StandardBlock):
         super().__init__()
         self.conv1 = _conv(b.conv1, b.conv1.stride, b.conv1.pad)
         self.bn1 = BatchNormEval(b.bn1)
@@ -198,7 +206,7 @@ class TorchStandardBlock(nn.Module):
 class TorchStandardResNet18(TorchClassifier):
     """The baselines' plain ResNet-18 (:class:`jaxcf.models.StandardResNet18`)."""
 
-    def __init__(self, m: C.StandardResNet18):
+    def __init__(self, m: StandardResNet18):
         super().__init__()
         self.stem = _conv(m.stem, m.stem.stride, m.stem.pad)
         self.bn = BatchNormEval(m.bn)
@@ -212,10 +220,10 @@ class TorchStandardResNet18(TorchClassifier):
 
 
 _EXPORTERS = {
-    C.MLP: TorchMLP,
-    C.SmallCNN: TorchSmallCNN,
-    C.ResNet18: TorchResNet18,
-    C.StandardResNet18: TorchStandardResNet18,
+    MLP: TorchMLP,
+    SmallCNN: TorchSmallCNN,
+    ResNet18: TorchResNet18,
+    StandardResNet18: TorchStandardResNet18,
 }
 
 
@@ -243,8 +251,6 @@ def export_classifier(model: Any) -> TorchClassifier:
 
 def _eval_copy(model: Any) -> Any:
     """An eval-mode copy, so that exporting neither runs power iteration nor flips the model."""
-    from flax import nnx
-
     copy = nnx.clone(model)
     copy.eval()
     return copy

@@ -62,15 +62,22 @@ from jaxcf.core import (
     Results,
     Retry,
     check_explainer,
+    plain_leaf,
     tree_where,
     validation,
     write_atomic,
     write_json_atomic,
     write_record,
 )
-from jaxcf.core._pure import _plain
-from jaxcf.methods import SearchExplainer, solve
-from jaxcf.methods._search import pool_advance, pool_compact, pool_running, pool_start, stage_sizes
+from jaxcf.methods import (
+    SearchExplainer,
+    pool_advance,
+    pool_compact,
+    pool_running,
+    pool_start,
+    solve,
+    stage_sizes,
+)
 from jaxcf.runner import distributed
 from jaxcf.runner._sources import ArraySource, QuerySource, describe, open_source
 
@@ -132,7 +139,7 @@ def fingerprint(explainer: Any, arrays: Mapping[str, Any], extra: Any) -> str:
     # Static parts may hold functions, whose repr carries a per-process address.
     h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef)).encode())
     for leaf in leaves:
-        h.update(np.ascontiguousarray(np.asarray(_plain(leaf))).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(plain_leaf(leaf))).tobytes())
     for name in sorted(arrays):
         a = np.ascontiguousarray(np.asarray(arrays[name]))
         h.update(f"{name}:{a.dtype}:{a.shape}".encode())

@@ -31,6 +31,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def initialize(
@@ -95,8 +96,6 @@ def gather(value: np.ndarray) -> np.ndarray:
     value = np.asarray(value)
     if jax.process_count() == 1:
         return value[None]
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(value, tiled=False))
 
 
@@ -125,14 +124,10 @@ def broadcast(value: int) -> int:
     """Process 0's ``value`` on every process."""
     if jax.process_count() == 1:
         return int(value)
-    from jax.experimental import multihost_utils
-
     return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
 
 
 def barrier(name: str) -> None:
     """Waits until every process reaches the barrier of this ``name``."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)

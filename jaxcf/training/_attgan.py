@@ -72,6 +72,7 @@ from flax import nnx
 
 from jaxcf import report
 from jaxcf.core import as_pytree, validation
+from jaxcf.data import load_dataset
 from jaxcf.models import ATTGAN_KIND as KIND
 from jaxcf.models import (
     AttGANConfig,
@@ -499,8 +500,6 @@ class AttGANTask:
 
 
 def _split(config: AttGANTrainConfig, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    from jaxcf.data import load_dataset
-
     data = load_dataset(config.dataset, split)
     x = np.asarray(data.inputs, np.float32)
     a = getattr(data, "attributes", None)

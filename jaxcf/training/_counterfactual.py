@@ -50,7 +50,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcf.core import as_pure, classifier_digest, validation
+from jaxcf.core import as_pure, checks, classifier_digest, validation
 from jaxcf.models import generators as gen_lib
 from jaxcf.tabular import TabularTransform
 from jaxcf.training._ema import update_ema
@@ -494,8 +494,6 @@ def train_generator(
 def _check_compatible(config: GeneratorTrainConfig, classifier: Any, x: np.ndarray) -> None:
     """Clear errors before anything compiles: data shape vs generator, classifier outputs vs
     the generator's condition width."""
-    from jaxcf.core import checks
-
     gcfg = config.generator
     want = getattr(gcfg, "input_shape", None)
     if want is None and getattr(gcfg, "kind", "") == "tabular_generator":

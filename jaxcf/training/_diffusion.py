@@ -33,6 +33,7 @@ from flax import nnx
 from jaxcf import diffusion as diff
 from jaxcf import report
 from jaxcf.core import as_pytree, validation
+from jaxcf.data import load_dataset
 from jaxcf.models import (
     DiffAEConfig,
     DiffusionModel,
@@ -235,8 +236,6 @@ class DiffusionTask:
 
 
 def _images(config: DiffusionTrainConfig, split: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    from jaxcf.data import load_dataset
-
     ds = load_dataset(config.dataset, split)
     x = np.asarray(ds.inputs, np.float32)
     if x.ndim != 4:

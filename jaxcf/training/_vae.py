@@ -47,6 +47,7 @@ from flax import nnx
 
 from jaxcf import report
 from jaxcf.core import as_pytree, validation
+from jaxcf.data import load_dataset
 from jaxcf.models import VAE, VAEConfig, VAEModel, gaussian_kl, reparametrise
 from jaxcf.models import VAE_KIND as KIND
 from jaxcf.training._loop import (
@@ -295,8 +296,6 @@ class VAETask:
 
 
 def _images(config: VAETrainConfig, split: str) -> np.ndarray:
-    from jaxcf.data import load_dataset
-
     x = np.asarray(load_dataset(config.dataset, split).inputs, np.float32)
     if x.ndim != 4:
         raise ValueError(f"{config.dataset} holds {x.ndim - 1}-d examples, not images [H, W, C]")

@@ -17,4 +17,5 @@ from jaxcf.core import load_config
 
 def get_config() -> AIPJob:
     base = load_config(Path(__file__).with_name("aip_celeba.py"))
-    return dataclasses.replace(base, attgan_dir="bundled:attgan_celeba")
+    attgan = dataclasses.replace(base.attgan, checkpoint="bundled:attgan_celeba")
+    return dataclasses.replace(base, attgan=attgan)

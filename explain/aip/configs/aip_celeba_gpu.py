@@ -17,6 +17,7 @@ from pathlib import Path
 
 from explain.aip import AIPJob
 from jaxcf.core import load_config
+from jaxcf.experiment import ModelSpec
 
 CONFIGS = Path(__file__).resolve().parents[3] / "train" / "configs"
 
@@ -24,6 +25,6 @@ CONFIGS = Path(__file__).resolve().parents[3] / "train" / "configs"
 def get_config() -> AIPJob:
     return dataclasses.replace(
         load_config(Path(__file__).with_name("aip_celeba.py")),
-        vae=load_config(CONFIGS / "vae_celeba_gpu.py"),
-        attgan=load_config(CONFIGS / "attgan_celeba_gpu.py"),
+        vae=ModelSpec(train=load_config(CONFIGS / "vae_celeba_gpu.py")),
+        attgan=ModelSpec(train=load_config(CONFIGS / "attgan_celeba_gpu.py")),
     )

@@ -10,6 +10,7 @@ Results are recorded in docs/results/cpu_paper.md.
 """
 
 from explain.deduce import ProtocolConfig
+from jaxcf.experiment import ModelSpec
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
@@ -17,8 +18,8 @@ from jaxcf.training import TrainConfig
 
 def get_config() -> ProtocolConfig:
     return ProtocolConfig(
-        train=TrainConfig(model=ResNetConfig(base_width=8, coeff=4.0)),
-        baseline_train=TrainConfig(model=StandardResNetConfig(base_width=8)),
+        classifier=ModelSpec(train=TrainConfig(model=ResNetConfig(base_width=8, coeff=4.0))),
+        baseline=ModelSpec(train=TrainConfig(model=StandardResNetConfig(base_width=8))),
         n_sets=5,
         set_size=100,
         runner=RunnerConfig(chunk_size=900, slots=128, segment=4),

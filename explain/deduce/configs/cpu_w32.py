@@ -11,6 +11,7 @@ Results are recorded in docs/results/cpu_w32.md.
 """
 
 from explain.deduce import ProtocolConfig
+from jaxcf.experiment import ModelSpec
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
@@ -18,11 +19,15 @@ from jaxcf.training import TrainConfig
 
 def get_config() -> ProtocolConfig:
     return ProtocolConfig(
-        train=TrainConfig(
-            model=ResNetConfig(base_width=32, coeff=4.0), epochs=5, lr_boundaries=(3.75,)
+        classifier=ModelSpec(
+            train=TrainConfig(
+                model=ResNetConfig(base_width=32, coeff=4.0), epochs=5, lr_boundaries=(3.75,)
+            )
         ),
-        baseline_train=TrainConfig(
-            model=StandardResNetConfig(base_width=32), epochs=5, lr_boundaries=(3.75,)
+        baseline=ModelSpec(
+            train=TrainConfig(
+                model=StandardResNetConfig(base_width=32), epochs=5, lr_boundaries=(3.75,)
+            )
         ),
         n_sets=5,
         set_size=100,

@@ -12,14 +12,14 @@ explain this one network, so the comparison isolates the methods.
 """
 
 from explain.deduce import ProtocolConfig
+from jaxcf.experiment import ModelSpec
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
 from jaxcf.runner import RunnerConfig
 
 
 def get_config() -> ProtocolConfig:
     return ProtocolConfig(
-        checkpoint="bundled:demo_resnet_w32",
-        train=None,
+        classifier=ModelSpec(checkpoint="bundled:demo_resnet_w32"),
         methods=(
             MethodSpec("deduce", DeDUCEConfig()),
             MethodSpec("jsma", JSMAConfig()),

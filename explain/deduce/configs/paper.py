@@ -8,6 +8,7 @@ GPU-sized.
 """
 
 from explain.deduce import ProtocolConfig
+from jaxcf.experiment import ModelSpec
 from jaxcf.models import ResNetConfig, StandardResNetConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
@@ -15,8 +16,8 @@ from jaxcf.training import TrainConfig
 
 def get_config() -> ProtocolConfig:
     return ProtocolConfig(
-        train=TrainConfig(model=ResNetConfig(base_width=64, coeff=4.0)),
-        baseline_train=TrainConfig(model=StandardResNetConfig(base_width=64)),
+        classifier=ModelSpec(train=TrainConfig(model=ResNetConfig(base_width=64, coeff=4.0))),
+        baseline=ModelSpec(train=TrainConfig(model=StandardResNetConfig(base_width=64))),
         n_sets=5,
         set_size=100,
         runner=RunnerConfig(chunk_size=4500, slots=1024, segment=4),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from explain.deduce import ProtocolConfig
 from jaxcf.core import load_config
+from jaxcf.experiment import ModelSpec
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, MethodSpec, REVISEConfig
 from jaxcf.runner import RunnerConfig
 
@@ -26,8 +27,7 @@ VAE = Path(__file__).resolve().parents[3] / "train" / "configs" / "vae_mnist.py"
 
 def get_config() -> ProtocolConfig:
     return ProtocolConfig(
-        checkpoint="bundled:demo_resnet_w32",
-        train=None,
+        classifier=ModelSpec(checkpoint="bundled:demo_resnet_w32"),
         methods=(
             MethodSpec("deduce", DeDUCEConfig()),
             MethodSpec("jsma", JSMAConfig()),
@@ -36,5 +36,5 @@ def get_config() -> ProtocolConfig:
         n_sets=1,
         set_size=100,
         runner=RunnerConfig(chunk_size=900, slots=128, segment=4),
-        vae_train=load_config(VAE),
+        vae=ModelSpec(train=load_config(VAE)),
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from explain.diffexplainer import DiffExplainerJob
 from jaxcf.core import load_config
+from jaxcf.experiment import ModelSpec
 from jaxcf.methods import DiffExplainerConfig
 from jaxcf.models import CNNConfig
 from jaxcf.training import AgentConfig, TrainConfig
@@ -20,16 +21,18 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def get_config() -> DiffExplainerJob:
     return DiffExplainerJob(
-        teacher=TrainConfig(
-            model=CNNConfig(num_classes=2),
-            dataset="pneumoniamnist",
-            optimizer="adam",
-            learning_rate=1e-3,
-            lr_boundaries=(),
-            epochs=10,
-            train_examples=4708,
+        teacher=ModelSpec(
+            train=TrainConfig(
+                model=CNNConfig(num_classes=2),
+                dataset="pneumoniamnist",
+                optimizer="adam",
+                learning_rate=1e-3,
+                lr_boundaries=(),
+                epochs=10,
+                train_examples=4708,
+            )
         ),
-        diffusion=load_config(ROOT / "train" / "configs" / "diffae_pneumonia.py"),
+        diffusion=ModelSpec(train=load_config(ROOT / "train" / "configs" / "diffae_pneumonia.py")),
         agent=AgentConfig(loss="l1", steps=3000),
         explain=DiffExplainerConfig(alphas=(0.05, 0.1, 0.2, 0.3, 0.5, 0.8), num_steps=50),
         queries=100,

@@ -2,14 +2,18 @@
 class: the one-step sampler (DVCE-style, gradient through the denoiser) with retried guidance
 scales, the DiME-style rollout on the first 50, and the unguided sample from the same start.
 
-    jaxcf explain explain/guided/configs/guided_mnist.py \
-        --workdir workdir/ddpm_mnist
+    jaxcf explain explain/guided/configs/guided_mnist.py --workdir workdir/guided_mnist
+
+The CNN (train/configs/cnn_mnist.py) and the DDPM (train/configs/ddpm_mnist.py, about 80
+minutes on 2 CPU cores) are trained into ``<workdir>/models`` when missing; a DDPM trained
+elsewhere is used with ``--config.diffusion.checkpoint=workdir/ddpm_mnist``.
 """
 
 from pathlib import Path
 
 from explain.guided import GuidedExplainConfig
 from jaxcf.core import load_config
+from jaxcf.experiment import ModelSpec
 from jaxcf.methods import GuidedDiffusionConfig
 from jaxcf.runner import RunnerConfig
 
@@ -28,7 +32,8 @@ START, NUM_STEPS, SCALES, DISTANCE = 0.6, 100, (50.0, 100.0, 200.0), 3.0
 def get_config() -> GuidedExplainConfig:
     common = dict(start=START, num_steps=NUM_STEPS, distance="l1", distance_weight=DISTANCE)
     return GuidedExplainConfig(
-        classifier=load_config(ROOT / "train" / "configs" / "cnn_mnist.py"),
+        classifier=ModelSpec(train=load_config(ROOT / "train" / "configs" / "cnn_mnist.py")),
+        diffusion=ModelSpec(train=load_config(ROOT / "train" / "configs" / "ddpm_mnist.py")),
         guided=GuidedDiffusionConfig(
             **common, guidance_scale=SCALES[0], schedule=SCALES[1:], clean_estimate="one_step"
         ),
