@@ -1,6 +1,6 @@
 """Where a DeDUCE search's time goes: the network against everything else, and the best slot count.
 
-    jaxcf bench profile_search --config.checkpoint=workdir/paper/model/checkpoint \
+    jaxcf bench profile_search --config.checkpoint=workdir/paper/models/classifier/checkpoint \
         --config.images=500
 
 Three measurements, each compiled first (compile time reported apart) and timed to

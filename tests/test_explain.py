@@ -20,6 +20,7 @@ from explain.deduce import (
     protocol_pairs,
     run_protocol,
 )
+from explain.deduce.ablation import AblationConfig
 from explain.diffexplainer import DiffExplainerJob
 from explain.guided import GuidedExplainConfig
 from jaxcf.core import Results, load_config
@@ -231,6 +232,9 @@ def test_config_files_load(path):
         model = config.diffusion.train.model
         assert denoiser_config_from_dict(dataclasses.asdict(model)) == model
         trains = [config.teacher.train]
+    elif isinstance(config, AblationConfig):
+        assert config.classifier.checkpoint is not None and config.variants
+        trains = []
     elif path.startswith("explain"):
         assert isinstance(config, ProtocolConfig)
         assert config.methods and all(isinstance(s, MethodSpec) for s in config.methods)

@@ -19,14 +19,13 @@ from jaxcf.core import FunctionClassifier
 from jaxcf.data import (
     ADULT_CONSTRAINTS,
     ADULT_SCHEMA,
-    SPLIT_SIZES,
     DataError,
     adult_transform,
     load_adult_table,
     load_dataset,
 )
 from jaxcf.data import _adult as adult_module
-from jaxcf.data._adult import FEATURES, parse_adult
+from jaxcf.data._adult import FEATURES, SPLIT_SIZES, parse_adult
 from jaxcf.tabular import (
     Column,
     Constraints,

@@ -546,11 +546,11 @@ def _evaluate_rows(
 def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     """Explains test queries with the trained generator and its peers; evaluates and reports.
 
-    Runs the generator (``num_cfs`` counterfactuals per query) and Wachter through
-    :func:`jaxcf.runner.run` (chunked, sharded over every device, resumable) and DiCE through
-    :class:`jaxcf.peers.dice.DicePeer`, into ``<workdir>/report/runs/``; evaluates every method
-    (validity, MMD^2 overall and per predicted class with one shared bandwidth, L1, L0,
-    constraint violations, diversity, seconds per counterfactual) and writes
+    Runs the generator (``num_cfs`` counterfactuals per query) and Wachter through the runner
+    (chunked, sharded over every device, resumable) and DiCE through
+    :class:`jaxcf.peers.dice.DicePeer`, into the run store ``<workdir>/runs`` (finished runs are
+    reused); evaluates every method (validity, MMD^2 overall and per predicted class with one shared
+    bandwidth, L1, L0, constraint violations, diversity, seconds per counterfactual) and writes
     ``<workdir>/report/{report.md, report.json}`` and figures.
 
     Returns:

@@ -46,7 +46,7 @@ class GuidedExplainConfig:
     """Attributes:
     classifier: the classifier to explain (trained into ``<workdir>/models/classifier`` when
       it names no checkpoint and that folder holds none).
-    diffusion: the diffusion model (likewise ``<workdir>/models/diffusion``; about an hour of
+    diffusion: the diffusion model (likewise ``<workdir>/models/diffusion``; about 80 minutes of
       training on 2 CPU cores for the MNIST DDPM).
     guided: the main sampler's config.
     rollout: the DiME-style sampler's config (``None``: skip it).

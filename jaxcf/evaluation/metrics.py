@@ -138,10 +138,6 @@ def chunked(fn: Callable, batch_size: int, *arrays: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-# The old private name, still imported by explain/aip/protocol.py; remove once it imports
-# ``chunked``.
-
-
 def outputs(classifier: Any, x: Any, batch_size: int = 512) -> np.ndarray:
     """``classifier.logits(x)`` as float32 ``[B, C]``, in jitted chunks."""
     x = _as_batch(x, "x").astype(np.float32)

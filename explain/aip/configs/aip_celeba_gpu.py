@@ -8,8 +8,8 @@ reports differ only in the generative models.
         --workdir workdir/aip_celeba_gpu
 
 Each model is trained into the workdir when missing; to train them side by side first:
-``jaxcf train train/configs/vae_celeba_gpu.py --workdir <workdir>/vae`` and
-``jaxcf train train/configs/attgan_celeba_gpu.py --workdir <workdir>/attgan``.
+``jaxcf train train/configs/vae_celeba_gpu.py --workdir <workdir>/models/vae`` and
+``jaxcf train train/configs/attgan_celeba_gpu.py --workdir <workdir>/models/attgan``.
 """
 
 import dataclasses
