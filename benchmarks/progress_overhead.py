@@ -33,7 +33,7 @@ from jaxcf.core import validation
 from jaxcf.data import load_mnist
 from jaxcf.methods import DeDUCEConfig, make, solve_pool
 from jaxcf.models import load_classifier
-from jaxcf.runner import _run
+from jaxcf.runner import _progress
 
 STEPPED = "runner, host-visible steps (progress within a chunk)"
 ONE_CALL = "runner, one call per pool stage (no progress within a chunk)"
@@ -69,20 +69,20 @@ def _runner_seconds(explainer, x, t, config) -> tuple[float, np.ndarray, int]:
     """Wall seconds of one runner call into a fresh directory, its counterfactuals and the
     number of progress updates it showed."""
     updates = []
-    show = _run._Progress.show
+    show = _progress.Progress.show
 
     def counting(self, done, solved):
         updates.append(done)
         show(self, done, solved)
 
-    _run._Progress.show = counting
+    _progress.Progress.show = counting
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             res = runner.run(explainer, x, t, tmp, config=config, progress=False)
             seconds = time.perf_counter() - start
     finally:
-        _run._Progress.show = show
+        _progress.Progress.show = show
     return seconds, res.x_cf, len(updates)
 
 

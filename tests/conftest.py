@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+from filelock import FileLock
 from flax import struct
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -31,7 +32,7 @@ jax.config.update("jax_num_cpu_devices", 4)
 _JIT_CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxcf-tests-jit-cache")
 )
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 1024**3))
 jax.config.update("jax_compilation_cache_dir", _JIT_CACHE)
 jax.config.update(
@@ -162,9 +163,11 @@ def adult_mlp(transform, *, hidden: int, **overrides):
 
 
 @pytest.fixture(scope="session")
-def trained_dir(tmp_path_factory):
+def trained_dir(tmp_path_factory, worker_id):
     """Work dir holding ``checkpoint/``: a SmallCNN trained for one epoch on 6,000 real MNIST
-    images, with its feature density."""
+    images, with its feature density. Trained once per test run: the xdist workers share it
+    through a folder beside their own temporary folders, the first to get the lock trains it
+    (training is deterministic, so which one does is immaterial)."""
     from jaxcf.models import CNNConfig
     from jaxcf.training import TrainConfig, train_and_evaluate
 
@@ -177,8 +180,12 @@ def trained_dir(tmp_path_factory):
         batch_size=64,
         train_examples=6000,
     )
-    workdir = tmp_path_factory.mktemp("cnn")
-    train_and_evaluate(config, workdir)
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent  # shared by the workers of a run
+    workdir = root / "shared_cnn"
+    with FileLock(str(root / "shared_cnn.lock")):
+        if not (workdir / "checkpoint").exists():
+            train_and_evaluate(config, workdir)
     return workdir
 
 

@@ -11,16 +11,10 @@ import numpy as np
 import pytest
 from flax import struct
 
-from explain.aip.protocol import (
-    AIPJob,
-    AugmentConfig,
-    _with_new_defaults,
-    attribute_ranking,
-    latent_perturbation,
-    run_aip_protocol,
-    run_augmentation,
-    score_methods,
-)
+from explain.aip import AIPJob, AugmentConfig, run_aip_protocol
+from explain.aip.attributes import attribute_ranking
+from explain.aip.augmentation import _with_new_defaults, run_augmentation
+from explain.aip.scores import latent_perturbation, score_methods
 from jaxcf.core import Results
 from jaxcf.experiment import RUNS_DIR, ModelSpec, model_dir
 from jaxcf.methods import (

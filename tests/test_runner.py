@@ -26,7 +26,7 @@ from jaxcf.methods import (
     deduce_search,
     make,
 )
-from jaxcf.runner import _run
+from jaxcf.runner import _progress
 from tests import runner_job
 from tests.conftest import FAKE_DEVICES, mesh
 
@@ -145,7 +145,7 @@ def test_progress_moves_within_a_chunk(trained, queries, tmp_path, monkeypatch):
     x, t = queries
     explainer = make("jsma", JSMAConfig(max_iter=60), classifier=model)
     events = []
-    show, chunk_done = _run._Progress.show, _run._Progress.chunk_done
+    show, chunk_done = _progress.Progress.show, _progress.Progress.chunk_done
 
     def recording_show(self, done, solved):
         show(self, done, solved)
@@ -155,8 +155,8 @@ def test_progress_moves_within_a_chunk(trained, queries, tmp_path, monkeypatch):
         events.append("chunk")
         chunk_done(self, rows, solved)
 
-    monkeypatch.setattr(_run._Progress, "show", recording_show)
-    monkeypatch.setattr(_run._Progress, "chunk_done", recording_chunk_done)
+    monkeypatch.setattr(_progress.Progress, "show", recording_show)
+    monkeypatch.setattr(_progress.Progress, "chunk_done", recording_chunk_done)
 
     def run(name, seconds):
         events.clear()

@@ -5,13 +5,9 @@ augmentation.
 Config files in ``configs/`` run with ``jaxcf explain explain/aip/configs/<name>.py --workdir W``
 from the repository root."""
 
-from explain.aip.protocol import (
-    DEFAULT_METHODS,
-    PAPER_ORDERING,
-    AIPJob,
-    AugmentConfig,
-    run_aip_protocol,
-)
+from explain.aip.job import DEFAULT_METHODS, AIPJob, AugmentConfig
+from explain.aip.protocol import run_aip_protocol
+from explain.aip.scores import PAPER_ORDERING
 
 __all__ = [
     "DEFAULT_METHODS",

@@ -6,21 +6,17 @@ Config files in ``configs/`` run with ``jaxcf explain explain/amortised/configs/
 W``
 from the repository root."""
 
-from explain.amortised.protocol import (
+from explain.amortised.config import DICE_METHODS, PEERS, TARGET_RULES, ExplainConfig
+from explain.amortised.evaluation import encoded_box
+from explain.amortised.job import (
     CLASSIFIER_DIR,
-    DICE_METHODS,
     GENERATOR_DIR,
-    PEERS,
-    PUBLISHED,
-    REPORT_DIR,
-    TARGET_RULES,
-    ExplainConfig,
     GeneratorJob,
-    encoded_box,
     load_models,
-    run_protocol,
     train_models,
 )
+from explain.amortised.protocol import REPORT_DIR, run_protocol
+from explain.amortised.report import PUBLISHED
 
 __all__ = [
     "CLASSIFIER_DIR",

@@ -5,17 +5,11 @@ arrays or from sources read a chunk at a time; several processes (hosts) through
 """
 
 from jaxcf.runner import distributed
-from jaxcf.runner._run import (
-    MANIFEST_FILE,
-    RunnerConfig,
-    data_mesh,
-    fingerprint,
-    load_results,
-    program_cache_size,
-    query_keys,
-    run,
-    run_source,
-)
+from jaxcf.runner._config import RunnerConfig, data_mesh
+from jaxcf.runner._keys import fingerprint, query_keys
+from jaxcf.runner._programs import program_cache_size
+from jaxcf.runner._record import MANIFEST_FILE, load_results
+from jaxcf.runner._run import run, run_source
 from jaxcf.runner._sources import (
     COLUMNS,
     SAMPLE_ROWS,

@@ -3,23 +3,12 @@ categories, mode-specific normalisation of numbers), constraints that hold exact
 increasing and fixed columns), and readable lists of what a counterfactual changed.
 """
 
+from jaxcf.tabular._activation import activate, numeric_value
+from jaxcf.tabular._changes import ARROW, changes, write_changes_csv
 from jaxcf.tabular._constraints import INCREASING_RTOL, Constraints, enforce, fixed_mask, violations
-from jaxcf.tabular._transform import (
-    ARROW,
-    FORMAT,
-    Block,
-    Column,
-    Layout,
-    NumericFit,
-    Schema,
-    Table,
-    TabularTransform,
-    activate,
-    changes,
-    fit_mixture_1d,
-    numeric_value,
-    write_changes_csv,
-)
+from jaxcf.tabular._mixture import NumericFit, fit_mixture_1d
+from jaxcf.tabular._schema import Block, Column, Layout, Schema, Table
+from jaxcf.tabular._transform import FORMAT, TabularTransform
 
 __all__ = [
     "ARROW",

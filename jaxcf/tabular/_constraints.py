@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcf.tabular._transform import Layout, Schema, Table, TabularTransform, numeric_value
+from jaxcf.tabular._activation import numeric_value
+from jaxcf.tabular._schema import Layout, Schema, Table
+from jaxcf.tabular._transform import TabularTransform
 
 Array = jax.Array
 

@@ -3,7 +3,7 @@ train/configs/cnn_celeba_{male,young}.py, the VAE of vae_celeba.py and the AttGA
 attgan_celeba.py (each trained into the workdir when missing, about 1 1/2 hours in all on 2 CPU
 cores); the five methods at their published settings (AIP and AIP_R: alpha 1.5, beta 0.9, mu 2,
 gamma 3, at most 500 iterations; REVISE and xGEMs with per-query Adam, 1,000 iterations) except two,
-both measured in explain/aip/protocol.py: REVISE's L1 weighted 0.1, not 1, and AIP's first steps on
+both measured in explain/aip/job.py: REVISE's L1 weighted 0.1, not 1, and AIP's first steps on
 the gender CNN 0.02 and 0.03, with the faces they leave unflipped retried at x3, x12, x48 (mu 2,
 gamma 3 wreck the faces: that run is kept beside it as ``aip_published``) on the first 500 test
 faces; AIP at the published steps on 200 test faces against

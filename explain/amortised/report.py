@@ -1,0 +1,198 @@
+"""The protocol's report in markdown: the main and per-class tables, the conventions of each
+metric, and the paper's numbers (:data:`PUBLISHED`) shown beside ours."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from explain.amortised.evaluation import Space, finite_mean
+
+# Van Looveren et al. (2021), the conditional generator's own results (their Tables 2 and 4).
+# ``class_mmd2`` is per class index (Adult: <=50K, >50K; ECG5000: normal, abnormal). Their
+# Adult L1 is on their own scaling of the numeric columns (not restated in the paper), so
+# compare our L1 with it loosely; L0 counts changed features.
+PUBLISHED: dict[str, dict[str, Any]] = {
+    "adult": {"mmd2": 0.021, "class_mmd2": (0.023, 0.015), "l1": 0.065, "l0": 2.13},
+    "ecg5000": {"class_mmd2": (0.096, 0.15)},
+}
+
+
+def conventions(space: Space) -> dict[str, str]:
+    """How each metric of the report is measured, by metric (the report's Conventions)."""
+    out = {
+        "validity": "argmax of the classifier on the counterfactual equals the target; "
+        "'validity' on the row as used (tabular: after decode -> encode), 'validity_raw' on "
+        "the method's own output",
+        "mmd2": "unbiased MMD^2 (Gaussian kernel) between all of a method's counterfactuals "
+        "and real training instances, in " + space.feature_space,
+        "class_mmd2": "per class c: counterfactuals the classifier predicts as c against "
+        "training instances labelled c (NaN/None with fewer than 2 on a side)",
+        "diversity": "mean pairwise distance among a query's num_cfs counterfactuals "
+        "(metrics.query_metrics), averaged over queries ('diversity_valid' in report.json: "
+        "among its valid ones, over queries with at least two)",
+        "seconds_per_cf": "steady state: the runner's chunk times without the first "
+        "(compiling) chunk, per counterfactual, end to end (host steps, transfers, chunk "
+        "files: on small models these dominate; benchmarks/amortised.py times the compute "
+        "alone); DiCE: its per-query wall time / num_cfs",
+    }
+    if space.kind == "tabular":
+        out["l1"] = (
+            "sum over the numeric columns of |value_cf - value_query| / (training std of "
+            "the column), on decoded rows, averaged over all counterfactuals"
+        )
+        out["l0"] = "features whose decoded value changed (categorical or numeric)"
+        out["violations"] = (
+            "immutable or fixed columns changed plus increasing columns lowered, summed over "
+            "counterfactuals (decoded rows)"
+        )
+        out["diversity"] += (
+            "; distance = standardised numeric L1 + number of categorical features that differ"
+        )
+    else:
+        out["l1"] = "mean |x_cf - x| per element, averaged over all counterfactuals"
+        out["diversity"] += "; distance = mean |a - b| per element"
+    return out
+
+
+def _fmt(v: Any, fmt: str, scale: float = 1.0) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "\u2014"
+    return format(v * scale, fmt)
+
+
+def main_table(doc: Mapping[str, Any], space: Space) -> str:
+    """The main table in markdown: one row per method, then the paper's row if it has one."""
+    tabular = space.kind == "tabular"
+    names = doc["class_names"]
+    per_class = len(names) <= 3
+    head = ["method", "queries", "cfs", "validity %"]
+    if tabular:
+        head += ["validity before projection %"]
+    head += ["MMD\u00b2"]
+    head += [f"class MMD\u00b2 {c}" for c in names] if per_class else ["class MMD\u00b2 (mean)"]
+    head += ["L1"] + (["L0", "violations"] if tabular else [])
+    head += ["diversity", "ms per cf", "generator speed-up"]
+    lines = ["| " + " | ".join(head) + " |", "| :--- |" + " ---: |" * (len(head) - 1)]
+    for label, m in doc["methods"].items():
+        cells = [label, str(m["queries"]), str(m["counterfactuals"])]
+        cells += [_fmt(m["validity"], ".1f", 100)]
+        if tabular:
+            cells += [_fmt(m["validity_raw"], ".1f", 100)]
+        cells += [_fmt(m["mmd2"], ".4f")]
+        if per_class:
+            cells += [_fmt(v, ".4f") for v in m["class_mmd2"]]
+        else:
+            cells += [
+                _fmt(finite_mean([np.nan if v is None else v for v in m["class_mmd2"]]), ".4f")
+            ]
+        cells += [_fmt(m["l1"], ".4f")]
+        if tabular:
+            cells += [_fmt(m["l0"], ".2f"), str(m["violations"])]
+        cells += [
+            _fmt(m["diversity"], ".3f"),
+            _fmt(m["seconds_per_cf"], ".3g", 1e3),
+            "1 (itself)"
+            if m["method"] == "generator"
+            else _fmt(m["generator_speedup"], ",.0f") + "x",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    pub = doc.get("published")
+    if pub:
+        cells = ["paper (generator)", "\u2014", "\u2014", "\u2014"]
+        if tabular:
+            cells += ["\u2014"]
+        cells += [_fmt(pub.get("mmd2"), ".4f")]
+        cls = pub.get("class_mmd2") or [None] * len(names)
+        cells += [_fmt(v, ".4f") for v in cls] if per_class else ["\u2014"]
+        cells += [_fmt(pub.get("l1"), ".4f")]
+        if tabular:
+            cells += [_fmt(pub.get("l0"), ".2f"), "0"]
+        cells += ["\u2014", "\u2014", "\u2014"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _class_table(doc: Mapping[str, Any]) -> str:
+    names = doc["class_names"]
+    head = ["method", *(f"{c}" for c in names)]
+    lines = ["| " + " | ".join(head) + " |", "| :--- |" + " ---: |" * len(names)]
+    for label, m in doc["methods"].items():
+        cells = [
+            f"{_fmt(v, '.4f')} ({n})"
+            for v, n in zip(m["class_mmd2"], m["class_counts"], strict=True)
+        ]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(doc: Mapping[str, Any], space: Space) -> str:
+    """``report.md`` from the report's dict (what ``report.json`` holds)."""
+    clf = doc["classifier"]
+    gen = doc["generator"]
+    bw = doc["bandwidth"]
+    peers = ", ".join(f"{p} on the first {k}" for p, k in doc["peer_queries"].items())
+    intro = (
+        f"Data set **{doc['dataset']}**: {doc['queries']} test queries (a seeded draw), target "
+        f"rule `{doc['target_rule']}`, {doc['num_cfs']} counterfactuals per query from the "
+        f"generator"
+        + (
+            f"; peers: {peers} (Wachter: one counterfactual per query, its search is deterministic)"
+            if peers
+            else ""
+        )
+        + ". "
+        f"Classifier: {(clf.get('model') or {}).get('kind')}, test accuracy "
+        f"{_fmt(clf.get('test_accuracy'), '.4f')}. Generator trained "
+        f"{gen.get('train_steps')} steps"
+        + (
+            f" (last validation: validity {_fmt(gen['last_validation'].get('val_validity'), '.3f')}"
+            f", L1 {_fmt(gen['last_validation'].get('val_l1'), '.4f')})"
+            if gen.get("last_validation")
+            else ""
+        )
+        + ".\n\n"
+        f"One kernel bandwidth for every method: s = {bw['value']:.4g}, the median heuristic on "
+        f"{bw['reference_instances']} real training instances in {bw['space']}. Rows "
+        "'generator (first k)' are the generator on the peers' queries, for a like-for-like "
+        "comparison.\n"
+    )
+    for note in doc.get("left_out", {}).values():
+        intro += f"\nNote: {note}.\n"
+    conv = "\n".join(f"* **{k}**: {v}" for k, v in doc["conventions"].items())
+    text = f"# Amortised counterfactual generator on {doc['dataset']}\n\n{intro}\n"
+    text += main_table(doc, space)
+    if doc.get("published"):
+        text += (
+            "\n'paper (generator)': Van Looveren et al. (2021), their conditional generator's "
+            "own numbers (other classifier, other training budget).\n"
+        )
+    real = doc["real_queries"]
+    text += (
+        f"\nFor scale: the {real['queries']} real test queries themselves (unchanged, by "
+        f"predicted class) give MMD\u00b2 {_fmt(real['mmd2'], '.4f')}, class MMD\u00b2 "
+        + " / ".join(_fmt(v, ".4f") for v in real["class_mmd2"])
+        + ".\n"
+    )
+    text += "\nClass MMD\u00b2 per predicted class (counterfactuals predicted as the class):\n\n"
+    text += _class_table(doc)
+    soft = doc.get("soft_targets")
+    if soft:
+        text += (
+            f"\n## Soft targets\n\nThe same generator (trained on flips only) on the first "
+            f"{soft['queries']} queries with soft targets ({soft['rule']}): the classifier's "
+            f"probability of the flip class lands within {soft['mae']:.3f} of p on average "
+            f"(median {soft['median_abs_error']:.3f}; Pearson r "
+            f"{_fmt(soft['pearson_r'], '.3f')}; before explaining, the mean gap was "
+            f"{soft['mae_before']:.3f}); {100 * soft['within_tolerance']:.1f}% are within the "
+            f"total-variation tolerance {soft['tolerance']}.\n\n![soft targets]"
+            f"({soft['figure']})\n"
+        )
+    text += f"\n## Conventions\n\n{conv}\n\n## Figures\n\n"
+    for f in doc["figures"]:
+        if soft and f == soft["figure"]:
+            continue  # shown with its section
+        text += f"![{f}]({f})\n\n" if f.endswith(".png") else f"* [{f}]({f})\n\n"
+    return text
