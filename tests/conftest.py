@@ -26,9 +26,11 @@ jax.config.update("jax_num_cpu_devices", 4)
 # the same programs again; on 2 cores compiling is most of the suite's time, and reading an
 # executable back takes milliseconds. The environment variables carry the cache into those
 # subprocesses; the cache keys hold the program, the devices and the jax version, so a stale
-# entry is never read. Programs with host callbacks are never cached (jax's rule). Only
-# programs that took a second or more to compile are written: at 0.05 s the run wrote ~2,850
-# entries and the file writes cost as much system time as the reads saved.
+# entry is never read. Programs with host callbacks are never cached (jax's rule). Programs
+# that took 0.2 s or more to compile are written: from a cold cache on 2 cores the suite took
+# 11:57 at 0.2 s (1,300 entries), 12:16 at 0.05 s (2,800 entries: the writes cost more than
+# the reads save) and 14:00 at 1 s (before the workers shared the trained CNN). With a size
+# limit set, jax reads nothing back without the filelock package (the dev extra).
 _JIT_CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxcf-tests-jit-cache")
 )
