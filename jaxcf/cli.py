@@ -31,7 +31,15 @@ import jax
 from jaxcf._version import __version__
 from jaxcf.core import write_json_atomic
 from jaxcf.core.config_file import add_config_argument, load_config, parse_args
-from jaxcf.experiment import Experiment, train, trainable
+from jaxcf.experiment import (
+    HTML_DIR,
+    REPORT_DIR,
+    RUNS_DIR,
+    Experiment,
+    train,
+    trainable,
+    write_html_report,
+)
 from jaxcf.methods import describe, method_names
 from jaxcf.models import ATTGAN_KIND, checkpoint
 from jaxcf.runner import distributed
@@ -137,8 +145,26 @@ def _explain(argv: list[str]) -> int:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     _record(args.workdir, args.config, argv)
     config.run(args.workdir)
+    _html(args.workdir, config)
     _print_report(args.workdir)
     return 0
+
+
+def _html(workdir: Path, config: object, *, again: bool = False) -> None:
+    """The browsable report of an experiment that does not write one itself: every finished
+    run of its run store (``again``: rewritten even when one is there)."""
+    out = workdir / REPORT_DIR / HTML_DIR / "index.html"
+    if jax.process_index() != 0 or getattr(config, "writes_html", False):
+        return
+    if out.is_file() and not again:
+        return
+    store = getattr(config, "runs", None) or workdir / RUNS_DIR
+    try:
+        path = write_html_report(workdir, store=store, title=getattr(config, "title", "Runs"))
+    except ValueError as exc:  # no runs in the store: an experiment that keeps its own
+        print(f"no HTML report: {exc}", flush=True)
+        return
+    print(f"wrote {path}", flush=True)
 
 
 def _record(workdir: Path, config_path: str, argv: list[str]) -> None:
@@ -157,7 +183,7 @@ def _record(workdir: Path, config_path: str, argv: list[str]) -> None:
 
 
 def _print_report(workdir: Path) -> None:
-    path = workdir / "report" / "report.md"
+    path = workdir / REPORT_DIR / "report.md"
     if jax.process_index() == 0 and path.is_file():
         print(f"\nwrote {path}", flush=True)
 
@@ -172,6 +198,9 @@ def _report(argv: list[str]) -> int:
         "evaluates the finished runs again; nothing is recomputed that is already there.",
     )
     parser.add_argument("workdir", type=Path, help="a workdir of jaxcf explain")
+    parser.add_argument(
+        "--html", action="store_true", help="write the browsable HTML report again too"
+    )
     args = parser.parse_args(argv)
     record = args.workdir / EXPERIMENT_FILE
     if not record.is_file():
@@ -184,6 +213,7 @@ def _report(argv: list[str]) -> int:
         parser.error(f"cannot rebuild the experiment's config: {e}")
     report = getattr(config, "report", None)
     (report if callable(report) else config.run)(args.workdir)
+    _html(args.workdir, config, again=args.html)
     _print_report(args.workdir)
     return 0
 

@@ -14,6 +14,7 @@ import pytest
 from jaxcf import cli
 from jaxcf.core import Results
 from jaxcf.experiment import (
+    HTML_DIR,
     REPORT_DIR,
     RUNS_DIR,
     DataSpec,
@@ -27,6 +28,7 @@ from jaxcf.experiment import (
     run_key,
     targets_by_rule,
     train,
+    write_html_report,
 )
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, MethodSpec, make
 from jaxcf.models import CNNConfig
@@ -150,6 +152,12 @@ def test_the_generic_experiment_runs_reports_and_reuses_its_runs(trained_dir, tm
     assert "# A user's experiment" in (report / "report.md").read_text()
     for png in ("grid.png", "l0.png"):
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = tmp_path / REPORT_DIR / HTML_DIR / "index.html"
+    assert html.is_file() and "user" in (html.parent / "data" / "site.js").read_text()
+    # The generic HTML report of any run store (what jaxcf report --html writes for protocols
+    # that do not write their own): every finished run, labelled by its folder.
+    generic = write_html_report(tmp_path / "generic", store=tmp_path / RUNS_DIR, title="runs")
+    assert generic.is_file() and (generic.parent / "data" / "site.js").is_file()
     runs = sorted((tmp_path / RUNS_DIR).iterdir())
     assert [p.name.rsplit("-", 1)[0] for p in runs] == ["deduce", "fgsm"]
     deduce = Results.load(runs[0])

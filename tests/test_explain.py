@@ -21,6 +21,7 @@ from explain.deduce import (
     run_protocol,
 )
 from explain.deduce.ablation import AblationConfig
+from explain.density import DensityComparison
 from explain.diffexplainer import DiffExplainerJob
 from explain.guided import GuidedExplainConfig
 from jaxcf.core import Results, load_config
@@ -232,6 +233,8 @@ def test_config_files_load(path):
         model = config.diffusion.train.model
         assert denoiser_config_from_dict(dataclasses.asdict(model)) == model
         trains = [config.teacher.train]
+    elif isinstance(config, DensityComparison):
+        trains = [config.classifier.train]
     elif isinstance(config, AblationConfig):
         assert config.classifier.checkpoint is not None and config.variants
         trains = []

@@ -385,7 +385,7 @@ def test_classifier_without_features_is_a_clear_error(trained, queries):
     clf = FunctionClassifier(
         lambda p, xb: xb.reshape(xb.shape[0], -1) @ p, jnp.zeros((784, 10)), domain=(0.0, 1.0)
     )
-    with pytest.raises(TypeError, match="without features_fn"):
+    with pytest.raises(TypeError, match="lacks features, head"):
         deduce(clf, density, x, t, DEDUCE)
     with pytest.raises(TypeError, match="logits"):
         jsma(object(), x, t, JSMA)

@@ -83,6 +83,8 @@ class ProtocolConfig:
             if value is not None and not isinstance(value, ModelSpec):
                 raise TypeError(f"ProtocolConfig.{name} must be a ModelSpec, got {value!r}")
 
+    writes_html = True  # run_protocol writes the browsable report itself
+
     def run(self, workdir: str | Path) -> dict[str, Any]:
         """Runs the protocol into ``workdir`` (see :func:`run_protocol`)."""
         return run_protocol(self, workdir)
@@ -205,6 +207,14 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         extra=extra,
         grid=config.grid_queries,
         pred=lambda xs: metrics.predict(model, xs),
+    )
+    experiment.write_html_report(
+        workdir,
+        results,
+        evaluation=evaluation,
+        title=f"DeDUCE protocol: {len(x)} pairs",
+        source=metrics.predict(model, x),
+        class_names=test.class_names,
     )
     print("\n" + report.format_table(evaluation["summaries"], PUBLISHED), flush=True)
     common = evaluation["common"]

@@ -23,10 +23,14 @@ from jaxcf.core._explainer import (
     tree_where,
 )
 from jaxcf.core._files import (
+    CHECKSUM_MEMBER,
+    DamagedFileError,
+    npz_problem,
     read_npy_header,
     to_jsonable,
     write_atomic,
     write_json_atomic,
+    write_npz,
     write_text_atomic,
 )
 from jaxcf.core._precision import PRECISIONS, MixedPrecision, check_precision, with_precision
@@ -36,10 +40,12 @@ from jaxcf.core.config_file import load_config, override, override_all
 
 __all__ = [
     "ARRAY_FIELDS",
+    "CHECKSUM_MEMBER",
     "PRECISIONS",
     "RESULT_FILE",
     "CFResult",
     "Classifier",
+    "DamagedFileError",
     "Explainer",
     "FunctionClassifier",
     "MixedPrecision",
@@ -57,6 +63,7 @@ __all__ = [
     "explain_batch",
     "is_pytree_of_arrays",
     "load_config",
+    "npz_problem",
     "override",
     "override_all",
     "per_query_keys",
@@ -69,6 +76,7 @@ __all__ = [
     "with_precision",
     "write_atomic",
     "write_json_atomic",
+    "write_npz",
     "write_record",
     "write_text_atomic",
 ]

@@ -94,6 +94,9 @@ def as_pure(classifier: Any, *, need_features: bool = False) -> Any:
     """
     required = ("logits", "features", "head") if need_features else ("logits",)
     missing = [name for name in required if not callable(getattr(classifier, name, None))]
+    if isinstance(classifier, FunctionClassifier):  # its methods exist; its functions may not
+        given = {"features": classifier.features_fn, "head": classifier.head_fn}
+        missing += [name for name in required if name in given and given[name] is None]
     if missing:
         raise TypeError(
             f"classifier {type(classifier).__name__} lacks {', '.join(missing)}: a classifier "

@@ -110,6 +110,10 @@ class PureModule(_Forwarding):
             domain=tuple(domain) if domain is not None else None,
         )
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Calls the module itself (its ``__call__``), on a throw-away copy like every method."""
+        return self._rebuild()(*args, **kwargs)
+
     def _rebuild(self) -> nnx.Module:
         states = (self.state,) if self.rng is None else (self.rng.value, self.state)
         return nnx.merge(self.graphdef, *states)

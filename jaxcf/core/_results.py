@@ -11,6 +11,12 @@ metadata as JSON text in ``meta_json``) and loads without pickle. Its members ar
 uncompressed, so :meth:`Results.load` with ``mmap=True`` maps the arrays from the file instead of
 reading them, and :func:`write_record` writes a record a block of rows at a time: records larger
 than memory are written and read with bounded memory.
+
+The last member, ``sha256``, is the SHA-256 of all the others (see
+:func:`~jaxcf.core.write_npz`): :meth:`Results.load` checks it first, a block at a time, and
+raises :class:`~jaxcf.core.DamagedFileError` naming the file rather than returning a truncated
+or garbled record. Records written before checksums existed have none and still load (checked
+against zip's CRC-32 of each member).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import struct
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,7 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from jaxcf.core._files import read_npy_header, to_jsonable, write_atomic
+from jaxcf.core._files import (
+    CHECKSUM_MEMBER,
+    NpzWriter,
+    check_npz,
+    member_offset,
+    read_npy_header,
+    to_jsonable,
+    write_atomic,
+    write_npz,
+)
 
 RESULT_FILE = "results.npz"
 ARRAY_FIELDS = ("x", "target", "x_cf", "success", "n_iter", "score", "query", "cf", "group")
@@ -146,16 +160,28 @@ class Results:
         """Writes the record atomically to ``path`` (a directory gets ``results.npz`` in it)."""
         path = _file(path, must_exist=False)
         arrays = self.to_arrays()
-        return write_atomic(path, lambda f: np.savez(f, **arrays))
+        return write_atomic(path, lambda f: write_npz(f, arrays))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> Results:
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Results:
         """Reads a record written by :meth:`save` (or by the runner into a directory).
 
-        With ``mmap=True`` the arrays are read-only memory maps of the file: nothing is read
-        until used, so a record larger than memory can be opened and sliced.
+        With ``mmap=True`` the arrays are read-only memory maps of the file: nothing is kept
+        in memory until used, so a record larger than memory can be opened and sliced.
+
+        With ``verify=True`` the file is first checked against the checksum stored in it: one
+        sequential read of the whole file, 1 MiB at a time (about a second per GB on one
+        core). ``verify=False`` skips that read for a file known to be whole.
+
+        Raises:
+          FileNotFoundError: no record at ``path``.
+          DamagedFileError: the file is truncated or fails its checksum (the message names the
+            file and what is wrong).
+          ValueError: the file holds no results record.
         """
         path = _file(path, must_exist=True)
+        if verify:
+            check_npz(path)
         if mmap:
             return cls.from_arrays(_mapped_members(path))
         with np.load(path, allow_pickle=False) as f:
@@ -183,6 +209,8 @@ def write_record(
 ) -> Path:
     """Writes a record of ``rows`` rows a block at a time, atomically; memory stays at a block.
 
+    The checksum the file ends with is computed as the blocks go by (nothing is read back).
+
     Args:
       path: the ``results.npz`` file (a directory gets one in it).
       rows: rows of the record.
@@ -202,10 +230,10 @@ def write_record(
     meta_text = json.dumps(to_jsonable({"timings": timings, "meta": meta}), allow_nan=False)
 
     def write(f):
-        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with NpzWriter(f) as npz:
             for name, (shape, dtype) in fields.items():
                 dtype = np.dtype(dtype)
-                with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                with npz.member(name) as member:
                     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
                     np.lib.format.write_array_header_2_0(
                         member, {**header, "shape": (rows, *shape)}
@@ -219,13 +247,9 @@ def write_record(
                         member.write(np.ascontiguousarray(block, dtype).tobytes())
                     if done != rows:
                         raise ValueError(f"{name}: {done} rows written, {rows} expected")
-            with zf.open(_META + ".npy", "w") as member:
-                np.lib.format.write_array(member, np.asarray(meta_text), allow_pickle=False)
+            npz.array(_META, np.asarray(meta_text))
 
     return write_atomic(path, write)
-
-
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local file header
 
 
 def _mapped_members(path: Path) -> dict[str, np.ndarray]:
@@ -235,12 +259,11 @@ def _mapped_members(path: Path) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
         for info in zf.infolist():
             name = info.filename.removesuffix(".npy")
+            if name == CHECKSUM_MEMBER:
+                continue  # checked by check_npz; no field of the record
             if info.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{path}: member {name} is compressed; load without mmap")
-            raw.seek(info.header_offset)
-            fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
-            start = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]
-            raw.seek(start)
+            raw.seek(member_offset(raw, info))
             shape, fortran, dtype = read_npy_header(raw)
             if not shape or fortran or dtype.hasobject:
                 with zf.open(info) as member:

@@ -42,6 +42,14 @@ from jaxcf.data._mnist import (
     find_idx_files,
     load_mnist,
 )
+from jaxcf.data._readers import (
+    IMAGE_SUFFIXES,
+    DatasetReader,
+    ImageFolder,
+    NpyFolder,
+    RowReader,
+    TFDSSplit,
+)
 from jaxcf.data._registry import (
     DatasetSpec,
     dataset_names,
@@ -50,6 +58,7 @@ from jaxcf.data._registry import (
     register_dataset,
     unregister_dataset,
 )
+from jaxcf.data._tables import TableFile, read_table, table_schema, typed_table
 
 __all__ = [
     "ADULT_CONSTRAINTS",
@@ -59,14 +68,21 @@ __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_SOURCES",
     "FASHION_MNIST_CLASS_NAMES",
+    "IMAGE_SUFFIXES",
     "MNIST_CLASS_NAMES",
     "SPLIT_SIZES",
     "CelebADataset",
     "DataError",
     "Dataset",
+    "DatasetReader",
     "DatasetSpec",
     "ECG5000Dataset",
+    "ImageFolder",
+    "NpyFolder",
+    "RowReader",
     "Standardization",
+    "TFDSSplit",
+    "TableFile",
     "adult_transform",
     "dataset_names",
     "dataset_spec",
@@ -86,6 +102,9 @@ __all__ = [
     "read_idx_images",
     "read_idx_labels",
     "read_medmnist_npz",
+    "read_table",
     "register_dataset",
+    "table_schema",
+    "typed_table",
     "unregister_dataset",
 ]

@@ -20,7 +20,15 @@ trained in one process beforehand; process 0 alone evaluates and writes the repo
 (:func:`is_main_process`).
 """
 
-from jaxcf.experiment._config import DataSpec, ExperimentConfig, is_main_process
+from jaxcf.experiment._config import ExperimentConfig, TargetsFile, is_main_process
+from jaxcf.experiment._data import (
+    TFDS,
+    DataSpec,
+    ImageFiles,
+    NpyFiles,
+    QueryRows,
+    TableFile,
+)
 from jaxcf.experiment._evaluate import evaluate
 from jaxcf.experiment._models import (
     KINDS,
@@ -34,7 +42,14 @@ from jaxcf.experiment._models import (
     resolve_model,
 )
 from jaxcf.experiment._protocol import Experiment
-from jaxcf.experiment._report import REPORT_DIR, grid_rows, write_report
+from jaxcf.experiment._report import (
+    HTML_DIR,
+    REPORT_DIR,
+    grid_rows,
+    stored_runs,
+    write_html_report,
+    write_report,
+)
 from jaxcf.experiment._runs import (
     RUNS_DIR,
     run_dir,
@@ -51,18 +66,27 @@ from jaxcf.experiment._targets import (
     targets_by_rule,
 )
 from jaxcf.experiment._train import train, trainable
+from jaxcf.experiment._user_model import UserModel
 
 __all__ = [
+    "HTML_DIR",
     "KINDS",
     "MODELS_DIR",
     "REPORT_DIR",
     "RULES",
     "RUNS_DIR",
+    "TFDS",
     "DataSpec",
     "Experiment",
     "ExperimentConfig",
+    "ImageFiles",
     "LoadedModel",
     "ModelSpec",
+    "NpyFiles",
+    "QueryRows",
+    "TableFile",
+    "TargetsFile",
+    "UserModel",
     "checkpoint_path",
     "ensure_trained",
     "evaluate",
@@ -79,8 +103,10 @@ __all__ = [
     "run_methods",
     "soft_targets",
     "steady_timing",
+    "stored_runs",
     "targets_by_rule",
     "train",
     "trainable",
+    "write_html_report",
     "write_report",
 ]

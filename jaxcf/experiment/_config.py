@@ -30,52 +30,25 @@ import numpy as np
 
 from jaxcf import report
 from jaxcf.core import to_jsonable, validation
-from jaxcf.data import load_dataset
+from jaxcf.data import RowReader
 from jaxcf.evaluation import metrics
+from jaxcf.experiment._data import DataSpec, QueryRows, TableFile, blocks
 from jaxcf.experiment._evaluate import evaluate
-from jaxcf.experiment._models import ModelSpec, ensure_trained, resolve_model
-from jaxcf.experiment._report import REPORT_DIR, write_report
+from jaxcf.experiment._models import MODELS_DIR, ModelSpec, ensure_trained, resolve_model
+from jaxcf.experiment._report import REPORT_DIR, write_html_report, write_report
+from jaxcf.experiment._resources import fit_to_data, fitted_density, needs
 from jaxcf.experiment._runs import run_methods
 from jaxcf.experiment._targets import RULES, every_other_class, targets_by_rule
+from jaxcf.experiment._user_model import UserModel
 from jaxcf.methods import MethodSpec
-from jaxcf.models import checkpoint
+from jaxcf.models import DensityConfig, checkpoint
 from jaxcf.runner import RunnerConfig
+from jaxcf.tabular import violations
 
 
 def is_main_process() -> bool:
     """Whether this process evaluates and writes reports (process 0 of a multi-process job)."""
     return jax.process_index() == 0
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """The queries: a registered data set's split, the first ``queries`` of a seeded permutation.
-
-    Attributes:
-      dataset: a registered data set (``jaxcf.dataset_names()``).
-      split: its split.
-      queries: how many (``None``: all of the split).
-      seed: seeds the permutation the queries are drawn from.
-    """
-
-    dataset: str
-    split: str = "test"
-    queries: int | None = 100
-    seed: int = 0
-
-    def __post_init__(self):
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise ValueError(f"DataSpec.dataset must name a data set, got {self.dataset!r}")
-        if self.queries is not None:
-            validation.at_least(self, 1, "queries")
-        validation.at_least(self, 0, "seed")
-
-    def draw(self) -> tuple[np.ndarray, np.ndarray, Any]:
-        """``(x [N, ...], labels [N], dataset)``: the queries and their true labels."""
-        data = load_dataset(self.dataset, self.split)
-        n = len(data.inputs) if self.queries is None else min(self.queries, len(data.inputs))
-        order = np.random.default_rng(self.seed).permutation(len(data.inputs))[:n]
-        return np.asarray(data.inputs[order]), np.asarray(data.labels[order]), data
 
 
 def _infer_kind(path: Path) -> str:
@@ -94,21 +67,49 @@ def _infer_kind(path: Path) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetsFile:
+    """Targets given per row of the data's split, in a ``.npy`` file: ``[N]`` class indices,
+    ``[N, C]`` class distributions or ``[N]`` float regression values (row ``i`` is the target
+    of the split's row ``i``; the queries take theirs).
+
+    Attributes:
+      path: the ``.npy`` file.
+    """
+
+    path: str
+
+    def load(self, n: int) -> np.ndarray:
+        """The array, checked to have one target per row of an ``n``-row split."""
+        target = np.load(self.path, allow_pickle=False)
+        if len(target) != n:
+            raise ValueError(f"{self.path} holds {len(target)} targets for {n} rows")
+        return target
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """An explanation experiment: a classifier, queries from a data set, targets by rule,
     methods, and a report.
 
     Attributes:
-      classifier: the classifier to explain (its feature density, if it has one, is the
-        ``"density"`` resource DeDUCE needs and scores realism).
-      data: where the queries come from.
+      classifier: the classifier to explain: one of jaxcf's checkpoints (a
+        :class:`~jaxcf.experiment.ModelSpec`) or the user's own
+        (:class:`~jaxcf.experiment.UserModel`: an NNX factory and checkpoint, a Linen module
+        and its variables, a plain function).
+      data: where the queries come from (:class:`~jaxcf.experiment.DataSpec`).
       methods: the methods, in order (the first is compared pair by pair with each other one).
       targets: the target rule (:data:`jaxcf.experiment.RULES`: ``"other"`` explains each query
         towards every class but its prediction, ``"flip"``, ``"next"``, ``"second"``,
-        ``"opposite"``) or a class index for every query.
+        ``"opposite"``), a class index for every query, or a :class:`TargetsFile`.
       models: more models the methods need, by resource name (``(("vae", ModelSpec(...)),)``
         for REVISE and xGEMs; ``"attribute_model"``, ``"diffusion"``, ``"generator"``,
         ``"agent"``); each model's family is read from its checkpoint.
+      density: how DeDUCE's class-conditional feature density is fitted when a method needs one
+        and the classifier's checkpoint has none (on the classifier's features of the data's
+        training split, kept in ``<workdir>/models/density``), or ``None`` to never fit one.
+        Shrinkage by default: a plain network's features (ReLU units that never fire, more
+        units than samples per class) make the full fit degenerate (see
+        :class:`~jaxcf.models.DensityConfig`).
       num_cfs: counterfactuals per query.
       seed: the runner's seed (per-query keys are folded from it).
       runner: chunking and slots.
@@ -120,11 +121,12 @@ class ExperimentConfig:
       progress: progress bars and messages.
     """
 
-    classifier: ModelSpec
+    classifier: ModelSpec | UserModel
     data: DataSpec
     methods: tuple[MethodSpec, ...]
-    targets: str | int = "other"
+    targets: str | int | TargetsFile = "other"
     models: tuple[tuple[str, ModelSpec], ...] = ()
+    density: DensityConfig | None = DensityConfig(method="shrinkage")
     num_cfs: int = 1
     seed: int = 0
     runner: RunnerConfig = RunnerConfig()
@@ -134,15 +136,21 @@ class ExperimentConfig:
     grid: int = 6
     progress: bool = True
 
+    writes_html = True  # ``jaxcf explain`` need not write the generic HTML report
+
     def __post_init__(self):
-        for name, kind in (("classifier", ModelSpec), ("data", DataSpec)):
-            if not isinstance(getattr(self, name), kind):
-                raise TypeError(f"ExperimentConfig.{name} must be a {kind.__name__}")
+        if not isinstance(self.classifier, ModelSpec | UserModel):
+            raise TypeError("ExperimentConfig.classifier must be a ModelSpec or a UserModel")
+        if not isinstance(self.data, DataSpec):
+            raise TypeError("ExperimentConfig.data must be a DataSpec")
         object.__setattr__(self, "methods", tuple(self.methods))
         if not self.methods or not all(isinstance(m, MethodSpec) for m in self.methods):
             raise ValueError("ExperimentConfig.methods must be a non-empty tuple of MethodSpecs")
         if isinstance(self.targets, str) and self.targets not in RULES:
-            raise ValueError(f"ExperimentConfig.targets must be one of {RULES} or a class index")
+            raise ValueError(
+                f"ExperimentConfig.targets must be one of {RULES}, a class index or a "
+                f"TargetsFile, got {self.targets!r}"
+            )
         object.__setattr__(self, "models", tuple(tuple(m) for m in self.models))
         for entry in self.models:
             if len(entry) != 2 or not isinstance(entry[1], ModelSpec):
@@ -150,47 +158,105 @@ class ExperimentConfig:
         names = [n for n, _ in self.models]
         if len(set(names)) != len(names) or {"classifier", "density"} & set(names):
             raise ValueError(f"ExperimentConfig.models: names must be distinct and new: {names}")
+        if self.density is not None and not isinstance(self.density, DensityConfig):
+            raise TypeError("ExperimentConfig.density must be a DensityConfig or None")
         validation.at_least(self, 1, "num_cfs", "grid")
         validation.at_least(self, 0, "seed")
 
-    def resources(self, workdir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The methods' resources (models found or trained) and a JSON-ready summary of each."""
+    def load_classifier(self, workdir: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+        """``(classifier, density or None, summary)``: the classifier found, trained or loaded
+        from the user's code."""
+        if isinstance(self.classifier, UserModel):
+            return self.classifier.load(), None, self.classifier.summary()
         clf = resolve_model("classifier", "classifier", self.classifier, workdir)
-        resources: dict[str, Any] = {"classifier": clf.model}
-        if clf.density is not None:
-            resources["density"] = clf.density
-        info = {"classifier": clf.summary()}
+        return clf.model, clf.density, clf.summary()
+
+    def resources(
+        self, workdir: str | Path, reader: RowReader | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The methods' resources (models found or trained; a density fitted when a method
+        needs one) and a JSON-ready summary of each."""
+        workdir = Path(workdir)
+        reader = reader or self.data.open()
+        classifier, density, summary = self.load_classifier(workdir)
+        classifier = fit_to_data(classifier, reader)
+        resources: dict[str, Any] = {"classifier": classifier}
+        info = {"classifier": summary}
+        if density is None and "density" in needs(self.methods) and self.density is not None:
+            density, info["density"] = fitted_density(
+                classifier,
+                self.data,
+                workdir / MODELS_DIR / "density",
+                self.density,
+                progress=self.progress,
+            )
+        if density is not None:
+            resources["density"] = density
         for name, spec in self.models:
             kind = _infer_kind(ensure_trained(name, spec, workdir))
-            context = {"classifier": clf.model} if kind == "generator" else {}
+            context = {"classifier": classifier} if kind == "generator" else {}
             if kind == "agent":
-                context = {"teacher": clf.model}
+                context = {"teacher": classifier}
             loaded = resolve_model(name, kind, spec, workdir, **context)
             resources[name] = loaded.model
             info[name] = loaded.summary()
         return resources, info
+
+    def queries(self, classifier: Any, reader: RowReader) -> QueryRows:
+        """The query source: the data's query rows, each with its targets by the rule."""
+        rows = self.data.rows(reader)
+        if isinstance(self.targets, TargetsFile):
+            return QueryRows(reader, rows, self.targets.load(len(reader))[rows])
+        logits = np.concatenate(
+            [metrics.outputs(classifier, x) for x in blocks(reader, rows)], axis=0
+        )
+        pred = np.argmax(logits, axis=-1)
+        num_classes = logits.shape[-1]
+        if self.targets == "other":
+            index, target = every_other_class(pred, num_classes)
+            return QueryRows(reader, rows[index], target, source_class=pred[index])
+        target = targets_by_rule(self.targets, pred, num_classes, seed=self.seed, logits=logits)
+        return QueryRows(reader, rows, target, source_class=pred)
+
+    def constraint_violations(self, results: Any, reader: RowReader) -> dict[str, Any]:
+        """For a table with constraints: per method, the rows whose decoded counterfactual
+        breaks one, and the broken columns in all (``{}`` for other data)."""
+        table = self.data.source
+        if not isinstance(table, TableFile) or not (
+            table.immutable or table.increasing or table.fixed
+        ):
+            return {}
+        transform = reader.transform
+        out = {}
+        for label, r in results.items():
+            counts = violations(
+                transform,
+                transform.decode(np.asarray(r.x)),
+                transform.decode(np.asarray(r.x_cf)),
+                table.constraints,
+                fixed=table.fixed or None,
+            )
+            out[label] = {
+                "rows": int(len(counts)),
+                "rows_violating": int((counts > 0).sum()),
+                "violations": int(counts.sum()),
+            }
+        return out
 
     def run(self, workdir: str | Path) -> dict[str, Any]:
         """Finds or trains the models, runs every method (reusing finished runs), evaluates and
         writes ``<workdir>/report/``; returns what ``metrics.json`` holds (``{}`` in processes
         other than the first)."""
         workdir = Path(workdir)
-        resources, models = self.resources(workdir)
+        reader = self.data.open()
+        resources, models = self.resources(workdir, reader)
         classifier = resources["classifier"]
-        x, labels, data = self.data.draw()
-        pred = metrics.predict(classifier, x)
-        num_classes = int(np.asarray(classifier.logits(x[:1])).shape[-1])
-        if self.targets == "other":
-            index, target = every_other_class(pred, num_classes)
-            x, labels, pred = x[index], labels[index], pred[index]
-        else:
-            logits = np.asarray(classifier.logits(x)) if self.targets == "second" else None
-            target = targets_by_rule(self.targets, pred, num_classes, seed=self.seed, logits=logits)
+        source = self.queries(classifier, reader)
         results = run_methods(
             self.methods,
             resources,
-            x,
-            target,
+            source,
+            None,
             workdir,
             config=self.runner,
             num_cfs=self.num_cfs,
@@ -207,11 +273,18 @@ class ExperimentConfig:
             realism=None if density is None else (classifier, density),
             common_over=self.common_over,
         )
+        constraints = self.constraint_violations(results, reader)
+        rule = self.targets if not isinstance(self.targets, TargetsFile) else self.targets.path
         intro = (
-            f"{len(x)} (query, target) pairs: {self.data.queries or 'all'} queries from "
-            f"{self.data.dataset} ({self.data.split}), targets by rule {self.targets!r}, "
-            f"{self.num_cfs} counterfactual(s) each."
+            f"{len(source)} (query, target) pairs: {len(np.unique(source.rows))} queries from "
+            f"{self.data.name} ({self.data.split}), targets by {rule!r}, {self.num_cfs} "
+            "counterfactual(s) each."
         )
+        if constraints:
+            broken = ", ".join(
+                f"{m} {c['rows_violating']} of {c['rows']}" for m, c in constraints.items()
+            )
+            intro += f" Rows breaking a table constraint (immutable, increasing, fixed): {broken}."
         doc = write_report(
             workdir / REPORT_DIR,
             results,
@@ -220,12 +293,22 @@ class ExperimentConfig:
             intro=intro,
             extra={
                 "models": models,
-                "data": dataclasses.asdict(self.data),
-                "class_names": list(getattr(data, "class_names", []) or []),
+                "data": {**to_jsonable(dataclasses.asdict(self.data)), **reader.identity()},
+                "class_names": list(reader.class_names),
+                "constraints": constraints,
                 "config": to_jsonable(dataclasses.asdict(self)),
             },
             grid=self.grid,
             pred=lambda xs: metrics.predict(classifier, xs),
+        )
+        write_html_report(
+            workdir,
+            results,
+            evaluation=evaluation,
+            title=self.title,
+            source=source.source_class,
+            class_names=reader.class_names or None,
+            transform=getattr(reader, "transform", None),
         )
         if self.progress:
             print("\n" + report.format_table(evaluation["summaries"]), flush=True)

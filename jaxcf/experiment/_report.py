@@ -3,6 +3,7 @@ counterfactuals and an L0 plot, from the output of :func:`jaxcf.experiment.evalu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,20 @@ from typing import Any
 import numpy as np
 
 from jaxcf import report
-from jaxcf.core import Results, to_jsonable, write_json_atomic, write_text_atomic
+from jaxcf.core import (
+    RESULT_FILE,
+    DamagedFileError,
+    Results,
+    to_jsonable,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 REPORT_DIR = "report"
 """The folder of an experiment's workdir that holds its report."""
+
+HTML_DIR = "html"
+"""The browsable report's folder inside the report folder: ``<workdir>/report/html/``."""
 
 
 def _is_image(x: np.ndarray) -> bool:
@@ -157,3 +168,59 @@ def _common_markdown(common: Mapping[str, Any], labels: list[str]) -> str:
         + "\n"
         + text
     )
+
+
+def stored_runs(store: str | Path) -> dict[str, Results]:
+    """Every finished run in a run store, by its folder name (``<label>-<key>``), read
+    memory-mapped; a run whose record is damaged or missing is left out with a warning."""
+    runs = {}
+    for folder in sorted(Path(store).glob("*-*")):
+        if not (folder / RESULT_FILE).is_file():
+            continue
+        try:
+            runs[folder.name] = Results.load(folder, mmap=True)
+        except (DamagedFileError, ValueError) as exc:
+            warnings.warn(f"{folder}: left out of the HTML report: {exc}", stacklevel=2)
+    return runs
+
+
+def write_html_report(
+    workdir: str | Path,
+    results: Mapping[str, Results] | None = None,
+    *,
+    store: str | Path | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    title: str = "Counterfactual explanations",
+    **kwargs: Any,
+) -> Path:
+    """Writes the browsable report (:func:`jaxcf.report.write_html`) into
+    ``<workdir>/report/html/`` and returns its ``index.html``.
+
+    Args:
+      workdir: the experiment's workdir.
+      results: label -> record; default every finished run of the run store, labelled by
+        folder (what ``jaxcf report W --html`` shows for any experiment).
+      store: the run store to read when ``results`` is not given (default ``<workdir>/runs``).
+      evaluation: :func:`evaluate`'s output, whose per-row metrics (validity, realism) and
+        timings the report shows.
+      title: the report's heading.
+      kwargs: passed to :func:`jaxcf.report.write_html` (``source``, ``class_names``,
+        ``transform``, ...).
+
+    Raises:
+      ValueError: no runs to show.
+    """
+    workdir = Path(workdir)
+    out = workdir / REPORT_DIR / HTML_DIR
+    if results is None:
+        results = stored_runs(store if store is not None else workdir / "runs")
+    if not results:
+        raise ValueError(f"{workdir}: no finished runs to show")
+    links = {"report.md": "../report.md"}
+    for name in ("metrics.json", "report.json"):
+        if (workdir / REPORT_DIR / name).is_file():
+            links[name] = f"../{name}"
+    if evaluation is not None:
+        kwargs.setdefault("metrics", evaluation.get("_rows"))
+        kwargs.setdefault("timing", evaluation.get("timing"))
+    return report.write_html(out, results, title=title, links=links, **kwargs)

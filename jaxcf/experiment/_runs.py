@@ -12,22 +12,39 @@ the finished run and reads it instead of computing it again; an interrupted run 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxcf.core import RESULT_FILE, Results, to_jsonable
+import numpy as np
+
+from jaxcf.core import RESULT_FILE, DamagedFileError, Results, to_jsonable
 from jaxcf.methods import MethodSpec, make
-from jaxcf.runner import ArraySource, RunnerConfig, fingerprint, run
+from jaxcf.runner import ArraySource, QuerySource, RunnerConfig, fingerprint, run_source
 
 RUNS_DIR = "runs"
 """The default run store: ``<workdir>/runs``."""
 
 
-def run_key(explainer: Any, x: Any, target: Any, group: Any, *, num_cfs: int, seed: int) -> str:
-    """The key of a run: a hash of everything its results depend on (16 hex digits)."""
-    source = ArraySource(x, target, group)
-    return fingerprint(explainer, {}, {"num_cfs": num_cfs, "seed": seed, **source.identity()})[:16]
+def _source(x: Any, target: Any, group: Any) -> QuerySource:
+    """``x`` itself when it is a query source (``target`` and ``group`` then unused), else the
+    arrays as one."""
+    if isinstance(x, QuerySource) and not isinstance(x, np.ndarray):
+        if target is not None or group is not None:
+            raise ValueError("give a query source alone: its targets and groups are inside it")
+        return x
+    return ArraySource(x, target, group)
+
+
+def run_key(
+    explainer: Any, x: Any, target: Any = None, group: Any = None, *, num_cfs: int, seed: int
+) -> str:
+    """The key of a run: a hash of everything its results depend on (16 hex digits). ``x`` is
+    the queries (with ``target`` and ``group``) or a query source holding all three."""
+    source = _source(x, target, group)
+    identity = {"num_cfs": num_cfs, "seed": seed, **source.identity()}
+    return fingerprint(explainer, {}, identity)[:16]
 
 
 def run_dir(store: str | Path, label: str, key: str) -> Path:
@@ -60,7 +77,8 @@ def run_methods(
     Args:
       specs: the methods (labels must be distinct).
       resources: what the methods need, by key (``"classifier"``, ``"density"``, ...).
-      x, target: ``[N, ...]`` queries and their targets.
+      x, target: ``[N, ...]`` queries and their targets, or a query source
+        (:class:`~jaxcf.runner.QuerySource`, read a chunk at a time) and ``None``.
       workdir: the experiment's workdir; runs go to ``store`` (default ``<workdir>/runs``).
       group: optional ``[N]`` group id per query (a protocol's sets).
       config, num_cfs, seed: passed to :func:`jaxcf.runner.run`.
@@ -111,21 +129,25 @@ def run_explainer(
     finished run there (see the module docstring); ``label`` names the run's folder and its
     progress bar, ``meta`` is stored in the record."""
     store = Path(store) if store is not None else Path(workdir) / RUNS_DIR
-    key = run_key(explainer, x, target, group, num_cfs=num_cfs, seed=seed)
+    source = _source(x, target, group)
+    key = run_key(explainer, source, num_cfs=num_cfs, seed=seed)
     where = run_dir(store, label, key)
     if (where / RESULT_FILE).is_file():
-        if progress:
-            print(f"{label}: reusing the finished run in {where}", flush=True)
-        return Results.load(where, mmap=True)
-    return run(
+        try:
+            done = Results.load(where, mmap=True)
+        except DamagedFileError as exc:  # the runner rebuilds the record from its chunks
+            warnings.warn(f"{exc}; running {label} again where it is missing", stacklevel=2)
+        else:
+            if progress:
+                print(f"{label}: reusing the finished run in {where}", flush=True)
+            return done
+    return run_source(
         explainer,
-        x,
-        target,
+        source,
         where,
         config=config or RunnerConfig(),
         num_cfs=num_cfs,
         seed=seed,
-        group=group,
         desc=label,
         progress=progress,
         meta=meta,

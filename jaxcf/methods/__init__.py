@@ -49,7 +49,14 @@ from jaxcf.methods._latent import (
     xgems,
     xgems_search,
 )
-from jaxcf.methods._registry import MethodSpec, describe, make, method_names, register
+from jaxcf.methods._registry import (
+    MethodSpec,
+    describe,
+    make,
+    method_names,
+    method_needs,
+    register,
+)
 from jaxcf.methods._search import (
     IterativeSearch,
     Pool,
@@ -111,6 +118,7 @@ __all__ = [
     "jsma_search",
     "make",
     "method_names",
+    "method_needs",
     "pool_advance",
     "pool_compact",
     "pool_running",

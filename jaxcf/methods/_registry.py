@@ -64,6 +64,16 @@ def method_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
+def method_needs(name: str) -> tuple[str, ...]:
+    """The resources method ``name`` is built from (``("classifier", "density")`` for
+    DeDUCE).
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    return _entry(name).needs
+
+
 def describe(*names: str) -> str:
     """What each named method (default: every registered one) is built from: its config type
     with the default values, and the resources :func:`make` needs for it. Also

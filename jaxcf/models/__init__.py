@@ -4,7 +4,8 @@ the trained ones as pure pytrees ready for a method.
 * classifiers offering the classifier protocol (MLP, small CNN, DeDUCE's ResNet-18 with soft
   spectral norm and the plain ResNet-18, BiLSTM for series), :func:`build` from a config and
   :func:`load_classifier` from a checkpoint, with the class-conditional feature density
-  (:class:`GaussianDensity`);
+  (:class:`GaussianDensity`; full, shrinkage or PCA fits by :class:`DensityConfig`, and a
+  :class:`DegenerateDensityWarning` when a fit is degenerate);
 * generative models: convolutional VAEs (:class:`VAEModel`, :func:`load_vae`), the AttGAN-like
   attribute-conditioned encoder-decoder (:class:`AttributeModel`, :func:`load_attgan`), UNets
   and diffusion autoencoders (:class:`DiffusionModel`, :func:`load_diffusion`), DiffExplainer's
@@ -15,6 +16,13 @@ the trained ones as pure pytrees ready for a method.
 """
 
 from jaxcf.models import checkpoint, generators
+from jaxcf.models._adapters import (
+    function_classifier,
+    import_object,
+    linen_classifier,
+    load_params,
+    nnx_classifier,
+)
 from jaxcf.models._agent import Agent, load_agent, save_agent, semantic_codes
 from jaxcf.models._attgan import (
     CPU_ATTGAN,
@@ -51,7 +59,20 @@ from jaxcf.models._classifiers import (
     config_to_dict,
     load_classifier,
 )
-from jaxcf.models._density import Density, GaussianDensity, as_density, class_moments, fit_gaussians
+from jaxcf.models._density import (
+    DEFAULT_EXPLAINED,
+    DegenerateDensityWarning,
+    Density,
+    DensityConfig,
+    DensityDiagnostics,
+    DensityFit,
+    GaussianDensity,
+    as_density,
+    class_moments,
+    fit_density,
+    fit_gaussians,
+    ledoit_wolf_shrinkage,
+)
 from jaxcf.models._diffusion import DiffusionModel, ImageSpace, load_diffusion
 from jaxcf.models._saved import check_fits, open_checkpoint
 from jaxcf.models._sequence import BiLSTM, BiLSTMConfig
@@ -86,6 +107,7 @@ __all__ = [
     "ATTGAN_KIND",
     "CELEBA_VAE",
     "CPU_ATTGAN",
+    "DEFAULT_EXPLAINED",
     "DIGEST_FILE",
     "EXCLUSIVE",
     "MLP",
@@ -102,7 +124,11 @@ __all__ = [
     "BiLSTM",
     "BiLSTMConfig",
     "CNNConfig",
+    "DegenerateDensityWarning",
     "Density",
+    "DensityConfig",
+    "DensityDiagnostics",
+    "DensityFit",
     "DiffAEConfig",
     "DiffusionAutoencoder",
     "DiffusionModel",
@@ -135,17 +161,24 @@ __all__ = [
     "config_to_dict",
     "content_digest",
     "denoiser_config_from_dict",
+    "fit_density",
     "fit_gaussians",
     "flip_attributes",
+    "function_classifier",
     "gaussian_kl",
     "generators",
+    "import_object",
+    "ledoit_wolf_shrinkage",
+    "linen_classifier",
     "load_agent",
     "load_attgan",
     "load_attgan_modules",
     "load_classifier",
     "load_diffusion",
     "load_generator",
+    "load_params",
     "load_vae",
+    "nnx_classifier",
     "open_checkpoint",
     "operator_norm",
     "refine_spectral_norms",

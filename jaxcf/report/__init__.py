@@ -12,6 +12,7 @@ from jaxcf.report._attribution import DIVERGING_CMAP, SEQUENTIAL_CMAP, attributi
 from jaxcf.report._common import save_figure_atomic
 from jaxcf.report._embedding import embedding_plot, pca_2d, target_scatter
 from jaxcf.report._grids import counterfactual_grid, image_grid, labelled_rows
+from jaxcf.report._html import write_html
 from jaxcf.report._series import series_grid
 from jaxcf.report._summary_plots import l0_plot, method_scatter
 from jaxcf.report._tables import format_table, markdown_table, published_for
@@ -35,4 +36,5 @@ __all__ = [
     "save_figure_atomic",
     "series_grid",
     "target_scatter",
+    "write_html",
 ]

@@ -4,17 +4,25 @@ is an error rather than silently mixed), the chunk files in ``out_dir/chunks/`` 
 processes, each writes its rows as its part of the chunk, ``chunk_00007_p1.npz``), and the
 record: process 0 merges all parts into the final ``results.npz`` (a
 :class:`~jaxcf.core.Results`), a chunk at a time, which :func:`load_results` reads.
+
+Chunk files and the record end with a SHA-256 of their content (:func:`jaxcf.core.write_npz`).
+A file damaged after it was written (a partial copy, a full disk, a shared file system's
+hiccup) is found by :func:`chunk_on_disk` when a run resumes, reported by name and computed
+again; a damaged record is reported by :func:`merge` and rebuilt from the chunks.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jaxcf.core import Results, write_record
+from jaxcf.core import CHECKSUM_MEMBER, DamagedFileError, Results, npz_problem, write_record
 
 MANIFEST_FILE = "manifest.json"
 SECONDS_FIELD = "chunk_seconds"
@@ -44,8 +52,56 @@ def manifest_problem(path: Path, manifest: dict[str, Any]) -> str | None:
     return None
 
 
+def chunk_on_disk(path: Path) -> bool:
+    """Whether a chunk file (or this process's part of one) is on disk and whole.
+
+    Reads the whole file once, a block at a time, to check its checksum. A damaged file is
+    reported (a warning naming it and what is wrong) and counts as not done: its chunk is
+    computed again and the file replaced.
+    """
+    if not path.exists():
+        return False
+    problem = npz_problem(path)
+    if problem is None:
+        return True
+    warnings.warn(f"{path} is damaged: {problem}; computing its chunk again", stacklevel=2)
+    return False
+
+
+class _Part:
+    """One chunk file open for reading, whose read errors name the file (a file damaged after
+    the run checked it: zip's own errors say neither which file nor what to do)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._npz = self._read(lambda: np.load(path, allow_pickle=False))
+        self.files = [k for k in self._npz.files if k != CHECKSUM_MEMBER]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._read(lambda: self._npz[name])
+
+    def close(self) -> None:
+        self._npz.close()
+
+    def _read(self, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+            problem = f"{e}; run again to compute its chunk anew"
+            raise DamagedFileError(self.path, problem) from e
+
+
 def merge(chunk_dir, path, n_chunks, chunk, rows, num_cfs, nproc, meta, devices) -> None:
-    """Writes the record from every process's part of every chunk, a chunk at a time."""
+    """Writes the record from every process's part of every chunk, a chunk at a time.
+
+    The record at ``path`` is replaced; if it was damaged, a warning names it first.
+    """
+    if path.exists():
+        problem = npz_problem(path)
+        if problem is not None:
+            warnings.warn(
+                f"{path} is damaged: {problem}; rebuilding it from the chunks", stacklevel=2
+            )
 
     def parts(c):
         out = []
@@ -56,7 +112,7 @@ def merge(chunk_dir, path, n_chunks, chunk, rows, num_cfs, nproc, meta, devices)
                     f"{part} is missing: with several processes, out_dir must be on a file "
                     "system every process sees"
                 )
-            out.append(np.load(part, allow_pickle=False))
+            out.append(_Part(part))
         return out
 
     chunk_seconds, fields = [], {}
@@ -113,6 +169,6 @@ def part_path(chunk_dir: Path, c: int, process: int, processes: int) -> Path:
     return chunk_dir / f"chunk_{c:05d}_p{process}.npz"
 
 
-def load_results(out_dir: str | Path, *, mmap: bool = False) -> Results:
+def load_results(out_dir: str | Path, *, mmap: bool = False, verify: bool = True) -> Results:
     """Reads ``results.npz`` written by :func:`run` (same as :meth:`Results.load`)."""
-    return Results.load(out_dir, mmap=mmap)
+    return Results.load(out_dir, mmap=mmap, verify=verify)

@@ -8,7 +8,10 @@ every row with its own key (``_keys``), and iterative searches run through refil
 (``_chunks``). Each finished chunk is written atomically to ``out_dir/chunks/``; a run killed at
 any point and restarted with the same arguments skips the chunks already on disk, and the final
 ``results.npz`` (a :class:`~jaxcf.core.Results`) is written atomically once all chunks are there
-(``_record``). Queries come from a :mod:`query source <jaxcf.runner>` read one chunk at a time
+(``_record``). Every file ends with a checksum of its content: a resumed run counts a chunk file
+that is truncated or fails its checksum as not done (with a warning naming it) and computes it
+again, and rebuilds a damaged ``results.npz`` from the chunks. Queries come from a
+:mod:`query source <jaxcf.runner>` read one chunk at a time
 (:func:`run_source`; :func:`run` wraps in-memory arrays in one), and the record is written a
 block at a time and returned memory-mapped, so host memory stays at about a chunk whatever the
 number of queries. After :func:`jaxcf.runner.distributed.initialize`, the default mesh spans
@@ -30,14 +33,28 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcf.core import RESULT_FILE, Results, check_explainer, write_atomic, write_json_atomic
+from jaxcf.core import (
+    RESULT_FILE,
+    Results,
+    check_explainer,
+    write_atomic,
+    write_json_atomic,
+    write_npz,
+)
 from jaxcf.runner import distributed
 from jaxcf.runner._chunks import ChunkRun, searches_of
 from jaxcf.runner._config import RunnerConfig, data_mesh
 from jaxcf.runner._keys import fingerprint
 from jaxcf.runner._programs import one_pass_program
 from jaxcf.runner._progress import Progress
-from jaxcf.runner._record import MANIFEST_FILE, SECONDS_FIELD, manifest_problem, merge, part_path
+from jaxcf.runner._record import (
+    MANIFEST_FILE,
+    SECONDS_FIELD,
+    chunk_on_disk,
+    manifest_problem,
+    merge,
+    part_path,
+)
 from jaxcf.runner._share import Share, replicate
 from jaxcf.runner._sources import ArraySource, QuerySource, describe, open_source
 
@@ -108,6 +125,10 @@ def run_source(
     by the explainer's ``check``, and written to ``out_dir/chunks``; the record is then written
     a block at a time and returned memory-mapped.
 
+    Resuming reads each chunk file already on disk once, a block at a time, to check its
+    checksum: one that is truncated or garbled is reported (a warning naming the file) and
+    computed again. A damaged ``results.npz`` is reported likewise and rebuilt from the chunks.
+
     Args:
       explainer: any explainer (:mod:`jaxcf.core`).
       source: a :class:`~jaxcf.runner.QuerySource`, or a directory of ``.npy`` files
@@ -135,6 +156,8 @@ def run_source(
         explainer, data, seed, ``num_cfs``, chunk size or process count), processes started
         with different arguments, or a source whose rows do not match what the run started
         with.
+      DamagedFileError: (a ``ValueError``) a chunk file damaged after this run checked it,
+        found while merging the record; running again computes that chunk anew.
     """
     check_explainer(explainer)
     if isinstance(num_cfs, bool) or not isinstance(num_cfs, int) or num_cfs < 1:
@@ -195,7 +218,9 @@ def run_source(
     searches = searches_of(runnable)  # attempts share the replicated arrays
     run_key = replicate(jax.random.key(seed), mesh)
     parts = [part_path(chunk_dir, c, pid, nproc) for c in range(n_chunks)]
-    done = distributed.all_true([p.exists() for p in parts])
+    # Each process checks its own parts; a chunk is done only where every part is whole, so all
+    # processes agree on what to compute (one with a damaged part makes them all redo it).
+    done = distributed.all_true([chunk_on_disk(p) for p in parts])
     todo = [c for c in range(n_chunks) if not done[c]]
     if 0 not in todo:
         pending.clear()  # checked only; chunk 0 is on disk already
@@ -220,7 +245,7 @@ def run_source(
         arrays.update({f"extra_{k}": np.asarray(v)[keep] for k, v in result.extras.items()})
         arrays["row_start"] = np.asarray(lo + min(share.a, hi - lo))
         arrays[SECONDS_FIELD] = np.asarray(seconds)  # lands with the data: a kill cannot split them
-        write_atomic(parts[c], lambda f, a=arrays: np.savez(f, **a))
+        write_atomic(parts[c], lambda f, a=arrays: write_npz(f, a))
         solved = int(distributed.gather(np.asarray(arrays["success"].sum())).sum())
         bar.chunk_done(hi - lo, solved)
         if on_chunk is not None:
@@ -245,4 +270,6 @@ def run_source(
             mesh.size,
         )
     distributed.barrier("jaxcf-runner-merged")
-    return Results.load(out_dir, mmap=True)
+    # Process 0 has just written (and fsynced) the record: checking it would read it all again.
+    # Other processes read it over the shared file system, so they check it.
+    return Results.load(out_dir, mmap=True, verify=pid != 0)

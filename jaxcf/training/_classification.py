@@ -26,13 +26,14 @@ from flax import nnx
 from jaxcf.core import validation
 from jaxcf.data import dataset_names, load_dataset
 from jaxcf.models import (
+    DensityConfig,
     GaussianDensity,
     ModelConfig,
     ResNetConfig,
     build,
     checkpoint,
     config_to_dict,
-    fit_gaussians,
+    fit_density,
     refine_spectral_norms,
 )
 from jaxcf.training._loop import (
@@ -63,6 +64,9 @@ class TrainConfig:
     batch_size: training batch size.
     train_examples: train on the first this many training examples (DeDUCE used 50,000).
     seed: initialisation and shuffling seed (>= 0).
+    density: how the class-conditional feature density is fitted after training (the full
+      Gaussian fit by default; see :class:`jaxcf.models.DensityConfig`). It does not change the
+      training, so a run interrupted under another density config resumes.
     """
 
     model: ModelConfig = ResNetConfig()
@@ -77,10 +81,13 @@ class TrainConfig:
     batch_size: int = 128
     train_examples: int = 50_000
     seed: int = 0
+    density: DensityConfig = DensityConfig()
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise TypeError(f"model must be a model config, got {type(self.model).__name__}")
+        if not isinstance(self.density, DensityConfig):
+            raise TypeError(f"density must be a DensityConfig, got {type(self.density).__name__}")
         if self.dataset not in dataset_names():
             raise ValueError(
                 f"unknown dataset {self.dataset!r}; registered: {', '.join(dataset_names())}"
@@ -197,7 +204,7 @@ class ClassifierTask:
     test_labels: np.ndarray
 
     def config_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.config)
+        return training_dict(self.config)
 
     def init(self, seed: int, plan: Plan) -> dict[str, nnx.Pytree]:
         model = build(self.config.model, seed=seed)
@@ -262,8 +269,11 @@ def train_and_evaluate(
     model.eval()
     refine_spectral_norms(model)  # make the eval-mode bound ||W|| <= c tight
 
-    density = fit_gaussians(
-        extract_features(model, images), labels, num_classes=config.model.num_classes
+    density, diagnostics = fit_density(
+        extract_features(model, images),
+        labels,
+        num_classes=config.model.num_classes,
+        config=config.density,
     )
     metadata = {
         "model": config_to_dict(config.model),
@@ -275,14 +285,31 @@ def train_and_evaluate(
         },
         "train_examples": len(images),
         "test_accuracy": result.history[-1]["test_accuracy"],
-        "train_config": {k: v for k, v in dataclasses.asdict(config).items() if k != "model"},
-        "density": {"kind": "gaussian", "jitter": density.jitter},
+        "train_config": {k: v for k, v in training_dict(config).items() if k != "model"},
+        "density": density_metadata(density, diagnostics, config.density),
     }
     stored = save_result(
         final, model, metadata, result, overwrite=overwrite, extras={"density": density.to_arrays()}
     )
     model.eval()
     return model, density, stored
+
+
+def training_dict(config: TrainConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(config)`` without the density config: everything that determines
+    the trained weights (the density is fitted afterwards)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "density"}
+
+
+def density_metadata(density: GaussianDensity, diagnostics: Any, config: DensityConfig) -> dict:
+    """The checkpoint's ``metadata["density"]``: kind and jitter as always, the fit's method and
+    config unless it is the full fit (a checkpoint without them holds a full fit), and the
+    numbers of its :class:`~jaxcf.models.DensityDiagnostics`."""
+    out: dict[str, Any] = {"kind": "gaussian", "jitter": density.jitter}
+    if config.method != "full":
+        out.update(method=config.method, config=config.to_dict())
+    out["diagnostics"] = diagnostics.to_dict()
+    return out
 
 
 def _upgrade_legacy_progress(path: Path, task: ClassifierTask, num_examples: int) -> None:
@@ -296,7 +323,8 @@ def _upgrade_legacy_progress(path: Path, task: ClassifierTask, num_examples: int
     if "progress" in meta or "train_config" not in meta:
         return  # the loop's own format, or not a classifier's: fit() judges it
     config = task.config
-    if meta["train_config"] != json.loads(json.dumps(dataclasses.asdict(config))):
+    stored = {k: v for k, v in meta["train_config"].items() if k != "density"}
+    if stored != json.loads(json.dumps(training_dict(config))):
         raise ValueError(
             f"{path} holds an interrupted training run of another configuration; "
             "delete it or train into another workdir"
