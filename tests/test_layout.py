@@ -34,6 +34,7 @@ LAZY_IMPORTS: dict[str, str] = {
     "pandas": "comes only with the dice extra",
     "sklearn": "comes only with the dice extra",
     "umap": "umap-learn, an optional library that no extra installs",
+    "equinox": "optional extra: pip install -e '.[equinox]' (a user's Equinox model)",
     "tensorflow_datasets": "a dependency, but slow to import; only the TFDS fallback needs it",
 }
 

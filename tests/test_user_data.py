@@ -6,6 +6,7 @@ before anything is compiled or written."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import jax
@@ -16,6 +17,7 @@ from flax import nnx
 from orbax.checkpoint import v1 as ocp
 from PIL import Image
 
+from jaxcf.core import Results
 from jaxcf.data import DataError
 from jaxcf.experiment import (
     REPORT_DIR,
@@ -24,7 +26,9 @@ from jaxcf.experiment import (
     DataSpec,
     ExperimentConfig,
     ImageFiles,
+    NpyFiles,
     TableFile,
+    TargetsFile,
     UserModel,
 )
 from jaxcf.methods import DeDUCEConfig, FGSMConfig, MethodSpec, WachterConfig
@@ -259,3 +263,66 @@ def test_user_model_specs_validate():
         UserModel(kind="linen", code="a:b")
     assert json.dumps(UserModel(kind="nnx", code="a:b").summary())
     assert jax.tree.leaves(UserModel(kind="nnx", code="a:b").kwargs) == []
+
+
+def test_npy_folders_and_targets_from_a_file(tmp_path, mnist_test):
+    """A directory of .npy files per split, with the targets of every row given as class
+    distributions in a file of their own (soft targets)."""
+    for split, rows in (("train", slice(0, 40)), ("test", slice(100, 112))):
+        folder = tmp_path / "npy" / split
+        folder.mkdir(parents=True)
+        np.save(folder / "x.npy", np.asarray(mnist_test.images[rows]))
+        np.save(folder / "labels.npy", np.asarray(mnist_test.labels[rows]))
+    soft = np.full((12, 10), 0.02, np.float32)
+    soft[np.arange(12), (mnist_test.labels[100:112] + 1) % 10] = 0.82
+    np.save(tmp_path / "targets.npy", soft)
+    model = user_models.small_cnn()
+    ocp.save(tmp_path / "state", nnx.state(model))
+    config = ExperimentConfig(
+        classifier=_nnx_model(tmp_path / "state"),
+        data=DataSpec(NpyFiles(str(tmp_path / "npy"), domain=(0.0, 1.0)), queries=4),
+        targets=TargetsFile(str(tmp_path / "targets.npy")),
+        methods=(MethodSpec("fgsm", FGSMConfig(eps=0.1, tolerance=0.5)),),
+        runner=SMALL,
+        progress=False,
+    )
+    doc = config.run(tmp_path / "work")
+    assert doc["rows"] == 4 and doc["data"]["kind"] == "npy_folder"
+    (run,) = (tmp_path / "work" / RUNS_DIR).iterdir()
+    record = Results.load(run)
+    rows = DataSpec(NpyFiles(str(tmp_path / "npy")), queries=4).rows(config.data.open())
+    np.testing.assert_array_equal(record.target, soft[rows])  # each query's own row
+    with pytest.raises(ValueError, match="12 targets for 11 rows"):
+        TargetsFile(str(tmp_path / "targets.npy")).load(11)
+
+
+def test_equinox_module_on_an_image_folder(image_root, tmp_path):
+    eqx = pytest.importorskip("equinox")
+    from tests import user_equinox
+
+    model = user_equinox.mlp(seed=4)
+    eqx.tree_serialise_leaves(tmp_path / "mlp.eqx", model)
+    user = UserModel(
+        kind="equinox",
+        code="tests.user_equinox:mlp",
+        checkpoint=str(tmp_path / "mlp.eqx"),
+        features="features",
+        head="head",
+    )
+    x = np.random.default_rng(3).uniform(size=(2, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(user.load().logits(x), jax.vmap(model)(x), atol=1e-6)
+    images = ImageFiles(str(image_root), (28, 28), channels=1, class_names=DIGITS)
+    config = ExperimentConfig(
+        classifier=user,
+        data=DataSpec(images, queries=2),
+        targets="next",
+        methods=(MethodSpec("deduce", DeDUCEConfig(max_iter=10)),),
+        runner=SMALL,
+        progress=False,
+    )
+    doc = config.run(tmp_path / "work")
+    assert doc["rows"] == 2 and doc["models"]["density"]["samples"] == 40
+    # Too few training rows for a class: named before anything is fitted.
+    few = dataclasses.replace(config, data=DataSpec(images, queries=2, train_rows=12))
+    with pytest.raises(ValueError, match="at least 2 training rows of every class"):
+        few.run(tmp_path / "few")

@@ -71,7 +71,7 @@ def fitted_density(
     Raises:
       TypeError: the classifier offers no ``features`` (a method that needs a density needs
         them).
-      ValueError: a training split without labels.
+      ValueError: a training split without labels, or with fewer than two rows of a class.
     """
     pure = as_pure(classifier, need_features=True)
     reader = data.open(data.train_split)
@@ -104,6 +104,14 @@ def fitted_density(
         labels.append(y)
     features, labels = np.concatenate(feats), np.concatenate(labels)
     num_classes = int(np.asarray(pure.logits(reader.read(rows[:1])[0])).shape[-1])
+    counts = np.bincount(labels.astype(np.int64), minlength=num_classes)
+    if counts.min() < 2:
+        few = {c: int(n) for c, n in enumerate(counts) if n < 2}
+        raise ValueError(
+            f"the density needs at least 2 training rows of every class; {data.train_split} "
+            f"({len(rows)} rows) has {few} (class: rows): use more rows (DataSpec.train_rows) "
+            "or a training split with every class"
+        )
     density = fit_gaussians(features, labels, num_classes, config)
     arrays = {**density.to_arrays(), "key": np.asarray(json.dumps(key, sort_keys=True))}
     write_atomic(path, lambda f: np.savez(f, **arrays))

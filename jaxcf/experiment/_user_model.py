@@ -9,9 +9,14 @@ import dataclasses
 from typing import Any, Literal
 
 from jaxcf.core import FunctionClassifier, validation
-from jaxcf.models import function_classifier, linen_classifier, nnx_classifier
+from jaxcf.models import (
+    equinox_classifier,
+    function_classifier,
+    linen_classifier,
+    nnx_classifier,
+)
 
-KINDS = ("nnx", "linen", "function")
+KINDS = ("nnx", "linen", "equinox", "function")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,22 +24,25 @@ class UserModel:
     """A classifier of the user's own.
 
     Attributes:
-      kind: ``"nnx"``, ``"linen"`` or ``"function"``.
+      kind: ``"nnx"``, ``"linen"``, ``"equinox"`` (the optional ``equinox`` extra) or
+        ``"function"``.
       code: an import path ``"package.module:name"``: the NNX factory (it makes its own
-        ``nnx.Rngs``), the Linen module class (or a factory of one), or the logits function
-        ``f(params, x) -> [B, C]``.
+        ``nnx.Rngs``), the Linen module class (or a factory of one), the Equinox factory, or
+        the logits function ``f(params, x) -> [B, C]``.
       checkpoint: the weights: an Orbax PyTree checkpoint (NNX: ``nnx.state(module)``; Linen:
-        the variables; function: the params) or an ``.npz`` of a flat dict.
+        the variables; function: the params) or an ``.npz`` of a flat dict; Equinox: the file
+        of ``eqx.tree_serialise_leaves``.
       kwargs: keyword arguments of the factory or module class, as ``((name, value), ...)``.
-      logits: NNX only: the method giving logits (``"__call__"``: calling the module).
+      logits: NNX and Equinox: the method giving logits (``"__call__"``: calling the module).
       features, head: the methods (NNX, Linen) or import paths of functions of
         ``(params, x)`` / ``(params, f)`` (function) giving penultimate features and the
         logits of features; needed by methods that work on features (DeDUCE).
       input_shape: the shape of one input, checked against the data (default: the data's).
       domain: the box the model's inputs live in (default: the data's).
+      per_example: Equinox only: the module takes one example (vmapped over the batch).
     """
 
-    kind: Literal["nnx", "linen", "function"]
+    kind: Literal["nnx", "linen", "equinox", "function"]
     code: str
     checkpoint: str | None = None
     kwargs: tuple[tuple[str, Any], ...] = ()
@@ -43,6 +51,7 @@ class UserModel:
     head: str | None = None
     input_shape: tuple[int, ...] | None = None
     domain: tuple[float, float] | None = None
+    per_example: bool = True
 
     def __post_init__(self):
         validation.one_of(self, "kind", KINDS)
@@ -65,6 +74,17 @@ class UserModel:
                 self.code,
                 self.checkpoint,
                 kwargs=dict(self.kwargs),
+                logits=self.logits,
+                features=self.features,
+                head=self.head,
+                **common,
+            )
+        if self.kind == "equinox":
+            return equinox_classifier(
+                self.code,
+                self.checkpoint,
+                kwargs=dict(self.kwargs),
+                per_example=self.per_example,
                 logits=self.logits,
                 features=self.features,
                 head=self.head,

@@ -17,6 +17,7 @@ the trained ones as pure pytrees ready for a method.
 
 from jaxcf.models import checkpoint, generators
 from jaxcf.models._adapters import (
+    equinox_classifier,
     function_classifier,
     import_object,
     linen_classifier,
@@ -161,6 +162,7 @@ __all__ = [
     "config_to_dict",
     "content_digest",
     "denoiser_config_from_dict",
+    "equinox_classifier",
     "fit_density",
     "fit_gaussians",
     "flip_attributes",

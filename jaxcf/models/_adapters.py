@@ -1,5 +1,6 @@
 """A user's own model as a jaxcf classifier: a Flax NNX module from a factory and an Orbax
-checkpoint, a Flax Linen module with its variables, or a plain JAX function of ``(params, x)``.
+checkpoint, a Flax Linen module with its variables, an Equinox module (the optional
+``equinox`` extra) with its serialised leaves, or a plain JAX function of ``(params, x)``.
 
 Code is named by an import path, ``"package.module:attribute"`` (the module must be importable:
 installed, or in the working directory). Weights come from an Orbax PyTree checkpoint (what
@@ -192,6 +193,71 @@ def function_classifier(
         loaded,
         features_fn=fns["features"],
         head_fn=fns["head"],
+        input_shape=input_shape,
+        domain=domain,
+    )
+
+
+def equinox_classifier(
+    factory: str,
+    checkpoint: str | Path | None = None,
+    *,
+    kwargs: Mapping[str, Any] | None = None,
+    per_example: bool = True,
+    logits: str = "__call__",
+    features: str | None = None,
+    head: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    domain: tuple[float, float] | None = None,
+) -> FunctionClassifier:
+    """An Equinox module built by ``factory(**kwargs)`` with its leaves read from
+    ``checkpoint`` (``eqx.tree_serialise_leaves``' file), as a classifier: its arrays are the
+    params, the rest is static.
+
+    Args:
+      factory: ``"package.module:function"`` returning the module (it makes its own keys).
+      checkpoint: the serialised leaves (``None``: the factory's own initialisation).
+      kwargs: the factory's keyword arguments.
+      per_example: the module (and its ``features`` / ``head``) takes one example, as Equinox
+        modules usually do: it is vmapped over the batch. False for batched modules.
+      logits, features, head: the module's methods (``"__call__"``: calling it).
+      input_shape, domain: what the classifier declares about its inputs.
+
+    Raises:
+      ImportError: Equinox is not installed (``pip install -e '.[equinox]'``).
+    """
+    try:
+        import equinox as eqx  # an optional extra: only Equinox models need it
+    except ImportError as exc:
+        raise ImportError("an Equinox model needs equinox: pip install -e '.[equinox]'") from exc
+    module = import_object(factory)(**dict(kwargs or {}))
+    _check_methods(module, {"logits": logits, "features": features, "head": head}, factory)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            module = eqx.tree_deserialise_leaves(path, module)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise ValueError(f"the checkpoint at {path} does not fit the model: {exc}") from exc
+    params, static = eqx.partition(module, eqx.is_array)
+
+    def by(name: str | None) -> Callable[[Any, Any], Any] | None:
+        if name is None:
+            return None
+
+        def apply(p: Any, x: Any) -> Any:
+            model = eqx.combine(p, static)
+            fn = model if name == "__call__" else getattr(model, name)
+            return jax.vmap(fn)(x) if per_example else fn(x)
+
+        return apply
+
+    return FunctionClassifier(
+        by(logits),
+        params,
+        features_fn=by(features),
+        head_fn=by(head),
         input_shape=input_shape,
         domain=domain,
     )
