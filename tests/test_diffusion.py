@@ -511,7 +511,7 @@ def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
     resumes from what is there (the autoencoder is the shared tiny one), and writes its report
     and figures."""
 
-    from explain.diffexplainer import DiffExplainerJob, run_diffexplainer_protocol
+    from explain.diffexplainer import PUBLISHED, DiffExplainerJob, run_diffexplainer_protocol
     from jaxcf.experiment import REPORT_DIR, ModelSpec, model_dir
     from jaxcf.methods import DiffExplainerConfig
     from jaxcf.models import CNNConfig
@@ -544,6 +544,9 @@ def test_diffexplainer_protocol_end_to_end(tiny_ae_run, tmp_path):
     assert doc["reconstruction"]["psnr_db"] > 10 and 0 < doc["reconstruction"]["ssim"] <= 1
     for name in ("report.md", "heatmaps.png", "sequences.png", "indeterminate.png"):
         assert (tmp_path / REPORT_DIR / name).exists(), name
+    text = (tmp_path / REPORT_DIR / "report.md").read_text()
+    paper = PUBLISHED["reconstruction"]  # explain/diffexplainer/published.py
+    assert f"(the paper: {paper['psnr_db']:.1f} dB, {paper['ssim']:.2f})" in text
     for name in ("teacher", "agent"):  # trained into the experiment's model folders
         assert (model_dir(tmp_path, name) / "checkpoint").is_dir(), name
     with pytest.raises(ValueError, match="same data set"):

@@ -46,12 +46,17 @@ def test_protocol_pairs_cover_every_other_class():
 
 
 def test_published_numbers():
+    # The numbers themselves are quotations kept once, in explain/deduce/published.py; here
+    # only their shape and the ordering the paper's Table 1 shows.
     pub = PUBLISHED
-    assert pub["deduce"] == {"l0": 21.16, "l1": 10.72, "failure_rate": 0.0, "seconds_per_cf": 2.99}
-    assert pub["jsma"]["failure_rate"] == pytest.approx(0.0309)
-    assert pub["cfproto"]["failure_rate"] == 0.0009 and pub["cfproto"]["l0"] == 155.4
-    assert pub["revise"]["l0"] == 752 and pub["revise"]["failure_rate"] == pytest.approx(0.268)
+    assert set(pub) == {"deduce", "jsma", "cfproto", "revise"}
     assert "wachter" not in pub and "fgsm" not in pub
+    for row in pub.values():
+        assert set(row) == {"l0", "l1", "failure_rate", "seconds_per_cf"}
+        assert 0 <= row["failure_rate"] < 1 and 0 < row["l1"] < row["l0"] <= 784
+    order = sorted(pub, key=lambda m: pub[m]["l0"])
+    assert order == ["deduce", "jsma", "cfproto", "revise"]
+    assert pub["deduce"]["failure_rate"] == 0.0
     assert published_for("DeDUCE", PUBLISHED) is pub["deduce"]
     assert published_for("CF-Proto", PUBLISHED) is pub["cfproto"]
     assert published_for("wachter", PUBLISHED) is None

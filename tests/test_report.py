@@ -112,7 +112,8 @@ def test_l0_plot(tmp_path):
         "wachter": np.array([], int),
     }
     path = tmp_path / "l0.png"
-    fig = report.l0_plot(path, l0s, published={"deduce": 21.16, "revise": 752.0})
+    flat = {m: PUBLISHED[m]["l0"] for m in ("deduce", "revise")}
+    fig = report.l0_plot(path, l0s, published=flat)
     assert _is_png(path) and _sane(fig)
     assert fig.axes[0].get_yscale() == "log"
     assert fig.axes[0].get_ylabel().startswith("L0")
@@ -138,6 +139,13 @@ def _summaries():
     return out
 
 
+def _published_cells(method):
+    """A method's published cells as the tables print them: L0 and L1 as given (format "g"),
+    the failure rate in percent."""
+    p = PUBLISHED[method]
+    return (f"{p['l0']:g}", f"{p['l1']:g}", f"{100 * p['failure_rate']:.2f}")
+
+
 def test_format_table_contains_methods_and_published():
     summaries = _summaries()
     text = report.format_table(summaries, PUBLISHED)
@@ -147,9 +155,9 @@ def test_format_table_contains_methods_and_published():
     for name in summaries:
         assert any(line.startswith(name) for line in lines)
     deduce = next(line for line in lines if line.startswith("DeDUCE"))
-    assert "21.16" in deduce and "10.72" in deduce and "0.00" in deduce and "\u00b1" in deduce
+    assert all(c in deduce for c in _published_cells("deduce")) and "\u00b1" in deduce
     jsma = next(line for line in lines if line.startswith("JSMA"))
-    assert "25.59" in jsma and "12.63" in jsma and "3.09" in jsma
+    assert all(c in jsma for c in _published_cells("jsma"))
     wachter = next(line for line in lines if line.startswith("wachter"))
     assert wachter.rstrip().endswith("\u2014")  # no published number
     assert f"{summaries['DeDUCE']['l0']:.2f}" in deduce
@@ -159,7 +167,7 @@ def test_format_table_contains_methods_and_published():
     assert "4.00" in nosets and "\u00b1" not in nosets
     # Without published numbers there are no published columns and no published values.
     plain = report.format_table(summaries)
-    assert "paper" not in plain and "21.16" not in plain
+    assert "paper" not in plain and _published_cells("deduce")[0] not in plain
     assert len(plain.splitlines()[0]) < len(lines[0])
     labelled = report.format_table(summaries, PUBLISHED, published_label="Höltgen et al.")
     assert "Höltgen et al. L0" in labelled.splitlines()[0] and "paper" not in labelled
@@ -173,8 +181,10 @@ def test_markdown_table():
     assert len(lines) == 2 + len(summaries)
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     revise = next(line for line in lines if line.startswith("| REVISE"))
-    assert "752" in revise and "53.9" in revise and "26.80" in revise and "50.00" in revise
-    assert "21.16" not in report.markdown_table(summaries, published=None)
+    pub = PUBLISHED["revise"]
+    assert f"| {pub['l0']:g} | {pub['l1']:g} | {100 * pub['failure_rate']:.2f} |" in revise
+    assert "50.00" in revise  # its own failure rate: one of two
+    assert f"{PUBLISHED['deduce']['l0']:g}" not in report.markdown_table(summaries, published=None)
     # Any mapping of published numbers works, names matched ignoring case and punctuation.
     other = report.markdown_table(summaries, {"de-duce": {"l0": 7.5}}, published_label="ref")
     deduce = next(line for line in other.splitlines() if line.startswith("| DeDUCE"))

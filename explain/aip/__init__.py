@@ -7,11 +7,13 @@ from the repository root."""
 
 from explain.aip.job import DEFAULT_METHODS, AIPJob, AugmentConfig
 from explain.aip.protocol import run_aip_protocol
+from explain.aip.published import PUBLISHED_AUGMENTATION
 from explain.aip.scores import PAPER_ORDERING
 
 __all__ = [
     "DEFAULT_METHODS",
     "PAPER_ORDERING",
+    "PUBLISHED_AUGMENTATION",
     "AIPJob",
     "AugmentConfig",
     "run_aip_protocol",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from explain.aip.job import AIPJob
+from explain.aip.published import augmentation_sentence
 from jaxcf import report
 
 
@@ -203,8 +204,9 @@ def report_markdown(doc: Mapping[str, Any]) -> str:
             "with |\n| ---: | ---: | ---: | ---: | ---: |\n" + rows + "\n\n"
             f"Without: {100 * a['mean']:.2f} ± {100 * a['std']:.2f}; with: "
             f"{100 * b['mean']:.2f} ± {100 * b['std']:.2f}; gain {100 * g['mean']:+.2f} ± "
-            f"{100 * g['std']:.2f} points (mean ± standard deviation over seeds). The paper: "
-            "87.32 ± 0.22 -> 90.96 ± 0.27.\n"
+            f"{100 * g['std']:.2f} points (mean ± standard deviation over seeds). "
+            + augmentation_sentence()
+            + "\n"
         )
     return text
 

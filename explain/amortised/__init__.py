@@ -16,7 +16,7 @@ from explain.amortised.job import (
     train_models,
 )
 from explain.amortised.protocol import REPORT_DIR, run_protocol
-from explain.amortised.report import PUBLISHED
+from explain.amortised.published import PUBLISHED
 
 __all__ = [
     "CLASSIFIER_DIR",

@@ -7,7 +7,7 @@ the runner; DiCE on tabular data), then evaluates every method on the same queri
 MMD^2 to real training instances overall and per predicted class (one kernel bandwidth per data
 set, shared by every method), L1, L0 and constraint violations (tabular), diversity and
 steady-state seconds per counterfactual. It writes ``<workdir>/report/{report.md, report.json}``
-and figures; :data:`~explain.amortised.report.PUBLISHED` holds the paper's numbers shown beside
+and figures; :data:`~explain.amortised.published.PUBLISHED` holds the paper's numbers shown beside
 ours. The steps live beside it: the models in ``job``, the measures in ``evaluation``, DiCE in
 ``dice``, the soft targets in ``soft``, the figures in ``figures``, the markdown in ``report``.
 """
@@ -26,7 +26,8 @@ from explain.amortised.dice import run_dice
 from explain.amortised.evaluation import Rows, Space, encoded_box, evaluate_rows
 from explain.amortised.figures import write_figures
 from explain.amortised.job import GeneratorJob, load_models
-from explain.amortised.report import PUBLISHED, conventions, main_table, report_markdown
+from explain.amortised.published import PUBLISHED
+from explain.amortised.report import conventions, main_table, report_markdown
 from explain.amortised.soft import run_soft_targets
 from jaxcf import peers
 from jaxcf.core import to_jsonable, write_json_atomic, write_text_atomic

@@ -10,8 +10,10 @@ from explain.diffexplainer.protocol import (
     DiffExplainerJob,
     run_diffexplainer_protocol,
 )
+from explain.diffexplainer.published import PUBLISHED
 
 __all__ = [
+    "PUBLISHED",
     "DiffExplainerJob",
     "run_diffexplainer_protocol",
 ]
