@@ -31,7 +31,7 @@ from jaxcf.experiment import (
     TargetsFile,
     UserModel,
 )
-from jaxcf.methods import DeDUCEConfig, FGSMConfig, MethodSpec, WachterConfig
+from jaxcf.methods import DeDUCEConfig, FGSMConfig, MethodSpec, REVISEConfig, WachterConfig
 from jaxcf.runner import RunnerConfig
 from tests import user_models
 
@@ -209,6 +209,50 @@ def test_plain_function_on_a_csv_table_with_constraints(table_root, tmp_path):
     assert "Rows breaking a table constraint" in text
 
 
+def test_a_parquet_table_reads_as_its_csv(table_root, tmp_path):
+    """The same table as Parquet files (typed columns: integers, floats, strings) gives the
+    same encoded rows, labels and class names as the CSV."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    for split in ("train", "test"):
+        frame = pd.read_csv(table_root / f"{split}.csv")
+        frame.to_parquet(tmp_path / f"{split}.parquet")
+    from_csv = DataSpec(_table(table_root)).open()
+    from_parquet = DataSpec(_table(tmp_path)).open()
+    assert from_parquet.class_names == from_csv.class_names
+    rows = np.arange(len(from_csv))
+    x_csv, y_csv = from_csv.read(rows)
+    x_pq, y_pq = from_parquet.read(rows)
+    np.testing.assert_array_equal(y_pq, y_csv)
+    np.testing.assert_allclose(x_pq, x_csv, rtol=1e-6)
+
+
+@pytest.mark.standard_promotion  # REVISE runs optax's Adam
+def test_a_vae_is_trained_by_default_on_a_registered_data_set(
+    nnx_checkpoint, tmp_path, monkeypatch
+):
+    """REVISE needs a VAE: on a registered data set with none given, the experiment trains one
+    (here for 30 steps instead of the default's 5,000) into the workdir and reuses it."""
+    from jaxcf.experiment import _config
+
+    monkeypatch.setattr(_config, "DEFAULT_VAE_STEPS", 30)
+    path, _ = nnx_checkpoint
+    config = ExperimentConfig(
+        classifier=_nnx_model(path),
+        data=DataSpec("mnist", queries=2),
+        targets="next",
+        methods=(MethodSpec("revise", REVISEConfig(max_iter=5)),),
+        runner=SMALL,
+        progress=False,
+    )
+    ((name, spec),) = config.default_models(config.data.open())
+    assert name == "vae" and spec.train.dataset == "mnist" and spec.train.steps == 30
+    assert spec.train.model.input_shape == (28, 28, 1)
+    doc = config.run(tmp_path)
+    assert doc["rows"] == 2 and "vae" in doc["models"]
+    assert (tmp_path / "models" / "vae").is_dir()
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -250,6 +294,11 @@ def test_bad_models_and_data_are_refused_before_anything_runs(
         DataSpec(_table(table_root, immutable=("salary",))).open()
     with pytest.raises(DataError, match="no data set 'mnistt'"):
         DataSpec(TFDS("mnistt")).open()
+    # A method whose model is not given and cannot be trained by default: refused at once.
+    with pytest.raises(ValueError, match="'revise' needs a 'vae': add models="):
+        config(_nnx_model(path), methods=(MethodSpec("revise", REVISEConfig()),))
+    with pytest.raises(ValueError, match="'deduce' needs a 'density': set"):
+        config(_nnx_model(path), methods=deduce, density=None)
     with pytest.raises(FileNotFoundError, match="no image folder"):
         ImageFiles(str(image_root / "nowhere"), (28, 28)).open("test")
 

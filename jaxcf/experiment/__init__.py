@@ -20,7 +20,12 @@ trained in one process beforehand; process 0 alone evaluates and writes the repo
 (:func:`is_main_process`).
 """
 
-from jaxcf.experiment._config import ExperimentConfig, TargetsFile, is_main_process
+from jaxcf.experiment._config import (
+    DEFAULT_VAE_STEPS,
+    ExperimentConfig,
+    TargetsFile,
+    is_main_process,
+)
 from jaxcf.experiment._data import (
     TFDS,
     DataSpec,
@@ -69,6 +74,7 @@ from jaxcf.experiment._train import train, trainable
 from jaxcf.experiment._user_model import UserModel
 
 __all__ = [
+    "DEFAULT_VAE_STEPS",
     "HTML_DIR",
     "KINDS",
     "MODELS_DIR",

@@ -60,15 +60,13 @@ from jaxcf.models._classifiers import (
     config_to_dict,
     load_classifier,
 )
-from jaxcf.models._density import (
+from jaxcf.models._density import Density, GaussianDensity, as_density
+from jaxcf.models._density_fit import (
     DEFAULT_EXPLAINED,
     DegenerateDensityWarning,
-    Density,
     DensityConfig,
     DensityDiagnostics,
     DensityFit,
-    GaussianDensity,
-    as_density,
     class_moments,
     fit_density,
     fit_gaussians,

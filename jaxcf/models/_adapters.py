@@ -16,6 +16,7 @@ that need features, such as DeDUCE, refuse a classifier without them, naming wha
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,25 @@ def load_params(path: str | Path, like: Any = None) -> Any:
         with np.load(path, allow_pickle=False) as f:
             return {k: np.asarray(f[k]) for k in f.files}
     try:
-        return ocp.load(path, like)
+        with warnings.catch_warnings():
+            # Orbax warns that it reads the saved sharding when none is given: a classifier's
+            # weights go to the default device, where the saved (single-device) layout fits.
+            warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
+            return ocp.load(path, None if like is None else _on_default_device(like))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"the checkpoint at {path} does not fit the model: {exc}") from exc
+
+
+def _on_default_device(like: Any) -> Any:
+    """``like``'s array leaves as abstract arrays placed on the default device."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def place(leaf):
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device)
+        return leaf
+
+    return jax.tree.map(place, like)
 
 
 def _method(name: str | None) -> Callable[[Any, Any], Any] | None:
