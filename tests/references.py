@@ -217,3 +217,116 @@ def reference_fgsm(classifier, x, t, cfg):
         if ok or attempt == len(schedule) - 1:
             return x_cf, ok, 1, s, attempt
         attempt += 1
+
+
+_CFPROTO_FNS: dict = {}
+
+
+def _cfproto_fns(search):
+    """One query's smooth CFProto objective, its gradient and the encoder, jitted once per
+    (classifier, bank, autoencoder, config): the hinge, written here on the classifier's
+    outputs of a batch of one."""
+    cfg = search.config
+    key = (id(search.classifier), id(search.bank), id(search.autoencoder), cfg)
+    if key in _CFPROTO_FNS:
+        return _CFPROTO_FNS[key][1]
+    clf, ae, bank = search.classifier, search.autoencoder, search.bank
+    enc = None if bank is None else bank.autoencoder
+
+    def code(x):  # [...] -> [d]
+        return x.reshape(-1) if enc is None else enc.encode(x[None])[0]
+
+    def margin(logits, t):  # f_t - max_{i != t} f_i
+        f = jax.nn.softmax(logits) if cfg.margin == "probabilities" else logits
+        return f[t] - jnp.max(f.at[t].set(-jnp.inf))
+
+    def smooth(y, x0, proto, t, c):
+        loss = c * jnp.maximum(0.0, cfg.kappa - margin(clf.logits(y[None])[0], t))
+        loss = loss + jnp.sum((y - x0) ** 2)
+        if cfg.gamma > 0:
+            loss = loss + cfg.gamma * jnp.sum((y - ae.decode(ae.encode(y[None]))[0]) ** 2)
+        if cfg.theta > 0:
+            loss = loss + cfg.theta * jnp.sum((code(y) - proto) ** 2)
+        return loss
+
+    fns = (jax.jit(jax.grad(smooth)), jax.jit(code), jax.jit(margin))
+    _CFPROTO_FNS[key] = (search, fns)  # kept alive: the ids are not reused
+    return fns
+
+
+def _prototype(search, x0, t) -> np.ndarray:
+    """The query's prototype of class ``t``: the mean code of its ``k`` nearest training
+    instances of that class (float64 distances), or the class's mean code."""
+    _, code, _ = _cfproto_fns(search)
+    bank = search.bank
+    codes = np.asarray(bank.codes, np.float64)[np.asarray(bank.labels) == t]
+    k = search.config.k
+    if k is None and bank.autoencoder is None:
+        k = 1  # input space: the nearest instance
+    if k is None:
+        return codes.mean(axis=0).astype(np.float32)
+    q = np.asarray(code(jnp.asarray(x0)), np.float64)
+    nearest = np.argsort(((codes - q) ** 2).sum(axis=1), kind="stable")[:k]
+    return codes[nearest].mean(axis=0).astype(np.float32)
+
+
+def reference_cfproto(search, x, t):
+    """CFProto for one query: ``c_steps`` rounds of FISTA from the query (gradient step with
+    decaying rate at the momentum point, soft-thresholding towards the query, momentum), the
+    closest candidate (elastic-net distance) kept, ``c`` bisected between rounds; a round ends
+    after ``max_iter`` steps or ``patience`` steps without a closer candidate once it has one.
+    Float32 NumPy arithmetic, JAX only for the gradient and the encoder of one query."""
+    cfg = search.config
+    grad, _, margin = _cfproto_fns(search)
+    outputs, _, _ = _fns_for(search.classifier)
+    f32 = np.float32
+    box = search.domain
+    lo, hi = (-np.inf, np.inf) if box is None else (f32(box[0]), f32(box[1]))
+    beta = f32(cfg.beta)
+    x0 = np.array(x, np.float32)
+    t = int(t)
+    proto = _prototype(search, x0, t) if cfg.theta > 0 else np.zeros(1, np.float32)
+    c, lower, upper = f32(cfg.c_init), f32(0.0), f32(np.inf)
+    best, best_dist, best_score = None, np.inf, None
+    n = 0
+    for r in range(cfg.c_steps):
+        xk, yk = x0.copy(), x0.copy()
+        found, round_dist, stale = False, np.inf, 0
+        for i in range(cfg.max_iter):
+            g = np.asarray(grad(yk, x0, proto, t, c))
+            g = np.clip(g, -cfg.clip, cfg.clip).astype(np.float32)
+            lr = f32(cfg.learning_rate) * np.sqrt(max(f32(1.0) - f32(i) / f32(cfg.max_iter), 0))
+            z = yk - f32(lr) * g
+            d = z - x0
+            xn = np.where(
+                d > beta,
+                np.minimum(z - beta, hi),
+                np.where(d < -beta, np.maximum(z + beta, lo), x0),
+            ).astype(np.float32)
+            zt = f32(i + 1) / f32(i + 4)
+            yk = np.clip(xn + zt * (xn - xk), lo, hi).astype(np.float32)
+            xk = xn
+            n += 1
+            logits = outputs(jnp.asarray(xk))
+            s, ok = score(logits, t, cfg.threshold, 0.1)
+            candidate = ok and float(margin(logits, t)) >= cfg.kappa
+            d = (xk - x0).ravel()
+            dist = float(np.sum(d * d, dtype=np.float32) + beta * np.sum(np.abs(d)))
+            if candidate and dist < best_dist:
+                best, best_dist, best_score = xk.copy(), dist, s
+            if candidate and dist < round_dist:
+                round_dist, stale = dist, 0
+            else:
+                stale += 1
+            found = found or candidate
+            if found and stale >= cfg.patience:
+                break
+        if found:
+            upper = min(upper, c)
+        else:
+            lower = max(lower, c)
+        if r < cfg.c_steps - 1:
+            c = f32((lower + upper) / 2) if np.isfinite(upper) else f32(c * 10)
+    if best is not None:
+        return best, True, n, best_score
+    return xk, False, n, s

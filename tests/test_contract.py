@@ -24,11 +24,12 @@ from flax import struct
 
 from jaxcf import experiment, report, runner
 from jaxcf.core import CFResult, FunctionClassifier, Results, Retry, as_pure, checks, targets
-from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform, load_dataset
 from jaxcf.evaluation import metrics
 from jaxcf.methods import (
     AIPConfig,
     AIPRandomConfig,
+    CFProtoConfig,
     DeDUCEConfig,
     DiffExplainerConfig,
     FGSMConfig,
@@ -41,6 +42,7 @@ from jaxcf.methods import (
     XGEMsConfig,
     make,
     method_names,
+    prototype_bank,
     solve,
     wachter,
 )
@@ -709,6 +711,55 @@ VARIANTS += [
         method="aip_random",
     ),
 ]
+# CFProto with prototypes from real training rows (other than the queries): on MNIST through
+# the jolted small VAE (codes, reconstruction term, the 5 nearest codes), on Adult's encoded rows
+# in input space (the nearest row of the class, the hinge on logits). Few steps, two rounds.
+_BANKS: dict = {}
+
+
+def _bank(model, problem: str):
+    """The prototype bank of a problem's classifier, built once per model."""
+    key = (id(model), problem)
+    if key not in _BANKS:
+        if problem == "mnist":  # labelled by the classifier, as the paper does
+            rows = load_dataset("mnist", "test").inputs[200:500]
+            bank = prototype_bank(rows, classifier=model, autoencoder=tiny_vae())
+        else:
+            data = load_dataset("adult", "test")
+            bank = prototype_bank(data.inputs[100:400], data.labels[100:400], num_classes=2)
+        _BANKS[key] = (model, bank)  # kept alive: its id is not reused
+    return _BANKS[key][1]
+
+
+_CFPROTO = {
+    "mnist": CFProtoConfig(
+        beta=0.02, gamma=0.5, theta=1.0, learning_rate=0.1, max_iter=10, patience=2, k=5
+    ),
+    "adult": CFProtoConfig(
+        beta=0.01,
+        theta=0.5,
+        c_init=5.0,
+        learning_rate=0.05,
+        max_iter=8,
+        patience=1,
+        margin="logits",
+    ),
+}
+for _problem, _cfg in _CFPROTO.items():
+    VARIANTS.append(
+        Variant(
+            f"cfproto-{_problem}",
+            "class",
+            lambda m, d, cfg=_cfg, problem=_problem: make(
+                "cfproto", cfg, classifier=m, prototypes=_bank(m, problem)
+            ),
+            lambda e, m, d, x, t, k: references.reference_cfproto(e.search, x, t),
+            atol=2e-5,
+            criterion=_cfg.threshold,
+            problem=_problem,
+            method="cfproto",
+        )
+    )
 IDS = [v.name for v in VARIANTS]
 
 

@@ -2,13 +2,14 @@
 
 Each search method has a public function that checks its inputs and returns a
 :class:`~jaxcf.core.CFResult` for a batch of queries and per-query targets (``deduce``,
-``jsma``, ``wachter``, ``fgsm``, and the latent-space searches ``revise``, ``xgems``, ``aip``,
-``aip_random``), and a builder of the underlying jittable object: an
+``jsma``, ``wachter``, ``fgsm``, ``cfproto``, and the latent-space searches ``revise``,
+``xgems``, ``aip``, ``aip_random``), and a builder of the underlying jittable object: an
 :class:`IterativeSearch` (``deduce_search``, ...) that :func:`solve`, :func:`solve_pool` and the
 runner drive (the runner step by step through the slot pool: :func:`stage_sizes`,
 :func:`pool_start`, :func:`pool_advance`, :func:`pool_running`, :func:`pool_compact` and its
 :class:`Pool`), or an explainer (``fgsm_explainer``). Amortised methods build an explainer from a
 trained model (``generator_explainer``: one forward pass of a conditional generator).
+CFProto's class prototypes come from a training set encoded once (:func:`prototype_bank`).
 :func:`make` builds any registered method from its name and config (see
 :mod:`jaxcf.methods`).
 """
@@ -25,6 +26,7 @@ from jaxcf.methods._aip import (
     aip_random_search,
     aip_search,
 )
+from jaxcf.methods._cfproto import CFProtoConfig, CFProtoSearch, cfproto, cfproto_search
 from jaxcf.methods._deduce import DeDUCEConfig, DeDUCESearch, deduce, deduce_search
 from jaxcf.methods._diffexplainer import (
     DiffExplainer,
@@ -49,6 +51,7 @@ from jaxcf.methods._latent import (
     xgems,
     xgems_search,
 )
+from jaxcf.methods._prototypes import PrototypeBank, prototype_bank
 from jaxcf.methods._registry import (
     MethodSpec,
     describe,
@@ -77,6 +80,8 @@ __all__ = [
     "AIPRandomConfig",
     "AIPRandomSearch",
     "AIPSearch",
+    "CFProtoConfig",
+    "CFProtoSearch",
     "CFResult",
     "DeDUCEConfig",
     "DeDUCESearch",
@@ -94,6 +99,7 @@ __all__ = [
     "LatentSearch",
     "MethodSpec",
     "Pool",
+    "PrototypeBank",
     "REVISEConfig",
     "Retry",
     "SearchExplainer",
@@ -105,6 +111,8 @@ __all__ = [
     "aip_random",
     "aip_random_search",
     "aip_search",
+    "cfproto",
+    "cfproto_search",
     "deduce",
     "deduce_search",
     "describe",
@@ -123,6 +131,7 @@ __all__ = [
     "pool_compact",
     "pool_running",
     "pool_start",
+    "prototype_bank",
     "register",
     "revise",
     "revise_search",

@@ -5,10 +5,10 @@ plug in with one :func:`register` call.
 A registered method has a builder ``build(config, **resources) -> explainer``, the type of its
 config (``None`` in a spec means the default one), and the names of the resources it needs from
 the experiment (``"classifier"``, ``"density"``, ``"generator"``, ``"diffusion"``, ``"vae"``
-for REVISE and xGEMs, ``"attribute_model"`` for AIP and AIP_R, ...). An experiment holds its
-resources in a dict; a spec's ``resources`` maps a method's resource name to a key of that dict
-when they differ (the DeDUCE protocol explains its baselines with ``{"classifier":
-"baseline"}``).
+for REVISE and xGEMs, ``"attribute_model"`` for AIP and AIP_R, ``"prototypes"`` for CFProto,
+...). An experiment holds its resources in a dict; a spec's ``resources`` maps a method's
+resource name to a key of that dict when they differ (the DeDUCE protocol explains its
+baselines with ``{"classifier": "baseline"}``).
 
 A spec's ``precision`` (``"float32"``, the default, or ``"bfloat16"``) is the dtype its
 classifier computes in: :func:`make` wraps the ``"classifier"`` resource with
@@ -25,6 +25,7 @@ from typing import Any
 
 from jaxcf.core import check_explainer, check_precision, with_precision
 from jaxcf.methods._aip import AIPConfig, AIPRandomConfig, aip_explainer, aip_random_search
+from jaxcf.methods._cfproto import CFProtoConfig, cfproto_search
 from jaxcf.methods._deduce import DeDUCEConfig, deduce_search
 from jaxcf.methods._diffexplainer import DiffExplainerConfig, diffexplainer
 from jaxcf.methods._fgsm import FGSMConfig, fgsm_explainer
@@ -205,6 +206,17 @@ def _register_builtins() -> None:
         lambda config, classifier: SearchExplainer(wachter_search(classifier, config)),
         config_type=WachterConfig,
         needs=("classifier",),
+    )
+    # CFProto's prototypes (a PrototypeBank) carry the encoder they were built with, which is
+    # also the autoencoder of its reconstruction term: one resource, with or without an
+    # autoencoder (input-space prototypes for series and rows).
+    register(
+        "cfproto",
+        lambda config, classifier, prototypes: SearchExplainer(
+            cfproto_search(classifier, prototypes, config)
+        ),
+        config_type=CFProtoConfig,
+        needs=("classifier", "prototypes"),
     )
     register(
         "fgsm",
