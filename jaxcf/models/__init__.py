@@ -9,8 +9,9 @@ the trained ones as pure pytrees ready for a method.
 * generative models: convolutional VAEs (:class:`VAEModel`, :func:`load_vae`), the AttGAN-like
   attribute-conditioned encoder-decoder (:class:`AttributeModel`, :func:`load_attgan`), UNets
   and diffusion autoencoders (:class:`DiffusionModel`, :func:`load_diffusion`), DiffExplainer's
-  agent (:class:`Agent`, :func:`load_agent`) and the conditional counterfactual generators
-  (:mod:`jaxcf.models.generators`, :func:`load_generator`);
+  agent (:class:`Agent`, :func:`load_agent`), the conditional counterfactual generators
+  (:mod:`jaxcf.models.generators`, :func:`load_generator`) and the Wasserstein GAN of the
+  AnoGAN realism score (:class:`WGANModel`, :func:`load_wgan`);
 * checkpoints (:mod:`jaxcf.models.checkpoint`: Orbax plus JSON metadata, no pickle) and the
   content digests of shipped models.
 """
@@ -100,6 +101,18 @@ from jaxcf.models._vae import (
 from jaxcf.models._vae import (
     KIND as VAE_KIND,
 )
+from jaxcf.models._wgan import (
+    KIND as WGAN_KIND,
+)
+from jaxcf.models._wgan import (
+    MNIST_WGAN,
+    WGANConfig,
+    WGANCritic,
+    WGANGenerator,
+    WGANModel,
+    build_wgan,
+    load_wgan,
+)
 from jaxcf.models.generators import load_generator
 
 __all__ = [
@@ -111,9 +124,11 @@ __all__ = [
     "EXCLUSIVE",
     "MLP",
     "MNIST_VAE",
+    "MNIST_WGAN",
     "PAPER_ATTGAN",
     "VAE",
     "VAE_KIND",
+    "WGAN_KIND",
     "Agent",
     "AttGANConfig",
     "AttGANGenerator",
@@ -148,11 +163,16 @@ __all__ = [
     "UNetConfig",
     "VAEConfig",
     "VAEModel",
+    "WGANConfig",
+    "WGANCritic",
+    "WGANGenerator",
+    "WGANModel",
     "as_density",
     "attribute_conflicts",
     "build",
     "build_attgan",
     "build_denoiser",
+    "build_wgan",
     "check_fits",
     "checkpoint",
     "class_moments",
@@ -178,6 +198,7 @@ __all__ = [
     "load_generator",
     "load_params",
     "load_vae",
+    "load_wgan",
     "nnx_classifier",
     "open_checkpoint",
     "operator_norm",

@@ -7,7 +7,8 @@
 * classifiers and their feature density (:class:`TrainConfig`, :func:`train_and_evaluate`),
   VAEs (:func:`train_vae`), the AttGAN-like encoder-decoder (:func:`train_attgan`), diffusion
   models and autoencoders (:func:`train_diffusion`), conditional counterfactual generators
-  (:func:`train_generator`) and DiffExplainer's agent (:func:`train_agent`);
+  (:func:`train_generator`), DiffExplainer's agent (:func:`train_agent`) and the Wasserstein
+  GAN of the AnoGAN realism score (:class:`WGANTrainConfig`, :func:`train_wgan`);
 * compact copies of trained models to ship (:func:`export_compact`,
   :func:`export_attgan_compact`).
 
@@ -72,6 +73,13 @@ from jaxcf.training._vae import (
     train_vae,
     vae_loss,
 )
+from jaxcf.training._wgan import (
+    WGANTask,
+    WGANTrainConfig,
+    gradient_penalty,
+    train_wgan,
+    wgan_train_step,
+)
 
 __all__ = [
     "ATTGAN_TARGETS",
@@ -92,6 +100,8 @@ __all__ = [
     "TrainConfig",
     "VAETask",
     "VAETrainConfig",
+    "WGANTask",
+    "WGANTrainConfig",
     "accuracy",
     "class_mmd2_loss",
     "clear_progress",
@@ -104,6 +114,7 @@ __all__ = [
     "final_checkpoint",
     "fit",
     "gan_losses",
+    "gradient_penalty",
     "held_out_scores",
     "l1_distance",
     "loop_config_of",
@@ -120,7 +131,9 @@ __all__ = [
     "train_generator",
     "train_step",
     "train_vae",
+    "train_wgan",
     "update_ema",
     "vae_loss",
+    "wgan_train_step",
     "write_progress",
 ]
