@@ -1,5 +1,6 @@
 """Mixed precision (:mod:`jaxcf.core`): a classifier run in bfloat16 behind a float32
-interface, chosen per method through the registry, run through the runner."""
+interface, chosen per method through the registry, run through the runner; the float32
+classifier decides success (every reported success is a float32 success)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,29 @@ import numpy as np
 import pytest
 
 from jaxcf import runner
-from jaxcf.core import FunctionClassifier, MixedPrecision, as_pure, with_precision
-from jaxcf.methods import DeDUCEConfig, JSMAConfig, MethodSpec, make
+from jaxcf.core import (
+    FunctionClassifier,
+    MixedPrecision,
+    as_pure,
+    decision_classifier,
+    with_precision,
+)
+from jaxcf.evaluation import metrics
+from jaxcf.methods import (
+    AIPConfig,
+    DeDUCEConfig,
+    FGSMConfig,
+    JSMAConfig,
+    MethodSpec,
+    WachterConfig,
+    XGEMsConfig,
+    make,
+    solve,
+    solve_pool,
+)
+from jaxcf.methods._search import default_keys, on_rows
 from jaxcf.models import MLPConfig, build, fit_gaussians, load_classifier
+from tests.conftest import tiny_attribute_model, tiny_vae
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +71,11 @@ def test_outputs_are_float32_and_close_to_float32(shipped, mnist_test):
     full, half = as_pure(model), with_precision(model, "bfloat16")
     assert isinstance(half, MixedPrecision)
     assert half.domain == (0.0, 1.0) and half.input_shape == (28, 28, 1)
-    assert all(a.dtype == jnp.bfloat16 for a in _float_leaves(half))
+    assert all(a.dtype == jnp.bfloat16 for a in _float_leaves(half.inner))
+    # The float32 form rides along, to decide success: the model's own arrays.
+    assert decision_classifier(half) is half.reference
+    for a, b in zip(jax.tree.leaves(half.reference), jax.tree.leaves(full), strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
     ref = np.asarray(jax.jit(lambda m, x: m.logits(x))(full, x))
 
     @jax.jit
@@ -82,6 +107,8 @@ def test_only_float_leaves_are_cast():
     assert out.dtype == jnp.float32
     np.testing.assert_array_equal(out, np.full((2, 3), 8.0))
     assert clf.params["w"].dtype == jnp.float32  # the user's classifier is untouched
+    assert half.reference.params["w"].dtype == jnp.float32
+    assert decision_classifier(clf) is clf
     assert with_precision(half, "bfloat16") is half
     assert with_precision(clf, "float32") is clf  # the default path changes nothing
 
@@ -139,3 +166,123 @@ def test_runner_runs_bfloat16_and_a_second_run_compiles_nothing(tiny, tmp_path):
     full = make(spec, precision="float32", classifier=model, density=density)
     with pytest.raises(ValueError, match="different arguments"):
         runner.run(full, x, target, tmp_path / "a", config=config, progress=False)
+
+
+# ----------------------------------------------------------------- the float32 network decides
+
+
+def _edge_logits(p, x):
+    """Two classes; class 1's logit is ``s * (sum(x) - c)``."""
+    s = p["s"] * (jnp.sum(x, axis=-1) - p["c"])
+    return jnp.stack([jnp.zeros_like(s), s], axis=-1)
+
+
+@pytest.fixture(scope="module")
+def edge():
+    """A classifier that bfloat16 misjudges by construction: its threshold ``c = 0.501``
+    rounds to 0.5 in bfloat16 (spacing 2^-8 there), so at ``sum(x) = 0.5`` bfloat16 gives class
+    1 probability exactly 0.5 (a success at threshold 0.5) and float32 ``sigmoid(-0.1)``."""
+    params = {"s": jnp.float32(100.0), "c": jnp.float32(0.501)}
+    clf = FunctionClassifier(_edge_logits, params, input_shape=(4,), domain=(0.0, 1.0))
+    return clf, jnp.zeros((3, 4)), jnp.ones(3, jnp.int32)
+
+
+def _deciding_in_bfloat16(search):
+    """The same search with the bfloat16 network deciding too (no float32 reference)."""
+    return search.replace(classifier=search.classifier.replace(reference=None))
+
+
+def test_a_candidate_float32_rejects_keeps_searching(edge):
+    clf, x, t = edge
+    # JSMA steps of 0.25 on pixel 0 (every gradient ties, the lowest index wins): sum(x) goes
+    # 0.25, 0.5, 0.75. bfloat16 alone stops at 0.5; with float32 deciding it goes on to 0.75.
+    search = make("jsma", JSMAConfig(step=0.25), precision="bfloat16", classifier=clf).search
+    pool = jax.jit(lambda s, x, t: solve_pool(s, x, t, slots=2, segment=1))
+    for run in (jax.jit(solve), pool):
+        checked, alone = run(search, x, t), run(_deciding_in_bfloat16(search), x, t)
+        np.testing.assert_array_equal(alone.n_iter, [2, 2, 2])
+        np.testing.assert_allclose(np.sum(np.asarray(alone.x_cf), -1), 0.5)
+        assert np.all(alone.success) and not metrics.validity(clf, alone.x_cf, t).any()
+        np.testing.assert_array_equal(checked.n_iter, [3, 3, 3])
+        np.testing.assert_allclose(np.sum(np.asarray(checked.x_cf), -1), 0.75)
+        assert np.all(checked.success) and metrics.validity(clf, checked.x_cf, t).all()
+        # The score reported is float32's (sigmoid(100 * (0.75 - 0.501))).
+        np.testing.assert_allclose(checked.score, 1 / (1 + np.exp(-24.9)), rtol=1e-6)
+    # float32 itself: the same as the checked bfloat16 search.
+    full = jax.jit(solve)(make("jsma", JSMAConfig(step=0.25), classifier=clf).search, x, t)
+    np.testing.assert_array_equal(full.n_iter, [3, 3, 3])
+    # A one-pass method reports the float32 verdict on its output (FGSM: every pixel + 0.125).
+    keys = default_keys(3)
+    call = jax.jit(lambda e, *a: e(*a))
+    fgsm = make("fgsm", FGSMConfig(eps=0.125), precision="bfloat16", classifier=clf)
+    assert not call(fgsm, x, t, keys).success.any()
+    lax = fgsm.replace(classifier=fgsm.classifier.replace(reference=None))
+    assert call(lax, x, t, keys).success.all()
+
+
+def test_float32_searches_recheck_nothing(edge, tiny):
+    clf, x, t = edge
+    search = make("jsma", JSMAConfig(), classifier=clf).search
+    state = search.init(x, t, default_keys(3))
+    claimed, score = jnp.ones(3, bool), jnp.zeros(3)
+    out = search.recheck(state, t, claimed, score)
+    assert out[0] is claimed and out[1] is score  # the float32 program is traced unchanged
+    half = _deciding_in_bfloat16(make("jsma", precision="bfloat16", classifier=clf).search)
+    out = half.recheck(state, t, claimed, score)
+    assert out[0] is claimed and out[1] is score
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 16])
+def test_on_rows_computes_the_masked_rows_only(count):
+    b = 16  # blocks of 2 rows: 0 masked rows skip, 1-2 gather, more take the whole batch
+    a = jnp.arange(b, dtype=jnp.float32)
+    rows = np.arange(b) if count == b else np.asarray([3, 7, 11][:count], int)
+    mask = jnp.asarray(np.isin(np.arange(b), rows))
+    fill = (jnp.full(b, -1.0), jnp.zeros(b, bool))
+    out = jax.jit(
+        lambda mask, a: on_rows(lambda r, s: (r * s["k"], r > 5), mask, (a, {"k": a}), fill)
+    )(mask, a)
+    np.testing.assert_array_equal(out[0], np.where(mask, a * a, -1.0))
+    np.testing.assert_array_equal(out[1], np.asarray(mask) & (np.asarray(a) > 5))
+
+
+@pytest.fixture(scope="module")
+def bfloat16_cases(trained, queries):
+    """Every method that takes a precision (the searches, FGSM, a latent search and AIP) on the
+    shared trained CNN in bfloat16, on the 12 shared queries (the latent ones through the
+    untrained tiny VAE and attribute model: their decodings reach some targets)."""
+    model, density, _ = trained
+    x, target = queries
+    specs = {
+        "deduce": (DeDUCEConfig(max_iter=80), {"density": density}),
+        "jsma": (JSMAConfig(max_iter=80), {}),
+        "wachter": (WachterConfig(max_iter=80), {}),
+        "wachter_rounds": (WachterConfig(max_iter=30, rounds=2, patience=5, min_found=2), {}),
+        "fgsm": (FGSMConfig(eps=0.1), {}),
+        "xgems": (XGEMsConfig(max_iter=60, learning_rate=0.2), {"vae": tiny_vae()}),
+        "aip": (AIPConfig(max_iter=60), {"attribute_model": tiny_attribute_model()}),
+    }
+    out = {}
+    for name, (config, resources) in specs.items():
+        method = name.split("_")[0]
+        explainer = make(method, config, precision="bfloat16", classifier=model, **resources)
+        xs, ts = explainer.check(x, target)
+        keys = default_keys(len(xs))
+        out[name] = (config, jax.jit(lambda e, *a: e(*a))(explainer, xs, ts, keys))
+    return model, target, out
+
+
+@pytest.mark.parametrize(
+    "name", ["deduce", "jsma", "wachter", "wachter_rounds", "fgsm", "xgems", "aip"]
+)
+def test_every_bfloat16_success_is_a_float32_success(bfloat16_cases, name):
+    model, target, out = bfloat16_cases
+    config, result = out[name]
+    probs = jax.nn.softmax(metrics.outputs(model, result.x_cf), axis=-1)
+    p = np.asarray(probs)[np.arange(len(target)), target]
+    success = np.asarray(result.success)
+    if name != "fgsm":  # FGSM's single step flips few of these; the searches solve some
+        assert success.any(), name
+    assert np.all(p[success] >= config.threshold), (name, p[success])
+    # The reported score of a success is the float32 network's target probability.
+    np.testing.assert_allclose(np.asarray(result.score)[success], p[success], rtol=1e-5)

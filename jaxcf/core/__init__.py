@@ -33,7 +33,13 @@ from jaxcf.core._files import (
     write_npz,
     write_text_atomic,
 )
-from jaxcf.core._precision import PRECISIONS, MixedPrecision, check_precision, with_precision
+from jaxcf.core._precision import (
+    PRECISIONS,
+    MixedPrecision,
+    check_precision,
+    decision_classifier,
+    with_precision,
+)
 from jaxcf.core._pure import PureModule, PureObject, as_pytree, is_pytree_of_arrays, plain_leaf
 from jaxcf.core._results import ARRAY_FIELDS, RESULT_FILE, Results, write_record
 from jaxcf.core.config_file import load_config, override, override_all
@@ -60,6 +66,7 @@ __all__ = [
     "check_precision",
     "checks",
     "classifier_digest",
+    "decision_classifier",
     "explain_batch",
     "is_pytree_of_arrays",
     "load_config",

@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf.core import CFResult, Retry, as_pure, checks, explain_batch, validation
+from jaxcf.core import (
+    CFResult,
+    Retry,
+    as_pure,
+    checks,
+    decision_classifier,
+    explain_batch,
+    validation,
+)
 from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
@@ -73,7 +81,10 @@ class FGSM(struct.PyTreeNode):
         if self.domain is not None:
             x_cf = jnp.clip(x_cf, *self.domain)
         score, success = targets_lib.score_outputs(
-            self.classifier.logits(x_cf), target, threshold=cfg.threshold, tolerance=cfg.tolerance
+            decision_classifier(self.classifier).logits(x_cf),
+            target,
+            threshold=cfg.threshold,
+            tolerance=cfg.tolerance,
         )
         return CFResult(x_cf, success, jnp.ones(x.shape[0], jnp.int32), score, {})
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf.core import CFResult, PureModule, as_pure, checks, validation
+from jaxcf.core import CFResult, PureModule, as_pure, checks, decision_classifier, validation
 from jaxcf.core import targets as targets_lib
 from jaxcf.models import generators
 
@@ -85,7 +85,10 @@ class GeneratorExplainer(struct.PyTreeNode):
             )
         x_cf = self.generator.generate(x, y_m, y_t, key, **kwargs)
         score, success = targets_lib.score_outputs(
-            self.classifier.logits(x_cf), target, threshold=cfg.threshold, tolerance=cfg.tolerance
+            decision_classifier(self.classifier).logits(x_cf),
+            target,
+            threshold=cfg.threshold,
+            tolerance=cfg.tolerance,
         )
         return CFResult(x_cf, success, jnp.ones(x.shape[0], jnp.int32), score, {})
 

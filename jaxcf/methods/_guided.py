@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxcf import diffusion as diff
-from jaxcf.core import CFResult, Retry, as_pure, checks, validation
+from jaxcf.core import CFResult, Retry, as_pure, checks, decision_classifier, validation
 from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
@@ -220,7 +220,10 @@ class GuidedDiffusion(struct.PyTreeNode):
         finite = jnp.all(jnp.isfinite(x0).reshape(x0.shape[0], -1), axis=1)
         x_cf = jnp.where(finite.reshape((-1,) + (1,) * (x.ndim - 1)), x_cf, x)
         score, success = targets_lib.score_outputs(
-            self.classifier.logits(x_cf), target, threshold=cfg.threshold, tolerance=cfg.tolerance
+            decision_classifier(self.classifier).logits(x_cf),
+            target,
+            threshold=cfg.threshold,
+            tolerance=cfg.tolerance,
         )
         n = jnp.full(x.shape[0], self.denoiser_calls, jnp.int32)
         return CFResult(x_cf, success & finite, n, score, {"non_finite": ~finite})

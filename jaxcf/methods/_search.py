@@ -21,6 +21,13 @@ the returned ``x_cf`` (the published code skips that final check and counts such
 failures; it changes nothing else). A search may also end a query early on its own terms
 (its ``given_up`` mask, optional): that query stops unsuccessful, like one out of updates.
 
+A search whose classifier computes in bfloat16 (:func:`jaxcf.core.with_precision`) takes its
+steps with that classifier but lets the float32 one decide (its ``recheck``, optional): a query
+the step reports at its target stops only if the float32 network, run on the candidate, puts it
+there too; otherwise it receives its update and keeps searching. The float32 forward runs only
+on steps where some query claims its target, and on a gathered block of those queries when they
+are few (:func:`on_rows`); with a float32 classifier nothing is rechecked.
+
 A search's ``init`` runs once per query: the pool initialises every query of its list up front,
 in batches of ``slots`` (``lax.map``), and refilling a slot only copies a prepared state in. An
 expensive ``init`` (an encoder pass, a DDIM inversion) therefore costs one evaluation per query,
@@ -29,13 +36,14 @@ at the price of holding ``N`` initial states in memory.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf.core import CFResult, checks, tree_where
+from jaxcf.core import CFResult, checks, decision_classifier, tree_where
 from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
@@ -69,6 +77,11 @@ class IterativeSearch(Protocol):
     # Optional: ``given_up(state) -> [B] bool`` marks queries whose search has ended without
     # reaching the target before ``max_iter`` updates (a schedule that ran out); they stop
     # unsuccessful. Searches without it run until success or ``max_iter``.
+    #
+    # Optional: ``recheck(state, target, claimed [B] bool, score [B]) -> (reached, score)``
+    # confirms the queries whose step reported them at their target (``claimed``) with another
+    # judge (SearchBase: the float32 classifier behind a bfloat16 one); the score of a
+    # rechecked query is the judge's.
 
 
 class SearchBase(struct.PyTreeNode):
@@ -104,11 +117,80 @@ class SearchBase(struct.PyTreeNode):
         box = self.domain
         return x if box is None else jnp.clip(x, box[0], box[1])
 
+    def confirm(
+        self,
+        candidate: Callable[[PyTree], Array],
+        rows: PyTree,
+        target: Array,
+        claimed: Array,
+        score: Array,
+    ) -> tuple[Array, Array]:
+        """``(claimed & agreed, score)``: whether the deciding classifier
+        (:func:`jaxcf.core.decision_classifier`) also puts ``candidate(rows)`` at the target,
+        where ``claimed [B]`` holds, with its score there (``score [B]`` elsewhere).
+
+        ``rows`` is a pytree with a leading batch axis ``[B]`` and ``candidate`` maps (a
+        gathered subset of) it to the inputs judged. When the search's classifier decides
+        itself (any classifier but a bfloat16 wrapper), ``(claimed, score)`` come back as they
+        are: the float32 path traces exactly as without this method.
+        """
+        mine = getattr(self, "classifier", None)
+        judge = decision_classifier(mine)
+        if judge is mine:
+            return claimed, score
+
+        def verdict(r: PyTree, t: Array) -> tuple[Array, Array]:
+            s32, ok = self.score(judge.logits(candidate(r)), t)
+            return ok, s32.astype(score.dtype)
+
+        ok, score = on_rows(verdict, claimed, (rows, target), (jnp.zeros_like(claimed), score))
+        return claimed & ok, score
+
+    def recheck(
+        self, state: PyTree, target: Array, claimed: Array, score: Array
+    ) -> tuple[Array, Array]:
+        """The claimed queries whose current iterate the deciding classifier confirms, and the
+        scores (see :meth:`confirm`)."""
+        return self.confirm(self.current, state, target, claimed, score)
+
     def current(self, state: PyTree) -> Array:
         return state.x
 
     def extras(self, state: PyTree) -> dict[str, Array]:
         return {}
+
+
+def on_rows(fn: Callable[..., PyTree], mask: Array, args: PyTree, fill: PyTree) -> PyTree:
+    """``fn(*args)`` computed only on the rows where ``mask [B]`` holds, merged into ``fill``.
+
+    ``args`` are pytrees whose leaves have a leading batch axis ``[B]``; ``fn`` maps rows of
+    them to a pytree of ``[n]`` arrays shaped like ``fill`` (``[B]`` leaves), which keeps its
+    values on the other rows. Jittable; which of three branches runs is decided on device:
+    nothing when no row is masked, ``fn`` on a gathered block of ``ceil(B / 8)`` rows when the
+    masked rows fit in it, else ``fn`` on the whole batch. So a check that few queries need per
+    step costs a fraction of a batch's forward pass, and none on steps that need none.
+    """
+    b = mask.shape[0]
+    block = -(-b // 8)
+    n = jnp.sum(mask, dtype=jnp.int32)
+
+    def skip(args: PyTree) -> PyTree:
+        return fill
+
+    def every(args: PyTree) -> PyTree:
+        out = fn(*args)
+        return jax.tree.map(lambda f, o: jnp.where(mask, o, f), fill, out)
+
+    def some(args: PyTree) -> PyTree:
+        idx = jnp.nonzero(mask, size=block, fill_value=0)[0]
+        out = fn(*jax.tree.map(lambda a: a[idx], args))
+        dest = jnp.where(jnp.arange(block) < n, idx, b)  # b: the padding rows write nowhere
+        return jax.tree.map(lambda f, o: f.at[dest].set(o, mode="drop"), fill, out)
+
+    if block >= b:
+        return jax.lax.cond(n > 0, every, skip, args)
+    branch = jnp.where(n == 0, 0, jnp.where(n <= block, 1, 2))
+    return jax.lax.switch(branch, (skip, some, every), args)
 
 
 def default_keys(n: int) -> Array:
@@ -141,6 +223,9 @@ def _advance(search: IterativeSearch, s: _Slots, target: Array, live: Array) -> 
     score, reached_now, stepped = search.step(s.state, target)
     active = live & ~s.finished
     reached = active & reached_now
+    recheck = getattr(search, "recheck", None)
+    if recheck is not None:  # a bfloat16 search's verdicts, confirmed in float32
+        reached, score = recheck(s.state, target, reached, score)
     out = s.it >= search.max_iter
     given_up = getattr(search, "given_up", None)
     if given_up is not None:

@@ -19,7 +19,8 @@ Two schedules:
   upper bound is known), any other round lowers the upper bound to ``lam`` (``lam / 10`` while
   no lower bound is known). Each round continues from the last iterate with a fresh optimiser
   state. Unlike alibi there is no initial sweep over orders of magnitude of ``lam``: the search
-  starts at ``l1_weight``. A query succeeds if any iterate reached the target.
+  starts at ``l1_weight``. A query succeeds if any iterate reached the target. With a bfloat16
+  classifier a candidate is kept only if the float32 classifier confirms it.
 """
 
 from __future__ import annotations
@@ -178,13 +179,17 @@ class WachterLambdaSearch(WachterSearch):
         reported = jnp.where(over & has_best, s.best_score, score)
         valid = valid & ~over
 
-        # Record the iterate: the closest valid one is the candidate kept.
+        # Record the iterate: the closest valid one is the candidate kept. Under a bfloat16
+        # classifier, the float32 one must confirm a candidate before it replaces the kept one
+        # (the round's counts stay with the bfloat16 verdicts that steer the search).
         flat = jnp.abs(s.x - s.x0).reshape(s.x.shape[0], -1)
         dist = jnp.sum(flat, axis=-1).astype(jnp.float32)
-        better = valid & (dist < s.best_dist)
+        better, kept_score = self.confirm(
+            lambda x: x, s.x, target, valid & (dist < s.best_dist), score
+        )
         best_x = tree_where(better, s.x, s.best_x)
         best_dist = jnp.where(better, dist, s.best_dist)
-        best_score = jnp.where(better, score, s.best_score)
+        best_score = jnp.where(better, kept_score, s.best_score)
         found = s.found + valid
         run_valid = jnp.where(valid, s.run_valid + 1, 0)
         run_invalid = jnp.where(valid, 0, s.run_invalid + 1)
