@@ -30,7 +30,13 @@ from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, Wach
 from jaxcf.models import config_from_dict, config_to_dict, denoiser_config_from_dict, generators
 from jaxcf.report import published_for
 from jaxcf.runner import RunnerConfig
-from jaxcf.training import AttGANTrainConfig, DiffusionTrainConfig, TrainConfig, VAETrainConfig
+from jaxcf.training import (
+    AttGANTrainConfig,
+    DiffusionTrainConfig,
+    TrainConfig,
+    VAETrainConfig,
+    WGANTrainConfig,
+)
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -228,6 +234,9 @@ def test_config_files_load(path):
     elif isinstance(config, AttGANTrainConfig):
         assert AttGANTrainConfig(**config.to_dict()) == config
         assert config.model.latent_dim == 1024  # the AIP image setting's latent size
+        trains = []
+    elif isinstance(config, WGANTrainConfig):
+        assert WGANTrainConfig(**config.to_dict()) == config
         trains = []
     elif isinstance(config, GuidedExplainConfig):
         trains = [config.classifier.train]

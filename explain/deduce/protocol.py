@@ -20,13 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from explain.deduce.published import PUBLISHED
+from explain.deduce.published import PUBLISHED, PUBLISHED_AGAN
+from explain.deduce.realism import agan_markdown, agan_table, mnist_prototypes
 from jaxcf import experiment, report
 from jaxcf.core import to_jsonable, validation
 from jaxcf.data import load_mnist
-from jaxcf.evaluation import metrics
+from jaxcf.evaluation import AGANConfig, metrics
 from jaxcf.experiment import ModelSpec, every_other_class, is_main_process, resolve_model
-from jaxcf.methods import DeDUCEConfig, FGSMConfig, JSMAConfig, MethodSpec, WachterConfig
+from jaxcf.methods import (
+    DeDUCEConfig,
+    FGSMConfig,
+    JSMAConfig,
+    MethodSpec,
+    WachterConfig,
+    method_needs,
+)
+from jaxcf.models import load_wgan
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import TrainConfig
 
@@ -60,6 +69,12 @@ class ProtocolConfig:
       (the paper's convention: pairs every method solved); ``None`` for all.
     runs: a run store shared with other experiments (default ``<workdir>/runs``): any
       experiment asking for the same explainer, pairs and seed reuses a finished run there.
+    prototype_rows: MNIST training images CFProto's prototypes are built from (``None``: all
+      60,000), coded by the VAE's encoder when there is a VAE.
+    wgan: the workdir of a trained MNIST WGAN (``jaxcf train train/configs/wgan_mnist.py``):
+      adds the paper's AnoGAN realism column (originals, VAE reconstructions, every method's
+      counterfactuals); ``None``: no AGAN column.
+    agan: the AnoGAN search's settings (DeDUCE's by default: 4,000 steps, 3 restarts).
     """
 
     classifier: ModelSpec = ModelSpec(train=TrainConfig())
@@ -73,6 +88,9 @@ class ProtocolConfig:
     grid_queries: int = 6
     common_over: tuple[str, ...] | None = None
     runs: str | None = None
+    prototype_rows: int | None = None
+    wgan: str | None = None
+    agan: AGANConfig = AGANConfig()
 
     def __post_init__(self):
         validation.at_least(self, 1, "n_sets", "set_size", "grid_queries")
@@ -133,6 +151,17 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             "vae", "vae", config.vae, workdir, image_shape=shape, dataset=meta["dataset"]
         )
         resources["vae"] = vae.model
+    if any("prototypes" in method_needs(s.name) for s in config.methods):
+        # CFProto: prototypes labelled by the classifier it explains (the baseline, as in the
+        # paper, when the specs say so), coded by the VAE's encoder when there is one.
+        owner = next(s for s in config.methods if "prototypes" in method_needs(s.name))
+        resources["prototypes"] = mnist_prototypes(
+            resources[owner.resource_keys()["classifier"]],
+            None if vae is None else vae.model,
+            dataset=meta["dataset"],
+            rows=config.prototype_rows,
+        )
+    wgan = None if config.wgan is None else load_wgan(config.wgan, image_shape=(28, 28, 1))[0]
     test = load_mnist("test", dataset=meta["dataset"])
     index, target, sets = protocol_pairs(test.labels, config.n_sets, config.set_size, config.seed)
     x = test.images[index]
@@ -196,6 +225,16 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             f"\n\nMethods {', '.join(on_baseline)} explain a baseline classifier: "
             f"{base.metadata['model']}, test accuracy {base.metadata['test_accuracy']:.4f}."
         )
+    if wgan is not None:
+        extra["agan"] = agan_table(
+            wgan,
+            results,
+            index,
+            x,
+            common_over=config.common_over,
+            vae=None if vae is None else vae.model,
+            config=config.agan,
+        )
     out = workdir / experiment.REPORT_DIR
     doc = experiment.write_report(
         out,
@@ -216,6 +255,11 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         source=metrics.predict(model, x),
         class_names=test.class_names,
     )
+    if wgan is not None:
+        section = agan_markdown(extra["agan"], PUBLISHED_AGAN)
+        with open(out / "report.md", "a", encoding="utf-8") as f:
+            f.write("\n" + section)
+        print("\n" + section, flush=True)
     print("\n" + report.format_table(evaluation["summaries"], PUBLISHED), flush=True)
     common = evaluation["common"]
     labels = list(results)

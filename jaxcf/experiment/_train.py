@@ -11,10 +11,12 @@ from jaxcf.training import (
     DiffusionTrainConfig,
     TrainConfig,
     VAETrainConfig,
+    WGANTrainConfig,
     train_and_evaluate,
     train_attgan,
     train_diffusion,
     train_vae,
+    train_wgan,
 )
 
 
@@ -60,11 +62,22 @@ def _diffusion(config: DiffusionTrainConfig, workdir: Path, overwrite: bool) -> 
     )
 
 
+def _wgan(config: WGANTrainConfig, workdir: Path, overwrite: bool) -> str:
+    _, meta = train_wgan(config, workdir, overwrite=overwrite)
+    last = meta["history"][-1]
+    return (
+        f"wgan: held-out Wasserstein estimate {last['val_wasserstein']:.3f} after "
+        f"{last['step']} generator steps ({meta['train_seconds'] / 60:.1f} min); samples in "
+        f"{workdir / 'samples.png'}"
+    )
+
+
 _TRAINERS = {
     TrainConfig: _classifier,
     VAETrainConfig: _vae,
     AttGANTrainConfig: _attgan,
     DiffusionTrainConfig: _diffusion,
+    WGANTrainConfig: _wgan,
 }
 
 
@@ -79,7 +92,8 @@ def train(config: Any, workdir: str | Path, *, overwrite: bool = False) -> str:
 
     ``config`` is a :class:`~jaxcf.training.TrainConfig` (a classifier and its feature
     density), :class:`~jaxcf.training.VAETrainConfig`,
-    :class:`~jaxcf.training.AttGANTrainConfig` or :class:`~jaxcf.training.DiffusionTrainConfig`,
+    :class:`~jaxcf.training.AttGANTrainConfig`, :class:`~jaxcf.training.DiffusionTrainConfig`
+    or :class:`~jaxcf.training.WGANTrainConfig`,
     or any object with a ``train(workdir)`` method returning such a summary (an experiment's
     job that trains several models).
 

@@ -126,18 +126,6 @@ class WGANTrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def train(self, workdir: str | Path) -> str:
-        """Trains into ``workdir`` (:func:`train_wgan`; what ``jaxcf train`` runs) and returns
-        a one-line summary."""
-        workdir = Path(workdir)
-        _, meta = train_wgan(self, workdir)
-        last = meta["history"][-1]
-        return (
-            f"wgan: held-out Wasserstein estimate {last['val_wasserstein']:.3f} after "
-            f"{last['step']} generator steps ({meta['train_seconds'] / 60:.1f} min); samples in "
-            f"{workdir / 'samples.png'}"
-        )
-
 
 # ----------------------------------------------------------------------------- the losses
 
