@@ -733,12 +733,21 @@ def _bank(model, problem: str):
 
 _CFPROTO = {
     "mnist": CFProtoConfig(
-        beta=0.02, gamma=0.5, theta=1.0, learning_rate=0.1, max_iter=10, patience=2, k=5
+        beta=0.02,
+        gamma=0.5,
+        theta=1.0,
+        c_init=1.0,
+        c_steps=2,
+        learning_rate=0.1,
+        max_iter=10,
+        patience=2,
+        k=5,
     ),
     "adult": CFProtoConfig(
         beta=0.01,
         theta=0.5,
         c_init=5.0,
+        c_steps=2,
         learning_rate=0.05,
         max_iter=8,
         patience=1,

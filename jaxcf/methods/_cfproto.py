@@ -86,8 +86,8 @@ class CFProtoConfig:
     beta: float = 0.1
     gamma: float = 0.0
     theta: float = 100.0
-    c_init: float = 1.0
-    c_steps: int = 2
+    c_init: float = 10.0
+    c_steps: int = 10
     max_iter: int = 1000
     learning_rate: float = 0.01
     patience: int = 100
