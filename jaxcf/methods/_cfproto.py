@@ -252,6 +252,9 @@ class CFProtoSearch(SearchBase):
         score, reached = self.score(logits, target)
         score = score.astype(jnp.float32)
         candidate = reached & (self.margin(logits, target) >= cfg.kappa)
+        # In bfloat16, a candidate counts only when the float32 network agrees (a no-op in
+        # float32), so the kept candidate is always a confirmed one.
+        candidate, score = self.confirm(lambda r: r, x, target, candidate, score)
         d = (x - s.x0).reshape(x.shape[0], -1)
         dist = jnp.sum(d * d, axis=-1) + cfg.beta * jnp.sum(jnp.abs(d), axis=-1)
         better = candidate & (dist < s.best_dist)
