@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-from explain.amortised import PUBLISHED, ExplainConfig, GeneratorJob, run_protocol
+from explain.amortised import PUBLISHED, ExplainConfig, GeneratorJob, run_protocol, units
 from jaxcf import peers
-from jaxcf.data import ADULT_CONSTRAINTS, adult_transform
+from jaxcf.core import Results
+from jaxcf.data import ADULT_CONSTRAINTS, adult_transform, load_dataset
 from jaxcf.experiment import flip_targets
 from jaxcf.methods import WachterConfig
 from jaxcf.models.generators import TabularGeneratorConfig
@@ -196,3 +198,101 @@ def test_dice_and_fixed_need_a_tabular_job():
 def test_missing_checkpoints_name_the_training_command(tmp_path):
     with pytest.raises(FileNotFoundError, match="jaxcf train"):
         run_protocol(_config(_tiny_job(), train_missing=False), tmp_path)
+
+
+# ------------------------------------------------------------------ the paper's units (Adult)
+
+
+def test_categorical_changes_and_scaled_l1_by_hand():
+    a = {
+        "Age": np.array([30, 40, 50]),
+        "Hours": np.array([40.0, 40.0, 10.0]),
+        "Sex": np.array(["Male", "Female", "Male"], object),
+        "Race": np.array(["White", "Black", "White"], object),
+    }
+    b = {
+        "Age": np.array([30, 45, 20]),
+        "Hours": np.array([20.0, 40.0, 10.0]),
+        "Sex": np.array(["Male", "Male", "Female"], object),
+        "Race": np.array(["White", "White", "White"], object),
+    }
+    # Row by row: no category changed; Sex and Race; Sex.
+    assert units.categorical_changes(a, b, ["Sex", "Race"]).tolist() == [0, 2, 1]
+    # Age range 73, Hours range 98: |0|/73 + |20|/98; 5/73 + 0; 30/73 + 0.
+    l1 = units.scaled_l1(a, b, {"Age": 73.0, "Hours": 98.0})
+    np.testing.assert_allclose(l1, [20 / 98, 5 / 73, 30 / 73], rtol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        units.scaled_l1(a, b, {"Age": 0.0})
+
+
+def test_paper_units_in_the_report(protocol):
+    """Every Adult row also carries the paper's L0 (categorical) and L1 (min-max units), checked
+    against a direct computation on the decoded rows, and its MMD² at the paper's wider kernel;
+    the report prints them beside the paper's generator and DiCE rows."""
+    doc, workdir = protocol
+    transform = adult_transform()
+    train = transform.decode(np.asarray(load_dataset("adult", "train").inputs))
+    numeric = [c.name for c in transform.schema.columns if c.kind == "numeric"]
+    categorical = [c.name for c in transform.schema.columns if c.kind == "categorical"]
+    (run,) = (workdir / "runs").glob("generator-*")
+    res = Results.load(run)
+    a = transform.decode(np.asarray(res.x))
+    b = transform.decode(np.asarray(res.x_cf))  # already valid rows: decode is the projection
+    l0 = np.mean([sum(a[c][i] != b[c][i] for c in categorical) for i in range(len(res.x))])
+    l1 = np.mean(
+        [
+            sum(abs(float(b[c][i]) - float(a[c][i])) / np.ptp(train[c]) for c in numeric)
+            for i in range(len(res.x))
+        ]
+    )
+    gen = doc["methods"]["generator"]
+    assert gen["l0_categorical"] == pytest.approx(l0, rel=1e-12)
+    assert gen["l1_scaled"] == pytest.approx(l1, rel=1e-9)
+    for label, m in doc["methods"].items():
+        assert m["l0_categorical"] <= m["l0"] + 1e-12, label
+        assert m["mmd2_paper"] is not None and len(m["class_mmd2_paper"]) == 2, label
+        assert m["bandwidth_paper"] == doc["bandwidth_paper"]["value"]
+    paper_bandwidth = doc["bandwidth_paper"]["value"]
+    assert paper_bandwidth == pytest.approx(units.PAPER_BANDWIDTH_SCALE * doc["bandwidth"]["value"])
+    text = (workdir / "report" / "report.md").read_text()
+    assert "In the paper's units" in text and "paper (dice)" in text
+
+
+def test_extra_generator_rows(protocol, tmp_path):
+    """A second generator of the same classifier explains the same queries as its own row;
+    the finished runs and models are reused (copied workdir), only the new generator trains."""
+    _, workdir = protocol
+    shutil.copytree(workdir / "models", tmp_path / "models")
+    shutil.copytree(workdir / "runs", tmp_path / "runs")
+    job = _tiny_job()
+    other = dataclasses.replace(
+        job, generator=dataclasses.replace(job.generator, w_l1=3.0, steps=20, eval_every=20)
+    )
+    doc = run_protocol(_config(job, soft_queries=0, extra_generators=(("other", other),)), tmp_path)
+    row = doc["methods"]["generator (other)"]
+    assert row["counterfactuals"] == 24 * 2 and row["violations"] == 0
+    assert doc["extra_generators"]["other"]["train_steps"] == 20
+    assert (tmp_path / "models" / "generator_other" / "checkpoint").is_dir()
+    assert "generator (other)" in (tmp_path / "report" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        ((("Bad Name", "x.py"),), ValueError),
+        ((("a", "x.py"), ("a", "y.py")), ValueError),
+        (("a",), ValueError),
+        ((("a", 3),), TypeError),
+    ],
+)
+def test_bad_extra_generators_raise(extra, error):
+    with pytest.raises(error):
+        _config(_tiny_job(), extra_generators=extra)
+
+
+def test_extra_generator_must_share_the_classifier():
+    job = _tiny_job()
+    other = dataclasses.replace(job, classifier=dataclasses.replace(job.classifier, epochs=2))
+    config = _config(job, extra_generators=(("other", other),))
+    with pytest.raises(ValueError, match="classifier"):
+        config.resolved_extra_jobs(job)

@@ -4,6 +4,7 @@ against the job it explains, and the names its fields choose from."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ class ExplainConfig:
       dice_method: DiCE's method (``"random"``, ``"genetic"``, ``"kdtree"``).
       dice_queries: DiCE explains the first this many queries, ``num_cfs`` counterfactuals
         each.
+      extra_generators: further generators explaining the same queries, each a ``(name,
+        job)`` pair (``job`` a :class:`GeneratorJob` or its train config file) reported as the
+        row ``generator (name)``. Each job must explain the same data set with the same
+        classifier config as ``job``; its generator lives in
+        ``<workdir>/models/generator_<name>`` (``name``: lowercase letters, digits, ``_``).
       soft_queries: if > 0, the generator also explains the first this many queries towards
         soft targets (probability ``p ~ U(0, 1)`` on the flip class, ``1 - p`` on the predicted
         one) and the report says how close it gets.
@@ -65,6 +71,7 @@ class ExplainConfig:
     wachter_queries: int | None = 200
     dice_method: str = "random"
     dice_queries: int = 100
+    extra_generators: tuple[tuple[str, Any], ...] = ()
     soft_queries: int = 0
     mmd_reference: int = 5000
     runner: Any = None
@@ -123,8 +130,36 @@ class ExplainConfig:
         for name in ("runner", "wachter_runner"):
             if not isinstance(getattr(self, name), RunnerConfig):
                 raise TypeError(f"ExplainConfig.{name} must be a RunnerConfig")
+        _check_extra_generators(self)
         if isinstance(self.job, GeneratorJob):
             _check_job(self, self.job)
+
+    def resolved_extra_jobs(self, job: GeneratorJob) -> tuple[tuple[str, GeneratorJob], ...]:
+        """The ``extra_generators`` as ``(name, GeneratorJob)`` pairs (config files loaded),
+        each checked against ``job`` (the resolved main job).
+
+        Raises:
+          ValueError: an extra job explains another data set or another classifier.
+        """
+        out = []
+        for name, extra in self.extra_generators:
+            if not isinstance(extra, GeneratorJob):
+                extra = load_config(extra)
+                if not isinstance(extra, GeneratorJob):
+                    raise TypeError(
+                        f"extra generator {name!r}: get_config() returned "
+                        f"{type(extra).__name__}, not a job"
+                    )
+            if extra.dataset != job.dataset or extra.classifier != job.classifier:
+                raise ValueError(
+                    f"extra generator {name!r} must explain the job's classifier: same data set "
+                    f"and classifier config (it has {extra.dataset!r}, "
+                    f"{'the same' if extra.classifier == job.classifier else 'another'} "
+                    "classifier config)"
+                )
+            _check_job(self, extra)
+            out.append((name, extra))
+        return tuple(out)
 
     def resolved_job(self) -> GeneratorJob:
         """The :class:`GeneratorJob` (loaded from its config file when given as a path)."""
@@ -148,6 +183,32 @@ class ExplainConfig:
 
 def _is_tabular_job(job: GeneratorJob) -> bool:
     return getattr(job.generator.generator, "kind", "") == "tabular_generator"
+
+
+_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def _check_extra_generators(config: ExplainConfig) -> None:
+    extra = config.extra_generators
+    if isinstance(extra, str) or not all(
+        isinstance(e, tuple | list) and len(e) == 2 for e in extra
+    ):
+        raise ValueError(f"ExplainConfig.extra_generators must be (name, job) pairs, got {extra!r}")
+    extra = tuple((name, job) for name, job in extra)
+    names = [name for name, _ in extra]
+    bad = [n for n in names if not isinstance(n, str) or not _NAME.fullmatch(n)]
+    if bad or len(set(names)) != len(names):
+        raise ValueError(
+            "ExplainConfig.extra_generators names must be distinct and made of lowercase "
+            f"letters, digits and '_', got {names!r}"
+        )
+    for name, job in extra:
+        if not isinstance(job, GeneratorJob | str | Path):
+            raise TypeError(
+                f"extra generator {name!r} must be a GeneratorJob or a config file path, got "
+                f"{type(job).__name__}"
+            )
+    object.__setattr__(config, "extra_generators", extra)
 
 
 def _check_job(config: ExplainConfig, job: GeneratorJob) -> None:

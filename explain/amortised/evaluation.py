@@ -1,7 +1,8 @@
 """How the protocol measures counterfactuals: the modality's space (:class:`Space`: projection
-to valid inputs, the MMD feature space, L1, L0, constraint violations, the diversity distance),
-one method's rows (:class:`Rows`), their metrics (:func:`evaluate_rows`) and Wachter's search
-box on encoded tabular rows (:func:`encoded_box`)."""
+to valid inputs, the MMD feature space, L1, L0, constraint violations, the diversity distance,
+and for tabular rows the generator paper's units beside ours), one method's rows
+(:class:`Rows`), their metrics (:func:`evaluate_rows`) and Wachter's search box on encoded
+tabular rows (:func:`encoded_box`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from explain.amortised import units
 from explain.amortised.config import ExplainConfig
 from jaxcf.core import Results
 from jaxcf.evaluation import distribution, metrics
@@ -47,6 +49,10 @@ class Space:
             self.categorical = [c for c in self.transform.schema.columns if c.kind == "categorical"]
             self.std = {
                 n: float(np.std(np.asarray(decoded[n], np.float64))) or 1.0 for n in self.numeric
+            }
+            # The paper's L1 units: numeric columns min-max scaled by their training range.
+            self.range = {
+                n: float(np.ptp(np.asarray(decoded[n], np.float64))) or 1.0 for n in self.numeric
             }
             self.train_table = decoded
         else:
@@ -95,8 +101,29 @@ class Space:
             (np.asarray(a[n]) != np.asarray(b[n])).astype(np.int64) for n in self.transform.names
         )
 
+    def l0_categorical(self, x: np.ndarray, x_cf: np.ndarray) -> np.ndarray | None:
+        """Tabular: the paper's L0, categorical features (of 8 for Adult) whose decoded value
+        changed; None otherwise."""
+        if self.transform is None or not self.categorical:
+            return None
+        a, b = self.transform.decode(x), self.transform.decode(x_cf)
+        return units.categorical_changes(a, b, [c.name for c in self.categorical])
+
+    def l1_scaled(self, x: np.ndarray, x_cf: np.ndarray) -> np.ndarray | None:
+        """Tabular: the paper's L1, ``sum_numeric |v_cf - v_x| / range_train`` on decoded rows
+        (each column's change in min-max units); None otherwise."""
+        if self.transform is None or not self.numeric:
+            return None
+        a, b = self.transform.decode(x), self.transform.decode(x_cf)
+        return units.scaled_l1(a, b, self.range)
+
     def violations(self, x: np.ndarray, x_cf: np.ndarray) -> np.ndarray | None:
+        """Tabular: broken constraints per row (the job's constraints and fixed columns); None
+        for other inputs and for a job without any (nothing to break)."""
         if self.transform is None:
+            return None
+        c = self.constraints
+        if not (c.immutable or c.increasing or self.fixed):
             return None
 
         a, b = self.transform.decode(x), self.transform.decode(x_cf)
@@ -167,8 +194,14 @@ def evaluate_rows(
     reference: tuple[np.ndarray, np.ndarray],
     bandwidth: float,
     num_classes: int,
+    paper_reference: tuple[np.ndarray, np.ndarray, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One method's metrics (JSON-ready) and, for the figures, its evaluated rows."""
+    """One method's metrics (JSON-ready) and, for the figures, its evaluated rows.
+
+    ``reference``: ``(features [M, F], labels [M])`` of real training instances in
+    :meth:`Space.features`; ``paper_reference``: tabular only, ``(features, labels,
+    bandwidth)`` for the paper's MMD² (the same instances, the paper's kernel bandwidth).
+    """
 
     clf = space.classifier
     valid_raw = metrics.validity(clf, rows.x_cf, rows.target)
@@ -201,6 +234,26 @@ def evaluate_rows(
         div, div_valid = finite_mean(every["diversity"]), finite_mean(among_valid["diversity"])
         diversity = None if div is None else div / space.diversity_scale
         diversity_valid = None if div_valid is None else div_valid / space.diversity_scale
+    paper = {}
+    if space.kind == "tabular":
+        l1_scaled = space.l1_scaled(rows.x, x_eval)
+        l0_categorical = space.l0_categorical(rows.x, x_eval)
+        paper = {
+            "l1_scaled": None if l1_scaled is None else finite_mean(l1_scaled),
+            "l0_categorical": None if l0_categorical is None else finite_mean(l0_categorical),
+        }
+        if paper_reference is not None:
+            p_feats, p_labels, p_bandwidth = paper_reference
+            paper["mmd2_paper"] = (
+                distribution.mmd2(feats, p_feats, p_bandwidth) if len(feats) >= 2 else float("nan")
+            )
+            paper["class_mmd2_paper"] = [
+                None if not np.isfinite(v) else float(v)
+                for v in distribution.class_mmd2(
+                    feats, pred_cf, p_feats, p_labels, num_classes, p_bandwidth
+                )
+            ]
+            paper["bandwidth_paper"] = p_bandwidth
     out = {
         "method": rows.method,
         "queries": int(len(np.unique(rows.query))),
@@ -221,5 +274,6 @@ def evaluate_rows(
         "seconds_per_cf": rows.seconds_per_cf,
         "timing": rows.timing,
         "bandwidth": bandwidth,
+        **paper,
     }
     return out, {"x_eval": x_eval, "features": feats, "pred_cf": pred_cf, "valid": valid}

@@ -70,13 +70,12 @@ def write_figures(config, space, out, method_rows, extras, x, pred, query_feats,
                 written.append(path.name)
     else:
         k = min(config.changes_queries, len(x))
-        for label in ("generator", "dice", "wachter"):
-            if label not in method_rows:
-                continue
+        # Every method's rows but the generator's subsets (the same rows again).
+        for label in [lb for lb in method_rows if not lb.startswith("generator (first")]:
             rows = method_rows[label]
             sel = rows.query < k
             ev = extras[label]
-            path = out / f"changes_{label}.csv"
+            path = out / f"changes_{_slug(label)}.csv"
             write_changes_csv(
                 path,
                 space.transform,

@@ -63,9 +63,12 @@ class GeneratorJob:
         )
 
 
-def train_models(job: GeneratorJob, workdir: str | Path, *, mesh=None) -> tuple[Any, Any, dict]:
+def train_models(
+    job: GeneratorJob, workdir: str | Path, *, mesh=None, generator_dir: str = GENERATOR_DIR
+) -> tuple[Any, Any, dict]:
     """Trains (or loads) the classifier and the generator of ``job`` under ``workdir``
-    (``<workdir>/models/classifier`` and ``<workdir>/models/generator``).
+    (``<workdir>/models/classifier`` and ``<workdir>/models/<generator_dir>``; several jobs
+    sharing one classifier keep their generators in folders of their own).
 
     Returns:
       ``(classifier, generator, generator_metadata)``; the classifier in eval mode.
@@ -93,7 +96,7 @@ def train_models(job: GeneratorJob, workdir: str | Path, *, mesh=None) -> tuple[
         )
 
     gen = resolve_model(
-        GENERATOR_DIR,
+        generator_dir,
         "generator",
         ModelSpec(train=job.generator),
         workdir,
@@ -104,17 +107,22 @@ def train_models(job: GeneratorJob, workdir: str | Path, *, mesh=None) -> tuple[
 
 
 def load_models(
-    job: GeneratorJob, workdir: str | Path, *, train: bool = False
+    job: GeneratorJob,
+    workdir: str | Path,
+    *,
+    train: bool = False,
+    generator_dir: str = GENERATOR_DIR,
 ) -> tuple[Any, Any, dict, dict]:
     """``(classifier, generator, generator_metadata, classifier_metadata)`` of ``job`` under
-    ``workdir``; trains what is missing when ``train`` (see :func:`train_models`).
+    ``workdir`` (the generator in ``models/<generator_dir>``); trains what is missing when
+    ``train`` (see :func:`train_models`).
 
     Raises:
       FileNotFoundError: a checkpoint is missing and ``train`` is False.
     """
     missing = [
         str(checkpoint_path(ModelSpec(train=c), workdir, name))
-        for name, c in ((CLASSIFIER_DIR, job.classifier), (GENERATOR_DIR, job.generator))
+        for name, c in ((CLASSIFIER_DIR, job.classifier), (generator_dir, job.generator))
         if not checkpoint_path(ModelSpec(train=c), workdir, name).exists()
     ]
     if missing and not train:
@@ -123,7 +131,7 @@ def load_models(
             f"`jaxcf train <train config> --workdir {workdir}` (or set "
             "ExplainConfig.train_missing)"
         )
-    classifier, generator, meta = train_models(job, workdir)
+    classifier, generator, meta = train_models(job, workdir, generator_dir=generator_dir)
     clf_meta = load_model(
         "classifier", checkpoint_path(ModelSpec(train=job.classifier), workdir, CLASSIFIER_DIR)
     )[1]

@@ -5,8 +5,10 @@ with the trained generator (``num_cfs`` diverse counterfactuals each, through th
 run store, where a finished run is reused) and with its peers (Wachter's per-query search through
 the runner; DiCE on tabular data), then evaluates every method on the same queries: validity,
 MMD^2 to real training instances overall and per predicted class (one kernel bandwidth per data
-set, shared by every method), L1, L0 and constraint violations (tabular), diversity and
-steady-state seconds per counterfactual. It writes ``<workdir>/report/{report.md, report.json}``
+set, shared by every method), L1, L0 and constraint violations (tabular; also in the paper's
+units, see ``units``), diversity and steady-state seconds per counterfactual. Further
+generators of the same classifier (``extra_generators``) explain the same queries as rows of
+their own. It writes ``<workdir>/report/{report.md, report.json}``
 and figures; :data:`~explain.amortised.published.PUBLISHED` holds the paper's numbers shown beside
 ours. The steps live beside it: the models in ``job``, the measures in ``evaluation``, DiCE in
 ``dice``, the soft targets in ``soft``, the figures in ``figures``, the markdown in ``report``.
@@ -21,11 +23,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from explain.amortised import units
 from explain.amortised.config import ExplainConfig
 from explain.amortised.dice import run_dice
 from explain.amortised.evaluation import Rows, Space, encoded_box, evaluate_rows
 from explain.amortised.figures import write_figures
-from explain.amortised.job import GeneratorJob, load_models
+from explain.amortised.job import GENERATOR_DIR, GeneratorJob, load_models
 from explain.amortised.published import PUBLISHED
 from explain.amortised.report import conventions, main_table, report_markdown
 from explain.amortised.soft import run_soft_targets
@@ -66,6 +69,13 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     num_classes = test.num_classes or int(np.max(train.labels)) + 1
     class_names = list(test.class_names) or [str(c) for c in range(num_classes)]
     space = Space(classifier, generator, train, config)
+    extra_jobs = config.resolved_extra_jobs(job)
+    extra_models = {
+        name: load_models(
+            extra, workdir, train=config.train_missing, generator_dir=f"{GENERATOR_DIR}_{name}"
+        )[1:3]
+        for name, extra in extra_jobs
+    }
 
     n = len(test) if config.queries is None else min(config.queries, len(test))
     order = np.random.default_rng(config.seed).permutation(len(test))[:n]
@@ -84,6 +94,10 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     half = len(ref_feats) // 2
     bandwidth = median_bandwidth(ref_feats[:half], ref_feats[half:])
     reference = (ref_feats, np.asarray(train.labels[ref_idx]).astype(np.int64))
+    # The paper's MMD (tabular): the same instances and space, the paper's wider kernel.
+    paper_reference = None
+    if space.kind == "tabular":
+        paper_reference = (ref_feats, reference[1], bandwidth * units.PAPER_BANDWIDTH_SCALE)
 
     explainer = make(
         "generator", GeneratorConfig(fixed=config.fixed), classifier=classifier, generator=generator
@@ -102,6 +116,28 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     )
     gen_timing = steady_timing(gen)
     method_rows = {"generator": Rows.from_results("generator", gen, gen_timing, config.num_cfs)}
+    for name, (extra_generator, _) in extra_models.items():
+        label = f"generator ({name})"
+        res = run_explainer(
+            f"generator_{name}",
+            make(
+                "generator",
+                GeneratorConfig(fixed=config.fixed),
+                classifier=classifier,
+                generator=extra_generator,
+            ),
+            x,
+            target,
+            workdir,
+            config=config.runner,
+            num_cfs=config.num_cfs,
+            seed=config.seed,
+            progress=config.progress,
+            meta={"method": label, "dataset": job.dataset},
+        )
+        method_rows[label] = dataclasses.replace(
+            Rows.from_results(label, res, steady_timing(res), config.num_cfs), method=label
+        )
 
     def generator_subset(k: int) -> None:
         if k >= n:
@@ -155,7 +191,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     evaluation, extras = {}, {}
     for label, rows in method_rows.items():
         evaluation[label], extras[label] = evaluate_rows(
-            rows, space, reference, bandwidth, num_classes
+            rows, space, reference, bandwidth, num_classes, paper_reference
         )
     gen_s = evaluation["generator"]["seconds_per_cf"]
     for ev in evaluation.values():
@@ -173,6 +209,15 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         ],
         "queries": n,
     }
+    if paper_reference is not None:
+        p_bandwidth = paper_reference[2]
+        real["mmd2_paper"] = mmd2(query_feats, ref_feats, p_bandwidth)
+        real["class_mmd2_paper"] = [
+            None if not np.isfinite(v) else float(v)
+            for v in class_mmd2(
+                query_feats, pred, ref_feats, reference[1], num_classes, p_bandwidth
+            )
+        ]
 
     soft = None
     if config.soft_queries:
@@ -180,6 +225,7 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             config, explainer, classifier, x, pred, target, num_classes, out, workdir
         )
 
+    out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(
         config, space, out, method_rows, extras, x, pred, query_feats, class_names, soft
     )
@@ -191,11 +237,9 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             "model": clf_meta.get("model"),
             "test_accuracy": clf_meta.get("test_accuracy"),
         },
-        "generator": {
-            "config": gen_meta.get("configs", {}).get("generator"),
-            "train_steps": gen_meta.get("train_config", {}).get("steps"),
-            "train_seconds": gen_meta.get("train_seconds"),
-            "last_validation": (gen_meta.get("history") or [None])[-1],
+        "generator": _generator_json(gen_meta),
+        "extra_generators": {
+            name: _generator_json(meta) for name, (_, meta) in extra_models.items()
         },
         "queries": n,
         "num_cfs": config.num_cfs,
@@ -209,6 +253,16 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
             "space": space.feature_space,
             "reference_instances": len(ref_idx),
             "rule": "median heuristic on real training instances only, shared by every method",
+        },
+        "bandwidth_paper": None
+        if paper_reference is None
+        else {
+            "value": paper_reference[2],
+            "scale": units.PAPER_BANDWIDTH_SCALE,
+            "space": space.feature_space,
+            "reference_instances": len(ref_idx),
+            "rule": f"{units.PAPER_BANDWIDTH_SCALE} x the median-heuristic bandwidth, calibrated "
+            "on the paper's DiCE row (explain/amortised/units.py)",
         },
         "conventions": conventions(space),
         "methods": evaluation,
@@ -224,6 +278,18 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     write_text_atomic(out / "report.md", text)
     print(main_table(doc, space), flush=True)
     return to_jsonable(doc)
+
+
+def _generator_json(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the report says of a trained generator: its config, budget and last validation."""
+    train_config = meta.get("train_config", {})
+    return {
+        "config": meta.get("configs", {}).get("generator"),
+        "train_steps": train_config.get("steps"),
+        "batch_size": train_config.get("batch_size"),
+        "train_seconds": meta.get("train_seconds"),
+        "last_validation": (meta.get("history") or [None])[-1],
+    }
 
 
 def _job_name(job: Any) -> str:
@@ -243,6 +309,8 @@ def _config_json(config: ExplainConfig) -> dict[str, Any]:
         v = getattr(config, f.name)
         if f.name == "job":
             v = _job_name(v)
+        elif f.name == "extra_generators":
+            v = [[name, _job_name(j)] for name, j in v]
         elif dataclasses.is_dataclass(v):
             v = dataclasses.asdict(v)
         out[f.name] = v

@@ -36,9 +36,23 @@ def conventions(space: Space) -> dict[str, str]:
             "the column), on decoded rows, averaged over all counterfactuals"
         )
         out["l0"] = "features whose decoded value changed (categorical or numeric)"
+        out["l1_scaled"] = (
+            "the paper's L1: sum over the numeric columns of |value_cf - value_query| / "
+            "(training range, max - min, of the column), on decoded rows (min-max units), "
+            "averaged over all counterfactuals"
+        )
+        out["l0_categorical"] = (
+            "the paper's L0: categorical features whose decoded value changed (numeric "
+            "columns not counted)"
+        )
+        out["mmd2_paper"] = (
+            "the paper's MMD^2 as we read it: as 'mmd2' (same rows, same space) with a kernel "
+            "bandwidth 2.5 times as wide, the width at which DiCE scores the paper's DiCE row "
+            "(explain/amortised/units.py); 'class_mmd2_paper' likewise per class"
+        )
         out["violations"] = (
             "immutable or fixed columns changed plus increasing columns lowered, summed over "
-            "counterfactuals (decoded rows)"
+            "counterfactuals (decoded rows); '\u2014' when the job has no constraints"
         )
         out["diversity"] += (
             "; distance = standardised numeric L1 + number of categorical features that differ"
@@ -82,13 +96,17 @@ def main_table(doc: Mapping[str, Any], space: Space) -> str:
             ]
         cells += [_fmt(m["l1"], ".4f")]
         if tabular:
-            cells += [_fmt(m["l0"], ".2f"), str(m["violations"])]
+            violations = m["violations"]
+            cells += [_fmt(m["l0"], ".2f"), "\u2014" if violations is None else str(violations)]
         cells += [
             _fmt(m["diversity"], ".3f"),
             _fmt(m["seconds_per_cf"], ".3g", 1e3),
             "1 (itself)"
             if m["method"] == "generator"
-            else _fmt(m["generator_speedup"], ",.0f") + "x",
+            else _fmt(
+                m["generator_speedup"], ",.0f" if (m["generator_speedup"] or 0) >= 10 else ".2g"
+            )
+            + "x",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     pub = doc.get("published")
@@ -103,6 +121,30 @@ def main_table(doc: Mapping[str, Any], space: Space) -> str:
         if tabular:
             cells += [_fmt(pub.get("l0"), ".2f"), "0"]
         cells += ["\u2014", "\u2014", "\u2014"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_table(doc: Mapping[str, Any]) -> str:
+    """Tabular: the table in the paper's units and columns (MMD² and class MMD² in its feature
+    space, L1 in min-max units, L0 over categorical features), ours then the paper's rows."""
+    names = doc["class_names"]
+    head = ["method", "queries", "cfs", "validity %", "MMD\u00b2"]
+    head += [f"class MMD\u00b2 {c}" for c in names] + ["L1", "L0"]
+    lines = ["| " + " | ".join(head) + " |", "| :--- |" + " ---: |" * (len(head) - 1)]
+    for label, m in doc["methods"].items():
+        cells = [label, str(m["queries"]), str(m["counterfactuals"])]
+        cells += [_fmt(m["validity"], ".1f", 100), _fmt(m.get("mmd2_paper"), ".4f")]
+        cells += [_fmt(v, ".4f") for v in m.get("class_mmd2_paper") or [None] * len(names)]
+        cells += [_fmt(m.get("l1_scaled"), ".3f"), _fmt(m.get("l0_categorical"), ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    pub = doc.get("published") or {}
+    rows = [("generator", pub)] if pub else []
+    rows += list((pub.get("peers") or {}).items())
+    for name, p in rows:
+        cells = [f"paper ({name})", "\u2014", "\u2014", "\u2014", _fmt(p.get("mmd2"), ".4f")]
+        cells += [_fmt(v, ".4f") for v in p.get("class_mmd2") or [None] * len(names)]
+        cells += [_fmt(p.get("l1"), ".3f"), _fmt(p.get("l0"), ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -138,14 +180,25 @@ def report_markdown(doc: Mapping[str, Any], space: Space) -> str:
         + ". "
         f"Classifier: {(clf.get('model') or {}).get('kind')}, test accuracy "
         f"{_fmt(clf.get('test_accuracy'), '.4f')}. Generator trained "
-        f"{gen.get('train_steps')} steps"
+        f"{gen.get('train_steps')} steps at batch {gen.get('batch_size')}"
+        + (
+            f" in {gen['train_seconds'] / 60:.1f} minutes"
+            if isinstance(gen.get("train_seconds"), int | float)
+            else ""
+        )
         + (
             f" (last validation: validity {_fmt(gen['last_validation'].get('val_validity'), '.3f')}"
             f", L1 {_fmt(gen['last_validation'].get('val_l1'), '.4f')})"
             if gen.get("last_validation")
             else ""
         )
-        + ".\n\n"
+        + ". "
+        + "".join(
+            f"Row 'generator ({name})': another generator of the same classifier, trained "
+            f"{extra.get('train_steps')} steps at batch {extra.get('batch_size')}. "
+            for name, extra in (doc.get("extra_generators") or {}).items()
+        )
+        + "\n\n"
         f"One kernel bandwidth for every method: s = {bw['value']:.4g}, the median heuristic on "
         f"{bw['reference_instances']} real training instances in {bw['space']}. Rows "
         "'generator (first k)' are the generator on the peers' queries, for a like-for-like "
@@ -170,6 +223,24 @@ def report_markdown(doc: Mapping[str, Any], space: Space) -> str:
     )
     text += "\nClass MMD\u00b2 per predicted class (counterfactuals predicted as the class):\n\n"
     text += _class_table(doc)
+    if space.kind == "tabular":
+        bw = doc.get("bandwidth_paper") or {}
+        text += (
+            "\n## In the paper's units\n\nThe same counterfactuals measured as the paper "
+            "measures Adult rows: L1 sums the numeric changes in min-max units (each column "
+            "divided by its training range), L0 counts the changed categorical features only, "
+            f"and MMD\u00b2 uses a kernel {bw.get('scale')} times as wide as above (s = "
+            f"{_fmt(bw.get('value'), '.4g')}), the width at which DiCE scores the paper's DiCE "
+            "row. The paper's rows are its own numbers (its classifier, its training).\n\n"
+        )
+        text += paper_table(doc)
+        if real.get("mmd2_paper") is not None:
+            text += (
+                f"\nFor scale, in these units the real test queries give MMD\u00b2 "
+                f"{_fmt(real['mmd2_paper'], '.4f')}, class MMD\u00b2 "
+                + " / ".join(_fmt(v, ".4f") for v in real["class_mmd2_paper"])
+                + ".\n"
+            )
     soft = doc.get("soft_targets")
     if soft:
         text += (
