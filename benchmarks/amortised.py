@@ -56,6 +56,7 @@ from benchmarks import common
 from benchmarks.common import (
     compile_timed,
     environment,
+    measure_call,
     one_query_per_call,
     timed,
     write_results,
@@ -133,17 +134,11 @@ def bench_generator(explainer, x, target, repeats: int) -> tuple[dict, np.ndarra
     def fn(e, x, t, k):
         return e(x, t, k)
 
-    compiled, compile_s = compile_timed(fn, explainer, xs, ts, keys)
-    result, first = timed(compiled, explainer, xs, ts, keys)
-    times = [timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
-    seconds = float(np.median(times))
+    result, timing = measure_call(fn, explainer, xs, ts, keys, repeats=repeats)
     return {
         "counterfactuals": len(x),
-        "compile_seconds": compile_s,
-        "first_call_seconds": first,
-        "seconds": seconds,
-        "repeats_seconds": times,
-        "counterfactuals_per_second": len(x) / seconds,
+        **timing,
+        "counterfactuals_per_second": len(x) / timing["seconds"],
         "success_rate": float(np.mean(np.asarray(result.success))),
         "l1": mean_l1(result.x_cf, x),
     }, np.asarray(result.x_cf)

@@ -33,13 +33,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import (
-    compile_timed,
-    environment,
-    one_query_per_call,
-    timed,
-    write_results,
-)
+from benchmarks.common import environment, measure_call, one_query_per_call, write_results
 from jaxcf.core import load_config, validation
 from jaxcf.data import load_dataset
 from jaxcf.evaluation import metrics
@@ -77,6 +71,12 @@ class Config:
         validation.at_least(self, 1, "batch", "rollout_batch", "loop_queries", "repeats")
 
 
+def one_attempt(config):
+    """``config`` without its schedule of retried guidance scales: one attempt, so that the
+    denoiser calls per counterfactual are fixed whether or not a query flips."""
+    return dataclasses.replace(config, schedule=())
+
+
 def _call(e, x, t, k):
     return e(x, t, k)
 
@@ -84,16 +84,13 @@ def _call(e, x, t, k):
 def bench_batched(explainer, x, t, repeats: int) -> dict:
     xs, ts = explainer.check(x, t)
     keys = jax.random.split(jax.random.key(0), len(x))
-    compiled, compile_s = compile_timed(_call, explainer, xs, ts, keys)
-    result, _ = timed(compiled, explainer, xs, ts, keys)  # first call, untimed
-    times = [timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
-    seconds = float(np.median(times))
+    result, timing = measure_call(_call, explainer, xs, ts, keys, repeats=repeats)
     return {
         "counterfactuals": len(x),
-        "compile_seconds": compile_s,
-        "seconds": seconds,
-        "repeats_seconds": times,
-        "counterfactuals_per_second": len(x) / seconds,
+        "compile_seconds": timing["compile_seconds"],
+        "seconds": timing["seconds"],
+        "repeats_seconds": timing["repeats_seconds"],
+        "counterfactuals_per_second": len(x) / timing["seconds"],
         "flip_rate": float(np.mean(np.asarray(result.success))),
         "denoiser_calls_per_cf": explainer.denoiser_calls,
     }
@@ -127,7 +124,7 @@ def run(config: Config) -> dict:
         ("one-step", protocol.guided, config.batch, config.repeats),
         ("rollout", protocol.rollout, config.rollout_batch, 1),
     ):
-        cfg = dataclasses.replace(cfg, schedule=())  # one attempt: calls per CF are fixed
+        cfg = one_attempt(cfg)
         explainer = make("guided_diffusion", cfg, classifier=classifier, diffusion=model)
         out = {"config": dataclasses.asdict(cfg)}
         out.update(bench_sampler(name, explainer, x[:batch], t[:batch], repeats, config))

@@ -33,13 +33,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import (
-    compile_timed,
-    environment,
-    one_query_per_call,
-    timed,
-    write_results,
-)
+from benchmarks.common import environment, measure_call, one_query_per_call, write_results
 from jaxcf import assets
 from jaxcf.core import validation
 from jaxcf.data import load_dataset
@@ -89,19 +83,16 @@ def bench(explainer, x, t, repeats: int, loop_queries: int) -> dict:
     """Batched (compile apart, median of ``repeats``) and per-query-loop throughput."""
     xs, ts = explainer.check(x, t)
     keys = jax.random.split(jax.random.key(0), len(x))
-    compiled, compile_s = compile_timed(_call, explainer, xs, ts, keys)
-    result, _ = timed(compiled, explainer, xs, ts, keys)  # first call, untimed
-    times = [timed(compiled, explainer, xs, ts, keys)[1] for _ in range(repeats)]
-    seconds = float(np.median(times))
+    result, timing = measure_call(_call, explainer, xs, ts, keys, repeats=repeats)
     k = min(loop_queries, len(x))
     first, loop_s = one_query_per_call(jax.jit(_call), explainer, xs[:k], ts[:k], keys[:k])
-    batched = len(x) / seconds
+    batched = len(x) / timing["seconds"]
     loop = k / loop_s
     return {
         "batch": len(x),
-        "compile_seconds": compile_s,
-        "seconds": seconds,
-        "repeats_seconds": times,
+        "compile_seconds": timing["compile_seconds"],
+        "seconds": timing["seconds"],
+        "repeats_seconds": timing["repeats_seconds"],
         "counterfactuals_per_second": batched,
         "iterations": int(np.max(np.asarray(result.n_iter))),
         "loop_queries": k,

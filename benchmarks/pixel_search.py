@@ -76,6 +76,16 @@ class Config:
         common.check_items(self, "methods", METHODS)
 
 
+def make_search(name: str, classifier, density=None, **settings):
+    """The search of method ``name`` (``deduce`` or ``jsma``) with its published settings,
+    changed by ``settings`` (fields of its config)."""
+    if name == "deduce":
+        return deduce_search(classifier, density, DeDUCEConfig(**settings))
+    if name == "jsma":
+        return jsma_search(classifier, JSMAConfig(**settings))
+    raise ValueError(f"no pixel search {name!r}; there are {', '.join(METHODS)}")
+
+
 def _time(fn, *args, repeat: int = 1) -> float:
     """Seconds per call of an already-compiled ``fn`` (result blocked on)."""
     start = time.perf_counter()
@@ -212,10 +222,7 @@ def run(config: Config) -> dict:
     }
     rng = np.random.default_rng(0)
     for name in common.items(config.methods):
-        search = {
-            "deduce": lambda: deduce_search(model, density, DeDUCEConfig()),
-            "jsma": lambda: jsma_search(model, JSMAConfig()),
-        }[name]()
+        search = make_search(name, model, density)
         x, t = search.check(test.images[index], target)
         results["methods"][name] = bench_method(name, search, x, t, config, rng)
         print(_markdown_method(name, results["methods"][name]), flush=True)

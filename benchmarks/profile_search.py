@@ -23,7 +23,6 @@ Results go to ``<out>/profile_search_<device>.{json,md}``; see :class:`Config` f
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from benchmarks.common import compile_timed, environment, write_results
+from benchmarks.common import ceiling, environment, lowered_flops, seconds_per_call, write_results
 from benchmarks.pixel_search import bench_jaxcf
 from explain.deduce import protocol_pairs
 from jaxcf.core import validation
@@ -67,43 +66,6 @@ class Config:
         validation.at_least(self, 1, "images", "segment", "matmul")
         common.check_sizes(self, "batches")
         common.check_sizes(self, "slots")
-
-
-def lowered_flops(fn, *args) -> tuple[float, object, float]:
-    """``(FLOPs, compiled, compile seconds)`` of ``jax.jit(fn)`` on ``args``.
-
-    The FLOPs are counted on the lowered program, before the backend rewrites it: a GPU
-    backend turns convolutions into cuDNN calls that its compiled-program count leaves out
-    (on an H200 it reported under 1% of the network's FLOPs)."""
-    lowered = jax.jit(fn).lower(*args)
-    cost = lowered.cost_analysis()
-    if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
-        cost = cost[0] if cost else {}
-    start = time.perf_counter()
-    compiled = lowered.compile()
-    return float((cost or {}).get("flops", float("nan"))), compiled, time.perf_counter() - start
-
-
-def seconds_per_call(fn, *args, min_seconds: float = 0.5) -> float:
-    """Median seconds of ``fn(*args)`` (already compiled) over enough calls to fill
-    ``min_seconds``, each ended by ``block_until_ready``."""
-    jax.block_until_ready(fn(*args))
-    times: list[float] = []
-    while sum(times) < min_seconds or len(times) < 5:
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def ceiling(n: int) -> dict:
-    """Achieved FLOP/s of an ``n x n`` matrix product in float32 and bfloat16."""
-    out = {"n": n}
-    for dtype in ("float32", "bfloat16"):
-        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-        compiled, _ = compile_timed(jnp.matmul, a, a)
-        out[f"{dtype}_tflops"] = 2 * n**3 / seconds_per_call(compiled, a, a) / 1e12
-    return out
 
 
 def step_anatomy(search, x, t, batch: int) -> dict:

@@ -5,6 +5,7 @@
     jaxcf report W                        write an experiment's report again from its finished runs
     jaxcf methods [NAME ...]              the registered methods, their configs and what they need
     jaxcf bench [NAME]                    run (or list) a benchmark of a checkout's benchmarks/
+                                          (``jaxcf bench suite``: every family in one call)
     jaxcf export CHECKPOINT --out DIR     a compact copy of a trained model, small enough to ship
 
 A config file is a Python file defining ``get_config()`` (the Flax examples' style). Any field
@@ -241,7 +242,8 @@ def _bench(argv: list[str]) -> int:
     parser = _parser(
         "bench",
         "Benchmarks live in the checkout's benchmarks/ folder; each writes JSON and markdown "
-        "naming the device to benchmarks/results/. Without NAME, lists them.",
+        "naming the device to benchmarks/results/. Without NAME, lists them. `jaxcf bench "
+        "suite` runs every family in one call (see `jaxcf bench suite --help`).",
     )
     parser.add_argument("name", nargs="?", metavar="NAME", help="the benchmark's module name")
     args = parser.parse_args(argv[:1])  # NAME or -h; what follows NAME is the benchmark's
