@@ -216,6 +216,7 @@ def measure_call(
     max_repeats: int = 20,
     count_flops: bool = False,
     while_trips: Sequence[float] = (),
+    compiler_options: dict | None = None,
 ) -> tuple[object, dict]:
     """Compiles ``jax.jit(fn)`` for ``args`` and times it: ``(output, record)``.
 
@@ -227,11 +228,12 @@ def measure_call(
     ``jax.block_until_ready``. With ``count_flops``, also :func:`program_flops` of the program
     (``while_trips``: see there) and ``flops_compiled``, XLA's count on the compiled program
     (each loop body once; on a GPU without the convolutions it hands to cuDNN).
+    ``compiler_options`` go to XLA's compiler (``Lowered.compile``).
     """
     start = time.perf_counter()
     traced = jax.jit(fn).trace(*args)
     lowered = traced.lower()
-    compiled = lowered.compile()
+    compiled = lowered.compile(compiler_options) if compiler_options else lowered.compile()
     compile_s = time.perf_counter() - start
     out, first = timed(compiled, *args)
     times: list[float] = []

@@ -162,6 +162,7 @@ def _run_family(name, preset: Preset, cache, record: _Record, family_deadline, d
                 max_seconds=preset.max_seconds or float("inf"),
                 count_flops=True,
                 while_trips=program.while_trips,
+                compiler_options=dict(preset.compiler_options),
             )
         except (Stopped, KeyboardInterrupt):
             raise
