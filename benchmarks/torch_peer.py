@@ -20,6 +20,14 @@ process and on the same CPU:
   CPU this process may use (JAX's CPU backend uses them all by default). One step is run first
   to warm up PyTorch's kernels (reported apart).
 
+* **One step, both sides**: the cost of one computed query-step apart from either schedule:
+  jaxcf's step jitted in a loop of the runner's ``segment`` steps, and the peer's eager step, on
+  the peer's first batch (pairs sharing one target), plus jaxcf's step at the runner's slot
+  count; medians of ``--config.step_reps`` timings.
+
+The process's ``XLA_FLAGS`` are recorded with the results (they choose, among other things,
+which library XLA's CPU backend runs convolutions with).
+
 Reported per method: seconds, pairs per second and the ratio, and agreement between the two
 (pairs with bitwise identical ``x_cf``, same iteration counts, success rates, mean L0). Results
 go to ``<out>/torch_peer_<device>.{json,md}`` (``--config.quick=True``:
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import tempfile
 import time
@@ -44,10 +53,11 @@ from benchmarks import common
 from benchmarks.common import cpus, device_name
 from explain.deduce import protocol_pairs
 from jaxcf import runner
-from jaxcf.core import to_jsonable, validation
+from jaxcf.core import explain_compiler_options, to_jsonable, validation
 from jaxcf.data import load_mnist
 from jaxcf.evaluation import metrics
 from jaxcf.methods import DeDUCEConfig, JSMAConfig, make
+from jaxcf.methods._search import default_keys
 from jaxcf.models import load_classifier
 
 _COMPILE_EVENTS = (
@@ -70,6 +80,7 @@ class Config:
       batch_size: peer's batch, one target (pairs).
       methods: the methods compared, comma-separated: deduce, jsma.
       max_iter: override of the methods' max_iter (smoke tests); None keeps theirs.
+      step_reps: timings of one step (of ``segment`` steps for jaxcf) per side, median kept.
       quick: 2 images, max_iter 60 (a smoke test, written to ``*_quick`` files).
       out: folder the results are written to.
     """
@@ -80,11 +91,12 @@ class Config:
     batch_size: int = 100
     methods: str = ",".join(METHODS)
     max_iter: int | None = None
+    step_reps: int = 7
     quick: bool = False
     out: str = "benchmarks/results"
 
     def __post_init__(self):
-        validation.at_least(self, 1, "images", "warmup_images", "batch_size")
+        validation.at_least(self, 1, "images", "warmup_images", "batch_size", "step_reps")
         if self.max_iter is not None:
             validation.at_least(self, 1, "max_iter")
         common.check_items(self, "methods", METHODS)
@@ -173,6 +185,61 @@ def bench_torch(name, net, dens, x, t, config, batch_size: int) -> tuple:
     }
 
 
+def _median_ms(fn, reps: int) -> float:
+    """Median milliseconds of ``fn()`` over ``reps`` calls, after one unmeasured call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def step_costs(name, explainer, net, dens, x, t, config, batch_size: int, rconfig, reps: int):
+    """Milliseconds per computed query-step, apart from either schedule: jaxcf's step (jitted in
+    a loop of ``rconfig.segment`` steps, as the runner's pool runs it) and the peer's eager step
+    on the peer's first batch, and jaxcf's at the runner's slot count."""
+    import torch
+
+    from jaxcf.peers import torch_pixels
+
+    search = explainer.search
+    segment = rconfig.segment
+
+    def jaxcf_ms(idx) -> float:
+        xb, tb = jax.numpy.asarray(x[idx]), jax.numpy.asarray(t[idx])
+        state = search.init(xb, tb, default_keys(len(idx)))
+        loop = jax.jit(
+            lambda s, st, tb: jax.lax.fori_loop(0, segment, lambda _, st: s.step(st, tb)[2], st),
+            compiler_options=explain_compiler_options(),
+        )
+        ms = _median_ms(lambda: jax.block_until_ready(loop(search, state, tb)), reps)
+        return ms / segment / len(idx)
+
+    idx = torch_pixels.published_batches(t, batch_size)[0]
+    xb, tb = torch.from_numpy(x[idx].copy()), torch.from_numpy(t[idx].astype(np.int64))
+    box = tuple(float(v) for v in (config.domain or net.domain))
+    flat = (len(idx), xb[0].numel())
+    if name == "deduce":
+        step = torch_pixels.deduce_step(net, dens, config, tb, box)
+        state = torch_pixels.DeDUCEState(
+            xb, torch.zeros(flat, dtype=torch.int32), torch.zeros(flat)
+        )
+    else:
+        step = torch_pixels.jsma_step(net, config, tb, box)
+        state = torch_pixels.JSMAState(xb, torch.zeros(flat, dtype=torch.bool))
+    torch_ms = _median_ms(lambda: step(state), reps) / len(idx)
+    slots = min(rconfig.slots or len(x), len(x))
+    return {
+        "batch": len(idx),
+        "jaxcf_ms_per_query_step": jaxcf_ms(idx),
+        "torch_ms_per_query_step": torch_ms,
+        "slots": slots,
+        "jaxcf_ms_per_query_step_at_slots": jaxcf_ms(np.arange(slots)),
+    }
+
+
 def agreement(ours: dict, peer, atol: float = 1e-6) -> dict:
     """How far the two sides' counterfactuals agree, pair by pair."""
     n = len(peer.x_cf)
@@ -236,6 +303,8 @@ def run(config: Config) -> dict:
         "cpus": threads,
         "torch_threads": torch.get_num_threads(),
         "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "compiler_options": explain_compiler_options(),
         "torch": torch.__version__,
         "classifier": {
             "checkpoint": config.checkpoint,
@@ -257,7 +326,21 @@ def run(config: Config) -> dict:
         ours, jx = bench_jaxcf(explainer, x, target, 9 * config.warmup_images, rconfig)
         print(f"[{name}] jaxcf {jx['seconds']:.1f} s; PyTorch peer...", flush=True)
         peer, tp = bench_torch(name, net, dens, x, target, method, config.batch_size)
+        print(f"[{name}] one step of each side...", flush=True)
+        steps = step_costs(
+            name,
+            explainer,
+            net,
+            dens,
+            x,
+            target,
+            method,
+            config.batch_size,
+            rconfig,
+            config.step_reps,
+        )
         results["methods"][name] = _method_results(method, len(x), ours, jx, peer, tp)
+        results["methods"][name]["step"] = steps
         print(_markdown_method(name, results["methods"][name]), flush=True)
     _write(Path(config.out), device, config.quick, results)
     return results
@@ -324,6 +407,7 @@ def _markdown_method(name: str, m: dict) -> str:
             f"{t['ms_per_computed_query_iteration']:.2f} ms; jaxcf spends "
             f"{j['ms_per_useful_query_iteration']:.2f} ms per query-iteration the pairs need "
             "(idle slots and host steps included).\n",
+            *_markdown_step(m.get("step")),
             "| agreement | value |",
             "| :--- | ---: |",
             f"| pairs with bitwise identical x_cf | {a['identical_x_cf'] * 100:.1f}% |",
@@ -340,6 +424,22 @@ def _markdown_method(name: str, m: dict) -> str:
     )
 
 
+def _flags(flags: str | None) -> str:
+    return f"; `XLA_FLAGS={flags}`" if flags else ""
+
+
+def _markdown_step(s: dict | None) -> list[str]:
+    if s is None:
+        return []
+    return [
+        f"One step apart from either schedule, on the peer's first batch ({s['batch']} pairs, one "
+        f"target): jaxcf {s['jaxcf_ms_per_query_step']:.2f} ms per computed query-step, the peer "
+        f"{s['torch_ms_per_query_step']:.2f} ms "
+        f"({s['torch_ms_per_query_step'] / s['jaxcf_ms_per_query_step']:.2f}x jaxcf's); jaxcf at "
+        f"its {s['slots']} slots: {s['jaxcf_ms_per_query_step_at_slots']:.2f} ms.\n",
+    ]
+
+
 def _markdown(r: dict) -> str:
     clf = r["classifier"]
     head = (
@@ -349,7 +449,8 @@ def _markdown(r: dict) -> str:
         f"targets) on `{clf['checkpoint']}` ({clf['model']['kind']}, width "
         f"{clf['model'].get('base_width')}, spectral norm c = {clf['model'].get('coeff')}, test "
         f"accuracy {clf['test_accuracy']:.4f}), both sides in one process on the same CPU: jax "
-        f"{r['jax']} (XLA's CPU backend on all cores), torch {r['torch']} with "
+        f"{r['jax']} (XLA's CPU backend on all cores{_flags(r.get('xla_flags'))}), torch "
+        f"{r['torch']} with "
         f"`torch.set_num_threads({r['torch_threads']})`, every core. jaxcf runs as the protocol "
         f"does (`jaxcf.runner.run`, chunks of {r['runner']['chunk_size']}, "
         f"{r['runner']['slots']} refillable slots, results written to disk); the peer runs the "

@@ -13,7 +13,15 @@ import pytest
 from flax import nnx, struct
 
 from jaxcf import runner
-from jaxcf.core import CFResult, PureModule, PureObject, Retry, as_pytree, targets
+from jaxcf.core import (
+    CFResult,
+    PureModule,
+    PureObject,
+    Retry,
+    as_pytree,
+    explain_compiler_options,
+    targets,
+)
 from jaxcf.core.targets import check_target
 from jaxcf.methods import (
     DeDUCEConfig,
@@ -22,13 +30,16 @@ from jaxcf.methods import (
     MethodSpec,
     WachterConfig,
     deduce,
+    deduce_search,
     describe,
+    jsma_search,
     make,
     method_names,
     register,
     solve_pool,
 )
 from jaxcf.methods import _registry as registry_lib
+from jaxcf.methods._search import solve
 
 # ----------------------------------------------------------------------------- configs
 
@@ -422,3 +433,49 @@ def test_bundled_classifier_loads_and_is_checked_against_its_digest(tmp_path, mn
     )
     with pytest.raises(FileNotFoundError, match="no bundled model 'nope'"):
         load_classifier("bundled:nope")
+
+
+# ----------------------------------------------------------------------------- compiler options
+
+
+@pytest.fixture
+def fresh_options(monkeypatch):
+    """:func:`explain_compiler_options` re-read from this test's environment."""
+    explain_compiler_options.cache_clear()
+    yield monkeypatch
+    explain_compiler_options.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("env", "flags"),
+    [({"JAXCF_CPU_KERNELS": "xla"}, ""), ({}, "--xla_cpu_experimental_ynn_fusion_type=")],
+)
+def test_user_choice_of_cpu_kernels_wins(fresh_options, env, flags):
+    for name, value in env.items():
+        fresh_options.setenv(name, value)
+    fresh_options.setenv("XLA_FLAGS", flags)
+    assert explain_compiler_options() == {}
+
+
+def test_unknown_cpu_kernel_choice_is_refused(fresh_options):
+    fresh_options.setenv("JAXCF_CPU_KERNELS", "onednn")
+    with pytest.raises(ValueError, match="JAXCF_CPU_KERNELS='onednn'"):
+        explain_compiler_options()
+
+
+def test_pixel_search_is_bitwise_the_same_with_either_cpu_kernels(trained, queries):
+    """The explanation programs' compiler options only change which library runs the
+    convolutions: DeDUCE's and JSMA's counterfactuals are unchanged (their steps rank pixels)."""
+    model, density, _ = trained
+    x, t = queries
+    x, t = x[:6], t[:6]
+    searches = [
+        deduce_search(model, density, DeDUCEConfig(max_iter=40)),
+        jsma_search(model, JSMAConfig(max_iter=40)),
+    ]
+    options = explain_compiler_options()
+    for search in searches:
+        ours = jax.jit(solve, compiler_options=options)(search, x, t)
+        xla = jax.jit(solve)(search, x, t)
+        np.testing.assert_array_equal(ours.x_cf, xla.x_cf)
+        np.testing.assert_array_equal(ours.n_iter, xla.n_iter)

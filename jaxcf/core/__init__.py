@@ -13,6 +13,7 @@ from jaxcf.core._classifier import (
     as_pure,
     classifier_digest,
 )
+from jaxcf.core._compiler import explain_compiler_options, explain_jit
 from jaxcf.core._explainer import (
     CFResult,
     Explainer,
@@ -68,6 +69,8 @@ __all__ = [
     "classifier_digest",
     "decision_classifier",
     "explain_batch",
+    "explain_compiler_options",
+    "explain_jit",
     "is_pytree_of_arrays",
     "load_config",
     "npz_problem",

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxcf.core._compiler import explain_jit
+
 Array = jax.Array
 PyTree = Any
 
@@ -77,7 +79,7 @@ def check_explainer(explainer: Any) -> None:
         )
 
 
-@jax.jit
+@explain_jit
 def _call_jit(explainer: Any, x: Array, target: Array, key: Array) -> CFResult:
     return explainer(x, target, key)
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf.core import CFResult, checks, decision_classifier, tree_where
+from jaxcf.core import CFResult, checks, decision_classifier, explain_jit, tree_where
 from jaxcf.core import targets as targets_lib
 
 Array = jax.Array
@@ -276,7 +276,7 @@ def solve(
     return _result(search, s)
 
 
-solve_jit = jax.jit(solve)
+solve_jit = explain_jit(solve)
 """:func:`solve` compiled once per search type, config and shapes (shared by the methods)."""
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxcf.core import explain_compiler_options
 from jaxcf.methods import pool_advance, pool_compact, pool_running, pool_start, solve
 from jaxcf.runner._keys import row_keys
 
@@ -57,7 +58,8 @@ def one_pass_program(mesh: Mesh):
         return explainer(x, target, row_keys(run_key, query, cf))
 
     return jax.jit(
-        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False)
+        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False),
+        compiler_options=explain_compiler_options(),
     )
 
 
@@ -67,7 +69,8 @@ def solve_program(mesh: Mesh, attempt: int | None):
         return solve(search, x, target, row_keys(run_key, query, cf, attempt), valid=valid)
 
     return jax.jit(
-        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False)
+        jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False),
+        compiler_options=explain_compiler_options(),
     )
 
 
@@ -83,6 +86,7 @@ def pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int, attempt: int
         return jax.jit(
             jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
             donate_argnums=donate,
+            compiler_options=explain_compiler_options(),
         )
 
     def start(search, run_key, x, target, query, cf, valid):

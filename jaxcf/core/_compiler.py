@@ -1,0 +1,94 @@
+"""Compiler options for jaxcf's explanation programs, and the lazily built ``jax.jit`` that
+applies them.
+
+On XLA's CPU backend recent jaxlibs hand convolutions (and some matrix products) to YNNPACK
+(the option ``xla_cpu_experimental_ynn_fusion_type``). On the searches' ResNets on 2 cores those
+kernels keep one core idle much of the time: a DeDUCE or JSMA step runs about 1.6x slower than
+with XLA's own (Eigen) convolutions, which PyTorch's oneDNN kernels then lead by about 10%
+(``benchmarks/results/cpu_step_profile.md``). The explanation programs (the runner's, and the
+methods' one-batch entry points) are therefore compiled without YNNPACK fusions when all of
+these hold:
+
+* the default backend is a CPU;
+* this jaxlib would route a convolution through YNNPACK (checked once, on a tiny convolution);
+* the user's ``XLA_FLAGS`` do not name the option (a setting of their own always wins: set
+  ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` to get XLA's
+  convolutions back; ``JAXCF_CPU_KERNELS=xla`` does the same without naming XLA's option).
+
+The pixel searches' counterfactuals are bitwise the same either way (their steps choose pixels
+by ranking, and the rankings did not change on any pair measured); continuous searches
+(Wachter, latent searches) differ at float rounding. Training programs keep XLA's defaults, so
+trained weights are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+ENV = "JAXCF_CPU_KERNELS"
+"""Environment variable: ``eigen`` (the default) or ``xla`` (keep XLA's own choice)."""
+
+
+@functools.cache
+def explain_compiler_options() -> dict[str, str]:
+    """``compiler_options`` for ``jax.jit`` of the explanation programs: YNNPACK fusions off on
+    a CPU backend whose XLA would use them for convolutions, ``{}`` otherwise (another backend,
+    an XLA without the option, the user's own ``XLA_FLAGS`` setting, or ``JAXCF_CPU_KERNELS=xla``).
+
+    The first call compiles one tiny convolution twice (some tens of milliseconds).
+    """
+    choice = os.environ.get(ENV, "eigen").strip().lower()
+    if choice not in ("eigen", "xla"):
+        raise ValueError(f"{ENV}={choice!r}: expected 'eigen' (the default) or 'xla'")
+    if choice == "xla" or _OPTION in os.environ.get("XLA_FLAGS", ""):
+        return {}
+    if jax.default_backend() != "cpu":
+        return {}
+    x = jax.ShapeDtypeStruct((1, 8, 8, 32), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 32, 32), jnp.float32)
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    try:
+        text = jax.jit(conv).lower(x, w).compile().as_text()
+        jax.jit(conv, compiler_options={_OPTION: ""}).lower(x, w).compile()
+    except Exception:  # an XLA without the option refuses it: keep its defaults
+        return {}
+    return {_OPTION: ""} if "__ynn_fusion" in text else {}
+
+
+class explain_jit:  # noqa: N801 (used like the function it wraps, as jax.jit is)
+    """``jax.jit(fn, compiler_options=explain_compiler_options(), **kwargs)``, built on the first
+    call so that importing jaxcf never starts a backend (a user may still set ``XLA_FLAGS`` or
+    the number of fake CPU devices after ``import jaxcf``)."""
+
+    def __init__(self, fn: Callable, **kwargs: Any):
+        self._fn, self._kwargs = fn, kwargs
+        self._jitted: Any = None
+        functools.update_wrapper(self, fn)
+
+    def _get(self) -> Any:
+        if self._jitted is None:
+            self._jitted = jax.jit(
+                self._fn, compiler_options=explain_compiler_options(), **self._kwargs
+            )
+        return self._jitted
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get()(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get().lower(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return self._get()._cache_size()
