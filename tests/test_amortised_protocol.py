@@ -1,6 +1,6 @@
 """The amortised generator's explanation protocol end to end on a tiny Adult job: a small MLP and
-a tabular generator trained for a few steps on real rows, explained with Wachter and DiCE as
-peers; the report holds every metric, the generator never breaks a constraint, every method's
+a tabular generator trained for a few steps on real rows, explained with Wachter, DiCE and CFProto
+as peers; the report holds every metric, the generator never breaks a constraint, every method's
 MMD shares one bandwidth, and bad configs fail where they are written."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from jaxcf import peers
 from jaxcf.core import Results
 from jaxcf.data import ADULT_CONSTRAINTS, adult_transform, load_dataset
 from jaxcf.experiment import flip_targets
-from jaxcf.methods import WachterConfig
+from jaxcf.methods import CFProtoConfig, WachterConfig
 from jaxcf.models.generators import TabularGeneratorConfig
 from jaxcf.runner import RunnerConfig
 from jaxcf.training import GeneratorTrainConfig
@@ -65,10 +65,14 @@ def _config(job, **overrides) -> ExplainConfig:
         job=job,
         queries=24,
         num_cfs=2,
-        peers=("wachter", "dice"),
+        peers=("wachter", "dice", "cfproto"),
         wachter=WachterConfig(learning_rate=0.05, max_iter=60),
         wachter_queries=12,
         dice_queries=4,
+        cfproto=CFProtoConfig(theta=10.0, c_steps=2, max_iter=40, patience=10),
+        cfproto_queries=6,
+        prototype_examples=1000,
+        cfproto_runner=RunnerConfig(chunk_size=8, slots=8),
         soft_queries=8,
         mmd_reference=400,
         runner=RunnerConfig(chunk_size=16),
@@ -94,7 +98,7 @@ def test_report_has_every_metric_and_no_generator_violations(protocol):
     on_disk = json.loads((report / "report.json").read_text())
     assert on_disk["methods"].keys() == doc["methods"].keys()
     labels = set(doc["methods"])
-    expected = {"generator", "wachter", "generator (first 12)"}
+    expected = {"generator", "wachter", "generator (first 12)", "cfproto", "generator (first 6)"}
     if HAS_DICE:
         expected |= {"dice", "generator (first 4)"}
         assert doc["left_out"] == {}
@@ -140,7 +144,8 @@ def test_rerun_reuses_runs(protocol):
     """The runs are resumable and DiCE's result is cached: a second call only re-evaluates."""
     doc, workdir = protocol
     again = run_protocol(_config(_tiny_job(), soft_queries=0), workdir)
-    for label in ("generator", "wachter", "dice") if HAS_DICE else ("generator", "wachter"):
+    labels = ("generator", "wachter", "cfproto") + (("dice",) if HAS_DICE else ())
+    for label in labels:
         assert again["methods"][label]["mmd2"] == doc["methods"][label]["mmd2"]
         assert again["methods"][label]["validity"] == doc["methods"][label]["validity"]
 
@@ -168,6 +173,10 @@ def test_flip_targets():
         ({"mmd_reference": 1}, ValueError),
         ({"soft_queries": -1}, ValueError),
         ({"wachter": RunnerConfig()}, TypeError),
+        ({"cfproto_queries": 100}, ValueError),  # more than the 24 queries
+        ({"cfproto": WachterConfig()}, TypeError),
+        ({"fixed": ("Sex",)}, ValueError),  # CFProto moves rows freely: no fixed columns
+        ({"prototype_examples": 0}, ValueError),
         ({"job": 3}, TypeError),
     ],
 )
@@ -175,6 +184,34 @@ def test_bad_config_raises(overrides, error):
     job = _tiny_job()
     with pytest.raises(error):
         _config(job, **overrides)
+
+
+def test_cfproto_row(protocol):
+    """CFProto explains the protocol's first queries towards the generator's targets (one
+    counterfactual each), is measured like every row (the paper's units included), and the
+    report prints it beside the paper's CFProto row."""
+    doc, workdir = protocol
+    (gen_run,) = (workdir / "runs").glob("generator-*")
+    (run,) = (workdir / "runs").glob("cfproto-*")
+    gen, res = Results.load(gen_run), Results.load(run)
+    first = np.asarray(gen.query) < 6
+    np.testing.assert_array_equal(np.asarray(res.query), np.arange(6))
+    # The same queries and targets as the generator's (its num_cfs rows per query).
+    np.testing.assert_array_equal(np.asarray(res.x), np.asarray(gen.x)[first][::2])
+    np.testing.assert_array_equal(np.asarray(res.target), np.asarray(gen.target)[first][::2])
+    m = doc["methods"]["cfproto"]
+    assert m["method"] == "cfproto" and doc["peer_queries"]["cfproto"] == 6
+    assert m["counterfactuals"] == 6 and m["queries"] == 6 and m["diversity"] is None
+    for key in ("l0_categorical", "l1_scaled", "mmd2_paper", "validity", "l1"):
+        assert m[key] is not None, key
+    # Success is the shared criterion (target probability >= 0.5): on two classes, the argmax.
+    assert m["validity_raw"] == pytest.approx(m["timing"]["success_rate"])
+    assert m["timing"]["prototypes"]["instances"] == 1000
+    assert m["timing"]["config"]["domain"] is not None  # the encodings' box, as Wachter's
+    text = (workdir / "report" / "report.md").read_text()
+    paper = PUBLISHED["adult"]["peers"]["cfproto"]
+    (line,) = [row for row in text.splitlines() if row.startswith("| paper (cfproto)")]
+    assert f"{paper['mmd2']:.4f}" in line and f"{paper['l0']:.2f}" in line
 
 
 def test_peer_counts_only_checked_for_peers_that_run():

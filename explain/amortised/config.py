@@ -10,10 +10,10 @@ from typing import Any
 
 from explain.amortised.job import GeneratorJob
 from jaxcf.core import load_config, validation
-from jaxcf.methods import WachterConfig
+from jaxcf.methods import CFProtoConfig, WachterConfig
 from jaxcf.runner import RunnerConfig
 
-PEERS: tuple[str, ...] = ("wachter", "dice")
+PEERS: tuple[str, ...] = ("wachter", "dice", "cfproto")
 TARGET_RULES: tuple[str, ...] = ("flip",)
 DICE_METHODS: tuple[str, ...] = ("random", "genetic", "kdtree")
 
@@ -32,10 +32,19 @@ class ExplainConfig:
       num_cfs: counterfactuals per query from the generator (each from its own noise).
       fixed: tabular only: columns kept as in the query, by the generator and DiCE alike.
       peers: the methods the generator is compared with: ``"wachter"`` (per-query Adam search,
-        through the runner) and/or ``"dice"`` (DiCE, tabular only).
+        through the runner), ``"dice"`` (DiCE, tabular only) and/or ``"cfproto"`` (CFProto's
+        prototype-guided FISTA search with input-space prototypes, through the runner; it
+        moves rows freely, like Wachter, so it refuses ``fixed`` columns).
       wachter: Wachter's config.
       wachter_queries: Wachter explains the first this many queries, one counterfactual each
         (its search is deterministic: more would be copies); ``None``: all.
+      cfproto: CFProto's config (default: :class:`~jaxcf.methods.CFProtoConfig`'s defaults,
+        alibi's constructor weights, with ``theta=10``, the weight of alibi's k-d-tree example
+        for prototypes in input space).
+      cfproto_queries: CFProto explains the first this many queries, one counterfactual each
+        (deterministic, like Wachter); ``None``: all.
+      prototype_examples: CFProto's prototype bank holds the first this many training inputs,
+        labelled by the classifier (``None``: all of them).
       dice_method: DiCE's method (``"random"``, ``"genetic"``, ``"kdtree"``).
       dice_queries: DiCE explains the first this many queries, ``num_cfs`` counterfactuals
         each.
@@ -52,6 +61,7 @@ class ExplainConfig:
       runner: chunking of the generator's run (several chunks, so that the steady-state time
         can leave out the first, compiling one).
       wachter_runner: chunking and slots of Wachter's run.
+      cfproto_runner: chunking and slots of CFProto's run.
       grid_queries: queries in the figures.
       changes_queries: tabular only: queries whose counterfactuals are listed in the changes
         CSVs.
@@ -69,6 +79,9 @@ class ExplainConfig:
     peers: tuple[str, ...] = ("wachter",)
     wachter: Any = None
     wachter_queries: int | None = 200
+    cfproto: Any = None
+    cfproto_queries: int | None = 100
+    prototype_examples: int | None = None
     dice_method: str = "random"
     dice_queries: int = 100
     extra_generators: tuple[tuple[str, Any], ...] = ()
@@ -76,6 +89,7 @@ class ExplainConfig:
     mmd_reference: int = 5000
     runner: Any = None
     wachter_runner: Any = None
+    cfproto_runner: Any = None
     grid_queries: int = 8
     changes_queries: int = 50
     seed: int = 0
@@ -89,7 +103,7 @@ class ExplainConfig:
                 f"ExplainConfig.job must be a GeneratorJob or a config file path, got "
                 f"{type(self.job).__name__}"
             )
-        for name in ("queries", "wachter_queries"):
+        for name in ("queries", "wachter_queries", "cfproto_queries", "prototype_examples"):
             if getattr(self, name) is not None:
                 validation.at_least(self, 1, name)
         validation.one_of(self, "target", TARGET_RULES)
@@ -110,7 +124,11 @@ class ExplainConfig:
                 f"ExplainConfig.peers must be distinct names among {PEERS}, got {self.peers!r}"
             )
         if self.queries is not None:
-            counts = {"wachter": "wachter_queries", "dice": "dice_queries"}
+            counts = {
+                "wachter": "wachter_queries",
+                "dice": "dice_queries",
+                "cfproto": "cfproto_queries",
+            }
             for name in ("soft_queries", *(counts[p] for p in self.peers)):
                 value = getattr(self, name)
                 if value is not None and value > self.queries:
@@ -123,11 +141,24 @@ class ExplainConfig:
             raise TypeError(
                 f"ExplainConfig.wachter must be a WachterConfig, got {type(self.wachter).__name__}"
             )
+        if self.cfproto is None:
+            object.__setattr__(self, "cfproto", CFProtoConfig(theta=10.0))
+        if not isinstance(self.cfproto, CFProtoConfig):
+            raise TypeError(
+                f"ExplainConfig.cfproto must be a CFProtoConfig, got {type(self.cfproto).__name__}"
+            )
+        if "cfproto" in self.peers and self.fixed:
+            raise ValueError(
+                "the CFProto peer moves the encoded row freely and cannot keep ExplainConfig.fixed "
+                f"columns {self.fixed!r}: drop 'cfproto' from peers or the fixed columns"
+            )
         if self.runner is None:
             object.__setattr__(self, "runner", RunnerConfig(chunk_size=512))
         if self.wachter_runner is None:
             object.__setattr__(self, "wachter_runner", RunnerConfig(chunk_size=64, slots=32))
-        for name in ("runner", "wachter_runner"):
+        if self.cfproto_runner is None:
+            object.__setattr__(self, "cfproto_runner", RunnerConfig(chunk_size=64, slots=32))
+        for name in ("runner", "wachter_runner", "cfproto_runner"):
             if not isinstance(getattr(self, name), RunnerConfig):
                 raise TypeError(f"ExplainConfig.{name} must be a RunnerConfig")
         _check_extra_generators(self)

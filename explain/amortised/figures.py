@@ -43,7 +43,7 @@ def write_figures(config, space, out, method_rows, extras, x, pred, query_feats,
         )
         written.append(path.name)
     elif space.kind == "series":
-        for label in ("generator", "wachter"):
+        for label in ("generator", "wachter", "cfproto"):
             if label not in method_rows:
                 continue
             rows = method_rows[label]

@@ -2,16 +2,17 @@
 
 :func:`run_protocol` (an :class:`~explain.amortised.config.ExplainConfig`) explains test queries
 with the trained generator (``num_cfs`` diverse counterfactuals each, through the runner into the
-run store, where a finished run is reused) and with its peers (Wachter's per-query search through
-the runner; DiCE on tabular data), then evaluates every method on the same queries: validity,
-MMD^2 to real training instances overall and per predicted class (one kernel bandwidth per data
-set, shared by every method), L1, L0 and constraint violations (tabular; also in the paper's
-units, see ``units``), diversity and steady-state seconds per counterfactual. Further
+run store, where a finished run is reused) and with its peers (Wachter's and CFProto's per-query
+searches through the runner; DiCE on tabular data), then evaluates every method on the same
+queries: validity, MMD^2 to real training instances overall and per predicted class (one kernel
+bandwidth per data set, shared by every method), L1, L0 and constraint violations (tabular; also
+in the paper's units, see ``units``), diversity and steady-state seconds per counterfactual. Further
 generators of the same classifier (``extra_generators``) explain the same queries as rows of
 their own. It writes ``<workdir>/report/{report.md, report.json}``
 and figures; :data:`~explain.amortised.published.PUBLISHED` holds the paper's numbers shown beside
 ours. The steps live beside it: the models in ``job``, the measures in ``evaluation``, DiCE in
-``dice``, the soft targets in ``soft``, the figures in ``figures``, the markdown in ``report``.
+``dice``, CFProto in ``cfproto``, the soft targets in ``soft``, the figures in ``figures``, the
+markdown in ``report``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 from explain.amortised import units
+from explain.amortised.cfproto import run_cfproto
 from explain.amortised.config import ExplainConfig
 from explain.amortised.dice import run_dice
 from explain.amortised.evaluation import Rows, Space, encoded_box, evaluate_rows
@@ -46,8 +48,8 @@ REPORT_DIR = "report"
 def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
     """Explains test queries with the trained generator and its peers; evaluates and reports.
 
-    Runs the generator (``num_cfs`` counterfactuals per query) and Wachter through the runner
-    (chunked, sharded over every device, resumable) and DiCE through
+    Runs the generator (``num_cfs`` counterfactuals per query), Wachter and CFProto through the
+    runner (chunked, sharded over every device, resumable) and DiCE through
     :class:`jaxcf.peers.dice.DicePeer`, into the run store ``<workdir>/runs`` (finished runs are
     reused); evaluates every method (validity, MMD^2 overall and per predicted class with one shared
     bandwidth, L1, L0, constraint violations, diversity, seconds per counterfactual) and writes
@@ -176,6 +178,13 @@ def run_protocol(config: ExplainConfig, workdir: str | Path) -> dict[str, Any]:
         )
         timing = {**steady_timing(res), "config": dataclasses.asdict(wachter_config)}
         method_rows["wachter"] = Rows.from_results("wachter", res, timing, 1)
+    if "cfproto" in config.peers:
+        k = n if config.cfproto_queries is None else min(config.cfproto_queries, n)
+        peer_queries["cfproto"] = k
+        generator_subset(k)
+        method_rows["cfproto"] = run_cfproto(
+            config, space, classifier, train.inputs, x[:k], target[:k], workdir
+        )
     left_out: dict[str, str] = {}
     if "dice" in config.peers and not peers.available("dice"):
         left_out["dice"] = peers.missing_message("dice")

@@ -110,19 +110,32 @@ def main_table(doc: Mapping[str, Any], space: Space) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     pub = doc.get("published")
-    if pub:
-        cells = ["paper (generator)", "\u2014", "\u2014", "\u2014"]
+    # The paper's peers are printed here for series and images; tabular ones are in the paper's
+    # units, which the table of paper_table holds.
+    for name, p in _paper_rows(pub, peers=not tabular):
+        cells = [f"paper ({name})", "\u2014", "\u2014", "\u2014"]
         if tabular:
             cells += ["\u2014"]
-        cells += [_fmt(pub.get("mmd2"), ".4f")]
-        cls = pub.get("class_mmd2") or [None] * len(names)
+        cells += [_fmt(p.get("mmd2"), ".4f")]
+        cls = p.get("class_mmd2") or [None] * len(names)
         cells += [_fmt(v, ".4f") for v in cls] if per_class else ["\u2014"]
-        cells += [_fmt(pub.get("l1"), ".4f")]
+        cells += [_fmt(p.get("l1"), ".4f")]
         if tabular:
-            cells += [_fmt(pub.get("l0"), ".2f"), "0"]
+            cells += [_fmt(p.get("l0"), ".2f"), "0"]
         cells += ["\u2014", "\u2014", "\u2014"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _paper_rows(pub: Mapping[str, Any] | None, *, peers: bool = True) -> list[tuple[str, Any]]:
+    """The paper's rows as ``(name, numbers)``: its generator, then (``peers``) the same
+    table's other methods."""
+    if not pub:
+        return []
+    rows = [("generator", pub)]
+    if peers:
+        rows += list((pub.get("peers") or {}).items())
+    return rows
 
 
 def paper_table(doc: Mapping[str, Any]) -> str:
@@ -138,10 +151,7 @@ def paper_table(doc: Mapping[str, Any]) -> str:
         cells += [_fmt(v, ".4f") for v in m.get("class_mmd2_paper") or [None] * len(names)]
         cells += [_fmt(m.get("l1_scaled"), ".3f"), _fmt(m.get("l0_categorical"), ".2f")]
         lines.append("| " + " | ".join(cells) + " |")
-    pub = doc.get("published") or {}
-    rows = [("generator", pub)] if pub else []
-    rows += list((pub.get("peers") or {}).items())
-    for name, p in rows:
+    for name, p in _paper_rows(doc.get("published")):
         cells = [f"paper ({name})", "\u2014", "\u2014", "\u2014", _fmt(p.get("mmd2"), ".4f")]
         cells += [_fmt(v, ".4f") for v in p.get("class_mmd2") or [None] * len(names)]
         cells += [_fmt(p.get("l1"), ".3f"), _fmt(p.get("l0"), ".2f")]
@@ -173,7 +183,8 @@ def report_markdown(doc: Mapping[str, Any], space: Space) -> str:
         f"rule `{doc['target_rule']}`, {doc['num_cfs']} counterfactuals per query from the "
         f"generator"
         + (
-            f"; peers: {peers} (Wachter: one counterfactual per query, its search is deterministic)"
+            f"; peers: {peers} (Wachter and CFProto: one counterfactual per query, their "
+            "searches are deterministic)"
             if peers
             else ""
         )
@@ -209,10 +220,18 @@ def report_markdown(doc: Mapping[str, Any], space: Space) -> str:
     conv = "\n".join(f"* **{k}**: {v}" for k, v in doc["conventions"].items())
     text = f"# Amortised counterfactual generator on {doc['dataset']}\n\n{intro}\n"
     text += main_table(doc, space)
-    if doc.get("published"):
+    pub = doc.get("published")
+    if pub:
+        table = f" ({pub['table']})" if pub.get("table") else ""
         text += (
-            "\n'paper (generator)': Van Looveren et al. (2021), their conditional generator's "
-            "own numbers (other classifier, other training budget).\n"
+            f"\n'paper (generator)': Van Looveren et al. (2021){table}, their conditional "
+            "generator's own numbers (other classifier, other training budget)"
+            + (
+                "; 'paper (cfproto)': the same table's CFProto row (their CFProto set-up)"
+                if "cfproto" in (pub.get("peers") or {}) and space.kind != "tabular"
+                else ""
+            )
+            + ".\n"
         )
     real = doc["real_queries"]
     text += (

@@ -28,9 +28,12 @@ def get_config() -> ExplainConfig:
         job=str(CONFIGS / "generator_adult_paper.py"),
         queries=1000,
         num_cfs=3,
-        peers=("dice",),
+        peers=("dice", "cfproto"),
         dice_method="random",
         dice_queries=1000,
+        # CFProto with alibi's constructor weights and theta 10 (ExplainConfig's default),
+        # prototypes in input space from every training row, labelled by the classifier.
+        cfproto_queries=1000,
         extra_generators=(("constrained", str(CONFIGS / "generator_adult.py")),),
         soft_queries=0,
         runner=RunnerConfig(chunk_size=500),
