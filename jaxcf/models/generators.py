@@ -109,6 +109,8 @@ class SeriesGeneratorConfig:
     cond_dim: width of ``y_m`` and ``y_t``.
     hidden: LSTM units per direction.
     noise_dim: noise channels drawn afresh at every step.
+    cond_embed: ``0``: ``y_m`` and ``y_t`` enter every step as they are; ``> 0``: each through a
+      linear embedding of its own of this width (the paper's ECG generator: 64 each).
     """
 
     kind: Literal["series_generator"] = "series_generator"
@@ -116,11 +118,12 @@ class SeriesGeneratorConfig:
     cond_dim: int = 2
     hidden: int = 64
     noise_dim: int = 4
+    cond_embed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         validation.at_least(self, 1, "cond_dim", "hidden")
-        validation.at_least(self, 0, "noise_dim")
+        validation.at_least(self, 0, "noise_dim", "cond_embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,8 +383,9 @@ def _per_step(v: Array, steps: int) -> Array:
 
 
 class SeriesGenerator(_Generator):
-    """Bidirectional LSTM over ``[x_t, noise_t, y_m, y_t]``; returns ``x + delta`` with a
-    per-step ``delta`` (series are unbounded, standardised units).
+    """Bidirectional LSTM over ``[x_t, noise_t, y_m, y_t]`` (with ``cond_embed``: over
+    ``[x_t, noise_t, E_m y_m, E_t y_t]``); returns ``x + delta`` with a per-step ``delta``
+    (series are unbounded, standardised units).
 
     Shapes: ``x [B, T, C]``, ``y_m, y_t [B, K]``, ``keys [B]`` -> ``[B, T, C]``.
     """
@@ -389,7 +393,13 @@ class SeriesGenerator(_Generator):
     def __init__(self, config: SeriesGeneratorConfig, *, rngs: nnx.Rngs):
         self.config = config
         t, c = config.input_shape
-        d_in = c + config.noise_dim + 2 * config.cond_dim
+        cond = config.cond_embed or config.cond_dim
+        if config.cond_embed:
+            # Built only when asked for: without them every parameter draws the same initial
+            # values as before the option existed (recorded generators stay reproducible).
+            self.embed_m = nnx.Linear(config.cond_dim, config.cond_embed, rngs=rngs)
+            self.embed_t = nnx.Linear(config.cond_dim, config.cond_embed, rngs=rngs)
+        d_in = c + config.noise_dim + 2 * cond
         self.rnn = _BiLSTM(d_in, config.hidden, rngs=rngs)
         self.out = nnx.Linear(
             2 * config.hidden, c, kernel_init=nnx.initializers.zeros_init(), rngs=rngs
@@ -399,6 +409,8 @@ class SeriesGenerator(_Generator):
         del train
         _check_keys(keys, x.shape[0])
         steps = x.shape[1]
+        if self.config.cond_embed:
+            y_m, y_t = self.embed_m(y_m), self.embed_t(y_t)
         parts = [x, _per_step(y_m, steps), _per_step(y_t, steps)]
         if self.config.noise_dim:
             parts.insert(1, _noise(keys, (steps, self.config.noise_dim), 0))

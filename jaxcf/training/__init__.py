@@ -37,6 +37,7 @@ from jaxcf.training._classification import (
     train_step,
 )
 from jaxcf.training._counterfactual import (
+    SNAPSHOTS_DIR,
     GeneratorTask,
     GeneratorTrainConfig,
     class_mmd2_loss,
@@ -84,6 +85,7 @@ from jaxcf.training._wgan import (
 __all__ = [
     "ATTGAN_TARGETS",
     "PROGRESS_DIR",
+    "SNAPSHOTS_DIR",
     "VAE_LOSSES",
     "AgentConfig",
     "AttGANTask",

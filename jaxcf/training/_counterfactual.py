@@ -51,6 +51,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxcf.core import as_pure, checks, classifier_digest, validation
+from jaxcf.models import checkpoint
 from jaxcf.models import generators as gen_lib
 from jaxcf.tabular import TabularTransform
 from jaxcf.training._ema import update_ema
@@ -69,6 +70,9 @@ Array = jax.Array
 
 TargetMode = Literal["flip", "soft", "regression"]
 
+SNAPSHOTS_DIR = "snapshots"
+"""Subfolder of a generator's workdir holding the copies ``keep_steps`` asks for."""
+
 
 @dataclasses.dataclass(frozen=True)
 class GeneratorTrainConfig:
@@ -86,6 +90,11 @@ class GeneratorTrainConfig:
     ema_decay: decay of the generator's EMA copy.
     batch_size, steps, eval_every, save_every, seed: the loop's schedule.
     val_examples: how many held-out inputs the periodic validation explains.
+    keep_steps: steps after which a copy of the EMA generator is kept in
+      ``workdir/snapshots/step_<step>`` (a checkpoint :func:`load_generator` reads, with the
+      step in its metadata), the points of a learning curve. It does not change training, so
+      it is not part of the config's identity (:meth:`to_dict`): a run resumes under other
+      ``keep_steps``.
     """
 
     generator: Any
@@ -110,8 +119,14 @@ class GeneratorTrainConfig:
     save_every: int = 250
     seed: int = 0
     val_examples: int = 500
+    keep_steps: tuple[int, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "keep_steps", tuple(int(k) for k in self.keep_steps))
+        if any(not 1 <= k <= self.steps for k in self.keep_steps):
+            raise ValueError(
+                f"keep_steps must lie in [1, steps={self.steps}], got {self.keep_steps}"
+            )
         validation.one_of(self, "target", ("flip", "soft", "regression"))
         validation.one_of(self, "gan_loss", ("hinge", "vanilla"))
         validation.non_negative(self, "w_model", "w_l1", "w_gan", "w_cycle", "w_mmd")
@@ -138,7 +153,7 @@ class GeneratorTrainConfig:
         d = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name not in ("generator", "discriminator")
+            if f.name not in ("generator", "discriminator", "keep_steps")
         }
         d["generator"] = gen_lib.config_to_dict(self.generator)
         d["discriminator"] = (
@@ -472,14 +487,6 @@ def train_generator(
             f"{mesh.devices.size} devices"
         )
     task = GeneratorTask(config, classifier, np.asarray(val_x), mesh)
-    result = fit(
-        task,
-        {"x": np.asarray(train_x, np.float32)},
-        config.loop_config(),
-        progress_dir=workdir / PROGRESS_DIR,
-        desc=desc,
-    )
-    generator = result.modules["generator_ema"]
     meta = {
         **dict(metadata or {}),
         "configs": {"generator": gen_lib.config_to_dict(config.generator)},
@@ -487,6 +494,23 @@ def train_generator(
         "classifier_digest": classifier_digest(classifier),
         "target": config.target,
     }
+    keep = frozenset(config.keep_steps)
+
+    def snapshot(step: int, modules: Mapping[str, Any]) -> None:
+        if step in keep:
+            where = workdir / SNAPSHOTS_DIR / f"step_{step:06d}"
+            entries = {"generator": modules["generator_ema"]}
+            checkpoint.save(where, entries, metadata={**meta, "step": step}, overwrite=True)
+
+    result = fit(
+        task,
+        {"x": np.asarray(train_x, np.float32)},
+        config.loop_config(),
+        progress_dir=workdir / PROGRESS_DIR,
+        desc=desc,
+        after_step=snapshot if keep else None,
+    )
+    generator = result.modules["generator_ema"]
     stored = save_result(final, {"generator": generator}, meta, result, overwrite=overwrite)
     return generator, stored
 

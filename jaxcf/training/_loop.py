@@ -60,7 +60,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -253,6 +253,7 @@ def fit(
     *,
     progress_dir: str | Path | None = None,
     desc: str = "train",
+    after_step: Callable[[int, Mapping[str, nnx.Pytree]], None] | None = None,
 ) -> FitResult:
     """Trains ``task`` on ``data`` as ``config`` says, resuming from ``progress_dir`` if present.
 
@@ -264,6 +265,10 @@ def fit(
       config: the loop's schedule and seed.
       progress_dir: where the progress checkpoint lives; ``None`` trains without one.
       desc: progress-bar label.
+      after_step: called as ``after_step(step, modules)`` after every step (after its
+        evaluation and progress checkpoint; ``step`` counts the steps done), e.g. to keep copies
+        of a model for a learning curve. It must leave the modules unchanged. A resumed run
+        calls it again for the steps it repeats (those after the last progress checkpoint).
 
     Raises:
       ValueError: ``progress_dir`` holds a run of another configuration, too little data for a
@@ -308,6 +313,8 @@ def fit(
             if progress is not None and (last or _due(step, config.save_every, epoch_end)):
                 seconds = seconds_before + time.perf_counter() - start
                 _save_progress(progress, identity, modules, step, history, pending, seconds)
+            if after_step is not None:
+                after_step(step, modules)
     finally:
         bar.close()
     seconds = seconds_before + time.perf_counter() - start
