@@ -3,22 +3,23 @@ applies them.
 
 On XLA's CPU backend recent jaxlibs hand convolutions (and some matrix products) to YNNPACK
 (the option ``xla_cpu_experimental_ynn_fusion_type``). On the searches' ResNets on 2 cores those
-kernels keep one core idle much of the time: a DeDUCE or JSMA step runs about 1.6x slower than
-with XLA's own (Eigen) convolutions, which PyTorch's oneDNN kernels then lead by about 10%
-(``benchmarks/results/cpu_step_profile.md``). The explanation programs (the runner's, and the
+kernels keep one core idle much of the time: a DeDUCE or JSMA step ran 1.45-1.5x slower than
+with XLA's own (Eigen) convolutions, which PyTorch's oneDNN kernels then lead by about 12%
+(``docs/benchmarks/cpu-step.md``). The explanation programs (the runner's, and the
 methods' one-batch entry points) are therefore compiled without YNNPACK fusions when all of
 these hold:
 
 * the default backend is a CPU;
 * this jaxlib would route a convolution through YNNPACK (checked once, on a tiny convolution);
-* the user's ``XLA_FLAGS`` do not name the option (a setting of their own always wins: set
-  ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_convolution`` to get XLA's
-  convolutions back; ``JAXCF_CPU_KERNELS=xla`` does the same without naming XLA's option).
+* the user's ``XLA_FLAGS`` do not name the option (a setting of their own always wins), and
+  ``JAXCF_CPU_KERNELS`` is not ``xla`` (which keeps XLA's default choice, e.g. to reproduce a
+  result recorded before jaxcf made this choice).
 
-The pixel searches' counterfactuals are bitwise the same either way (their steps choose pixels
-by ranking, and the rankings did not change on any pair measured); continuous searches
-(Wachter, latent searches) differ at float rounding. Training programs keep XLA's defaults, so
-trained weights are unchanged.
+The pixel searches' counterfactuals are bitwise the same either way except where two pixels'
+gradients nearly tie (their steps choose pixels by ranking: on the demo's 450 pairs, 0 changed
+for JSMA and 1 each for DeDUCE and FGSM); continuous methods (Wachter,
+the latent searches, the generators: YNNPACK also runs some matrix products) differ at float
+rounding. Training programs keep XLA's defaults, so trained weights are unchanged.
 """
 
 from __future__ import annotations
