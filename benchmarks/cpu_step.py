@@ -19,7 +19,7 @@ checkpoint's ResNet), apart from any schedule, and where it goes:
   convolutions in ``channels_last`` memory, as the exported network runs them (its NHWC inputs
   are permuted, not copied, so oneDNN keeps them channels-last).
 
-jaxcf's programs are compiled as jaxcf compiles its explanation programs
+jaxcf's programs are compiled as jaxcf compiles its pixel searches
 (:func:`jaxcf.core.explain_compiler_options`: XLA's own convolutions rather than YNNPACK's on a
 CPU); ``JAXCF_CPU_KERNELS=xla`` measures XLA's default choice instead. XLA's CPU backend reads
 ``XLA_FLAGS`` once per process, so a comparison of settings is one run per setting, told apart
@@ -115,7 +115,7 @@ def _gflop(layer: dict, batch: int) -> float:
 
 def xla_convs(layers: list[dict], batch: int, reps: int) -> list[dict]:
     """Forward and input-gradient milliseconds of each layer through :func:`conv2d`, compiled
-    as jaxcf compiles its explanation programs."""
+    as jaxcf compiles its pixel searches."""
     options = explain_compiler_options()
     rows = []
     for layer in layers:

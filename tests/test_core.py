@@ -19,6 +19,7 @@ from jaxcf.core import (
     PureObject,
     Retry,
     as_pytree,
+    compiler_options_for,
     explain_compiler_options,
     targets,
 )
@@ -297,7 +298,7 @@ class RegisteredDensity:
 
 
 def test_plain_object_density_works_with_deduce(trained, queries):
-    from jaxcf.methods._search import solve_jit
+    from jaxcf.methods._search import solve_jit_eigen as solve_jit
 
     model, density, _ = trained
     x, t = queries
@@ -455,6 +456,20 @@ def test_user_choice_of_cpu_kernels_wins(fresh_options, env, flags):
         fresh_options.setenv(name, value)
     fresh_options.setenv("XLA_FLAGS", flags)
     assert explain_compiler_options() == {}
+
+
+def test_only_pixel_searches_take_the_cpu_kernel_choice(trained):
+    """Continuous searches keep XLA's defaults: their counterfactuals must not depend on the
+    batch's shape beyond rounding (batched = per-query loop, sharded = unsharded)."""
+    model, density, _ = trained
+    assert compiler_options_for(deduce_search(model, density, DeDUCEConfig())) == (
+        explain_compiler_options()
+    )
+    assert compiler_options_for(jsma_search(model, JSMAConfig())) == explain_compiler_options()
+    assert (
+        compiler_options_for(make(MethodSpec("wachter", WachterConfig()), classifier=model).search)
+        == {}
+    )
 
 
 def test_unknown_cpu_kernel_choice_is_refused(fresh_options):

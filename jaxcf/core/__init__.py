@@ -13,7 +13,7 @@ from jaxcf.core._classifier import (
     as_pure,
     classifier_digest,
 )
-from jaxcf.core._compiler import explain_compiler_options, explain_jit
+from jaxcf.core._compiler import compiler_options_for, explain_compiler_options, explain_jit
 from jaxcf.core._explainer import (
     CFResult,
     Explainer,
@@ -67,6 +67,7 @@ __all__ = [
     "check_precision",
     "checks",
     "classifier_digest",
+    "compiler_options_for",
     "decision_classifier",
     "explain_batch",
     "explain_compiler_options",

@@ -5,9 +5,9 @@ On XLA's CPU backend recent jaxlibs hand convolutions (and some matrix products)
 (the option ``xla_cpu_experimental_ynn_fusion_type``). On the searches' ResNets on 2 cores those
 kernels keep one core idle much of the time: a DeDUCE or JSMA step ran 1.45-1.5x slower than
 with XLA's own (Eigen) convolutions, which PyTorch's oneDNN kernels then lead by about 12%
-(``docs/benchmarks/cpu-step.md``). The explanation programs (the runner's, and the
-methods' one-batch entry points) are therefore compiled without YNNPACK fusions when all of
-these hold:
+(``docs/benchmarks/cpu-step.md``). The pixel searches' programs (the runner's, and
+the methods' one-batch entry points, for a search class with ``EIGEN_CPU_CONVOLUTIONS = True``)
+are therefore compiled without YNNPACK fusions when all of these hold:
 
 * the default backend is a CPU;
 * this jaxlib would route a convolution through YNNPACK (checked once, on a tiny convolution);
@@ -17,9 +17,8 @@ these hold:
 
 The pixel searches' counterfactuals are bitwise the same either way except where two pixels'
 gradients nearly tie (their steps choose pixels by ranking: on the demo's 450 pairs, 0 changed
-for JSMA and 1 each for DeDUCE and FGSM); continuous methods (Wachter,
-the latent searches, the generators: YNNPACK also runs some matrix products) differ at float
-rounding. Training programs keep XLA's defaults, so trained weights are unchanged.
+for JSMA and 1 for DeDUCE). Every other method, and training, keeps XLA's defaults (see
+:func:`compiler_options_for`).
 """
 
 from __future__ import annotations
@@ -35,6 +34,24 @@ import jax.numpy as jnp
 _OPTION = "xla_cpu_experimental_ynn_fusion_type"
 ENV = "JAXCF_CPU_KERNELS"
 """Environment variable: ``eigen`` (the default) or ``xla`` (keep XLA's own choice)."""
+
+
+def compiler_options_for(program_input: Any) -> dict[str, str]:
+    """The ``compiler_options`` to compile a program over ``program_input`` (an explainer or a
+    search) with: :func:`explain_compiler_options` when it opts in by a true class attribute
+    ``EIGEN_CPU_CONVOLUTIONS``, ``{}`` (XLA's defaults) otherwise.
+
+    Only the pixel searches opt in. XLA's own convolutions accumulate in an order that depends
+    on the batch's shape, so a continuous search (Wachter, the latent searches) would no longer
+    give the same counterfactuals batched, sharded or one query at a time beyond float rounding
+    amplified over hundreds of steps; the pixel searches' steps rank pixels, which such rounding
+    does not reorder but at near-ties.
+    """
+    return (
+        explain_compiler_options()
+        if getattr(program_input, "EIGEN_CPU_CONVOLUTIONS", False)
+        else {}
+    )
 
 
 @functools.cache
@@ -69,9 +86,10 @@ def explain_compiler_options() -> dict[str, str]:
 
 
 class explain_jit:  # noqa: N801 (used like the function it wraps, as jax.jit is)
-    """``jax.jit(fn, compiler_options=explain_compiler_options(), **kwargs)``, built on the first
-    call so that importing jaxcf never starts a backend (a user may still set ``XLA_FLAGS`` or
-    the number of fake CPU devices after ``import jaxcf``)."""
+    """``jax.jit(fn, compiler_options=explain_compiler_options(), **kwargs)`` for the pixel
+    searches' one-batch entry points, built on the first call so that importing jaxcf never
+    starts a backend (a user may still set ``XLA_FLAGS`` or the number of fake CPU devices after
+    ``import jaxcf``)."""
 
     def __init__(self, fn: Callable, **kwargs: Any):
         self._fn, self._kwargs = fn, kwargs

@@ -35,8 +35,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxcf.core._compiler import explain_jit
-
 Array = jax.Array
 PyTree = Any
 
@@ -79,7 +77,7 @@ def check_explainer(explainer: Any) -> None:
         )
 
 
-@explain_jit
+@jax.jit
 def _call_jit(explainer: Any, x: Array, target: Array, key: Array) -> CFResult:
     return explainer(x, target, key)
 

@@ -29,7 +29,7 @@ from flax import struct
 from jaxcf.core import CFResult, as_pure, checks, validation
 from jaxcf.core.targets import target_loss
 from jaxcf.methods._pixels import PixelSearch, safe_abs, select_pixels
-from jaxcf.methods._search import solve_jit
+from jaxcf.methods._search import solve_jit_eigen
 from jaxcf.models import as_density
 
 Array = jax.Array
@@ -163,4 +163,4 @@ def deduce(
     """
     search = deduce_search(classifier, density, config)
     x, target = search.check(x, target)
-    return solve_jit(search, x, target)
+    return solve_jit_eigen(search, x, target)

@@ -20,7 +20,7 @@ from flax import struct
 from jaxcf.core import CFResult, as_pure, validation
 from jaxcf.core.targets import target_loss
 from jaxcf.methods._pixels import PixelSearch, select_pixels
-from jaxcf.methods._search import solve_jit
+from jaxcf.methods._search import solve_jit_eigen
 
 Array = jax.Array
 
@@ -99,4 +99,4 @@ def jsma(classifier: Any, x: Any, target: Any, config: JSMAConfig = JSMAConfig()
     """
     search = jsma_search(classifier, config)
     x, target = search.check(x, target)
-    return solve_jit(search, x, target)
+    return solve_jit_eigen(search, x, target)

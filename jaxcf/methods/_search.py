@@ -276,8 +276,12 @@ def solve(
     return _result(search, s)
 
 
-solve_jit = explain_jit(solve)
+solve_jit = jax.jit(solve)
 """:func:`solve` compiled once per search type, config and shapes (shared by the methods)."""
+
+solve_jit_eigen = explain_jit(solve)
+""":func:`solve_jit` for the pixel searches: XLA's own convolutions on a CPU
+(:func:`jaxcf.core.compiler_options_for`)."""
 
 
 # ----------------------------------------------------------------------------- slot pool

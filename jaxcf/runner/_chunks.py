@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxcf.core import CFResult, Retry, tree_where
+from jaxcf.core import CFResult, Retry, compiler_options_for, tree_where
 from jaxcf.methods import SearchExplainer, stage_sizes
 from jaxcf.runner import distributed
 from jaxcf.runner._config import RunnerConfig
@@ -32,7 +32,8 @@ def _run_pool(search, mesh, config, inputs, n_valid: int, progress, attempt: int
     pools' results, ``[devices, rows per device, ...]`` per leaf."""
     per_device = inputs[1].shape[0] // mesh.size
     sizes = stage_sizes(config.slots, per_device, config.taper)
-    programs = pool_programs(mesh, sizes, config.segment, attempt)
+    options = tuple(sorted(compiler_options_for(search).items()))
+    programs = pool_programs(mesh, sizes, config.segment, attempt, options)
     start, advances, compacts = (
         programs[0],
         programs[1 : 1 + len(sizes)],
@@ -110,7 +111,8 @@ class ChunkRun:
         """One pass of ``search`` over the rows ``inputs`` marks valid (``attempt``: the key fold,
         None outside a Retry)."""
         if self.config.slots is None:
-            result = solve_program(self.mesh, attempt)(search, *inputs)
+            options = tuple(sorted(compiler_options_for(search).items()))
+            result = solve_program(self.mesh, attempt, options)(search, *inputs)
             return self.share.fetch(jax.block_until_ready(result), False)
         result = _run_pool(search, self.mesh, self.config, inputs, n_valid, progress, attempt)
         return self.share.fetch(jax.block_until_ready(result), True)

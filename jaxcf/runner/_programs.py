@@ -16,7 +16,6 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxcf.core import explain_compiler_options
 from jaxcf.methods import pool_advance, pool_compact, pool_running, pool_start, solve
 from jaxcf.runner._keys import row_keys
 
@@ -53,40 +52,43 @@ _IN_SPECS = (P(), P(), P("data"), P("data"), P("data"), P("data"), P("data"))
 
 
 @_cached
-def one_pass_program(mesh: Mesh):
+def one_pass_program(mesh: Mesh, options: tuple = ()):
     def local(explainer, run_key, x, target, query, cf, valid):
         return explainer(x, target, row_keys(run_key, query, cf))
 
     return jax.jit(
         jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False),
-        compiler_options=explain_compiler_options(),
+        compiler_options=dict(options),
     )
 
 
 @_cached
-def solve_program(mesh: Mesh, attempt: int | None):
+def solve_program(mesh: Mesh, attempt: int | None, options: tuple = ()):
     def local(search, run_key, x, target, query, cf, valid):
         return solve(search, x, target, row_keys(run_key, query, cf, attempt), valid=valid)
 
     return jax.jit(
         jax.shard_map(local, mesh=mesh, in_specs=_IN_SPECS, out_specs=P("data"), check_vma=False),
-        compiler_options=explain_compiler_options(),
+        compiler_options=dict(options),
     )
 
 
 @_cached
-def pool_programs(mesh: Mesh, sizes: tuple[int, ...], segment: int, attempt: int | None):
+def pool_programs(
+    mesh: Mesh, sizes: tuple[int, ...], segment: int, attempt: int | None, options: tuple = ()
+):
     """``start``, and per stage ``advance`` / ``compact`` jitted over the mesh (``attempt``: the
-    :class:`~jaxcf.core.Retry` attempt the keys are folded with, or None). ``advance`` and
-    ``compact`` also return the pools' status summed over all devices (replicated, so that every
-    process reads the same numbers and takes the same next step)."""
+    :class:`~jaxcf.core.Retry` attempt the keys are folded with, or None; ``options``: the
+    compiler options as sorted items, :func:`jaxcf.core.compiler_options_for` the search).
+    ``advance`` and ``compact`` also return the pools' status summed over all devices
+    (replicated, so that every process reads the same numbers and takes the same next step)."""
     spec = P("data")
 
     def sharded(fn, in_specs, out_specs=spec, donate=()):
         return jax.jit(
             jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
             donate_argnums=donate,
-            compiler_options=explain_compiler_options(),
+            compiler_options=dict(options),
         )
 
     def start(search, run_key, x, target, query, cf, valid):
