@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxcf import diffusion as diff
 from jaxcf.core import PureModule, as_pure, as_pytree
-from jaxcf.data import ADULT_CONSTRAINTS, ADULT_SCHEMA
+from jaxcf.data import ADULT_CONSTRAINTS, ADULT_SCHEMA, AIP_ATTRIBUTES
 from jaxcf.models import (
     VAE,
     Agent,
@@ -43,21 +43,7 @@ ADULT_MODES = 7
 
 # The AIP paper's 13 CelebA attributes (the attribute model's columns; only their number
 # changes the cost).
-ATTRIBUTES = (
-    "Pale_Skin",
-    "Bangs",
-    "Black_Hair",
-    "Blond_Hair",
-    "No_Beard",
-    "Brown_Hair",
-    "Bushy_Eyebrows",
-    "Male",
-    "Eyeglasses",
-    "Young",
-    "Mustache",
-    "Bald",
-    "Mouth_Slightly_Open",
-)
+ATTRIBUTES = AIP_ATTRIBUTES
 
 
 def init(factory, seed: int = 0) -> nnx.Module:
