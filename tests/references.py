@@ -270,11 +270,18 @@ def _prototype(search, x0, t) -> np.ndarray:
     return codes[nearest].mean(axis=0).astype(np.float32)
 
 
-def reference_cfproto(search, x, t):
+def decode_encode(transform):
+    """One encoded row ``[D]`` to the encoding of the row it decodes to, in NumPy (the
+    reference of ``transform.projection()``)."""
+    return lambda row: transform.encode(transform.decode(row[None]))[0]
+
+
+def reference_cfproto(search, x, t, project=None):
     """CFProto for one query: ``c_steps`` rounds of FISTA from the query (gradient step with
     decaying rate at the momentum point, soft-thresholding towards the query, momentum), the
     closest candidate (elastic-net distance) kept, ``c`` bisected between rounds; a round ends
     after ``max_iter`` steps or ``patience`` steps without a closer candidate once it has one.
+    With ``project`` (one input to a valid one), every check is made on the projected iterate.
     Float32 NumPy arithmetic, JAX only for the gradient and the encoder of one query."""
     cfg = search.config
     grad, _, margin = _cfproto_fns(search)
@@ -307,13 +314,14 @@ def reference_cfproto(search, x, t):
             yk = np.clip(xn + zt * (xn - xk), lo, hi).astype(np.float32)
             xk = xn
             n += 1
-            logits = outputs(jnp.asarray(xk))
+            checked = xk if project is None else np.asarray(project(xk), np.float32)
+            logits = outputs(jnp.asarray(checked))
             s, ok = score(logits, t, cfg.threshold, 0.1)
             candidate = ok and float(margin(logits, t)) >= cfg.kappa
-            d = (xk - x0).ravel()
+            d = (checked - x0).ravel()
             dist = float(np.sum(d * d, dtype=np.float32) + beta * np.sum(np.abs(d)))
             if candidate and dist < best_dist:
-                best, best_dist, best_score = xk.copy(), dist, s
+                best, best_dist, best_score = checked.copy(), dist, s
             if candidate and dist < round_dist:
                 round_dist, stale = dist, 0
             else:

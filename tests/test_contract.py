@@ -769,6 +769,28 @@ for _problem, _cfg in _CFPROTO.items():
             method="cfproto",
         )
     )
+# CFProto judging the rows its iterates decode to (``project``); the reference loop decodes and
+# encodes in NumPy, the search projects in JAX.
+_ROWS = adult_transform().projection()
+# Steps long enough for a whole category to change (a projected iterate to flip class).
+_CFPROTO_ROWS = dataclasses.replace(_CFPROTO["adult"], c_init=20.0, learning_rate=0.15, max_iter=12)
+VARIANTS.append(
+    Variant(
+        "cfproto-adult-rows",
+        "class",
+        lambda m, d: dataclasses.replace(
+            (e := make("cfproto", _CFPROTO_ROWS, classifier=m, prototypes=_bank(m, "adult"))),
+            search=e.search.replace(project=_ROWS),
+        ),
+        lambda e, m, d, x, t, k: references.reference_cfproto(
+            e.search, x, t, project=references.decode_encode(adult_transform())
+        ),
+        atol=5e-5,  # alphas: float32 projection against float64 decoding
+        criterion=_CFPROTO_ROWS.threshold,
+        problem="adult",
+        method="cfproto",
+    )
+)
 IDS = [v.name for v in VARIANTS]
 
 

@@ -6,7 +6,9 @@ Its class prototypes live in input space (no autoencoder: the paper's k-d-tree f
 docs/methods/cfproto.md): a :class:`~jaxcf.methods.PrototypeBank` of training instances labelled
 by the explained classifier, as the paper and alibi label them. On encoded tabular rows the
 search stays in the box the encodings span (:func:`~explain.amortised.evaluation.encoded_box`,
-as Wachter's), and its rows are measured after decode -> encode like every method's.
+as Wachter's), and its rows are measured after decode -> encode like every method's; with
+``config.cfproto_rows`` (the default) the search itself checks and keeps those decoded rows
+(``project=transform.projection()``), so its counterfactuals are valid rows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from explain.amortised.config import ExplainConfig
 from explain.amortised.evaluation import Rows, Space, encoded_box
 from jaxcf.experiment import run_explainer, steady_timing
-from jaxcf.methods import make, prototype_bank
+from jaxcf.methods import SearchExplainer, cfproto_search, prototype_bank
 
 
 def run_cfproto(
@@ -37,13 +39,15 @@ def run_cfproto(
     The prototype bank holds the first ``config.prototype_examples`` training inputs (all when
     ``None``), labelled by ``classifier``'s predictions.
     """
-    cf_config = config.cfproto
+    cf_config, project = config.cfproto, None
     if space.kind == "tabular":
         cf_config = encoded_box(cf_config, train_inputs, x)
+        if config.cfproto_rows:
+            project = space.transform.projection()
     m = len(train_inputs) if config.prototype_examples is None else config.prototype_examples
     bank_inputs = np.asarray(train_inputs[:m], np.float32)
     bank = prototype_bank(bank_inputs, classifier=classifier)
-    explainer = make("cfproto", cf_config, classifier=classifier, prototypes=bank)
+    explainer = SearchExplainer(cfproto_search(classifier, bank, cf_config, project=project))
     res = run_explainer(
         "cfproto",
         explainer,
@@ -58,6 +62,7 @@ def run_cfproto(
             "method": "cfproto",
             "config": dataclasses.asdict(cf_config),
             "prototype_examples": len(bank_inputs),
+            **({"checks": "decoded rows"} if project is not None else {}),
         },
     )
     timing = {
@@ -69,6 +74,7 @@ def run_cfproto(
             "per_class": list(bank.counts),
             "labels": "the classifier's predictions",
         },
+        "checks": "decoded rows" if project is not None else "iterates",
         "n_iter_mean": float(np.mean(np.asarray(res.n_iter))),
         "success_rate": float(np.mean(np.asarray(res.success))),
     }

@@ -43,6 +43,11 @@ class ExplainConfig:
         for prototypes in input space).
       cfproto_queries: CFProto explains the first this many queries, one counterfactual each
         (deterministic, like Wachter); ``None``: all.
+      cfproto_rows: tabular only: CFProto checks, measures and keeps the rows its iterates
+        decode to (``project=transform.projection()``: one-hot blocks snapped to their
+        argmax, numbers rounded and re-encoded), so every counterfactual it returns is a
+        valid row; ``False`` judges the raw 85-d iterates (most then decode back to the
+        query's class).
       prototype_examples: CFProto's prototype bank holds the first this many training inputs,
         labelled by the classifier (``None``: all of them).
       dice_method: DiCE's method (``"random"``, ``"genetic"``, ``"kdtree"``).
@@ -81,6 +86,7 @@ class ExplainConfig:
     wachter_queries: int | None = 200
     cfproto: Any = None
     cfproto_queries: int | None = 100
+    cfproto_rows: bool = True
     prototype_examples: int | None = None
     dice_method: str = "random"
     dice_queries: int = 100

@@ -33,6 +33,13 @@ bound is known, else ``10 c``. Unlike alibi, a round stops early once it has a c
 ``patience`` further steps bring none closer (``patience >= max_iter`` runs every round in full,
 as alibi does); with ``c_steps=1, patience=0`` a query stops at its first counterfactual.
 
+With a ``project`` (a pure map of inputs to valid inputs, e.g. encoded table rows to the
+encodings of the rows they decode to: :meth:`jaxcf.tabular.TabularTransform.projection`), the
+iterates still move freely, but every check is made on the projected iterate: it must be a
+candidate, its distance is measured, and it is what the query keeps. So the counterfactual
+returned is a valid input, as alibi's CFProto judges categorical variables on the categories
+its continuous iterate maps to.
+
 Only class targets are accepted (the prototype is a class's); soft and regression targets are
 refused with a TypeError.
 """
@@ -138,6 +145,8 @@ class CFProtoSearch(SearchBase):
     bank: PrototypeBank | None  # prototypes and the encoder of the codes
     autoencoder: Any  # the reconstruction term's autoencoder (None when gamma = 0)
     config: CFProtoConfig = struct.field(pytree_node=False)
+    # Checks are made on project(iterate); None: on the iterate. Static: it must hash by value.
+    project: Any = struct.field(pytree_node=False, default=None)
 
     target_kinds = ("class",)
 
@@ -247,15 +256,17 @@ class CFProtoSearch(SearchBase):
         zt = (i + 1.0) / (i + 4.0)
         y = self.clip(x + _per_query(zt, x) * (x - s.x))
 
-        # Check the new iterate; keep the closest candidate.
-        logits = self.classifier.logits(x)
+        # Check the new iterate (projected to a valid input when asked); keep the closest
+        # candidate.
+        cand = x if self.project is None else self.project(x)
+        logits = self.classifier.logits(cand)
         score, reached = self.score(logits, target)
         score = score.astype(jnp.float32)
         candidate = reached & (self.margin(logits, target) >= cfg.kappa)
         # In bfloat16, a candidate counts only when the float32 network agrees (a no-op in
         # float32), so the kept candidate is always a confirmed one.
-        candidate, score = self.confirm(lambda r: r, x, target, candidate, score)
-        d = (x - s.x0).reshape(x.shape[0], -1)
+        candidate, score = self.confirm(lambda r: r, cand, target, candidate, score)
+        d = (cand - s.x0).reshape(x.shape[0], -1)
         dist = jnp.sum(d * d, axis=-1) + cfg.beta * jnp.sum(jnp.abs(d), axis=-1)
         better = candidate & (dist < s.best_dist)
         closer = candidate & (dist < s.round_dist)
@@ -283,7 +294,7 @@ class CFProtoSearch(SearchBase):
             found=found & ~ends,
             round_dist=jnp.where(ends, jnp.inf, jnp.where(closer, dist, s.round_dist)),
             stale=jnp.where(ends, 0, stale),
-            best_x=tree_where(better, x, s.best_x),
+            best_x=tree_where(better, cand, s.best_x),
             best_dist=jnp.where(better, dist, s.best_dist),
             best_score=jnp.where(better, score, s.best_score),
             best_c=jnp.where(better, s.c, s.best_c),
@@ -319,6 +330,7 @@ def cfproto_search(
     config: CFProtoConfig = CFProtoConfig(),
     *,
     autoencoder: Any = None,
+    project: Any = None,
 ) -> CFProtoSearch:
     """The jittable CFProto search (checks the models against each other, not the queries).
 
@@ -329,9 +341,13 @@ def cfproto_search(
       config: hyper-parameters (static).
       autoencoder: the reconstruction term's autoencoder (``encode`` and ``decode``); default
         the bank's. With a bank built by an encoder, it must be that encoder.
+      project: optional pure map ``[B, ...] -> [B, ...]`` of inputs to valid inputs the
+        checks are made on (see the module docstring), hashable by value (a static part of
+        the compiled program), e.g. ``transform.projection()`` for encoded table rows.
 
     Raises:
-      TypeError: a config or bank of another type, an autoencoder without the protocol.
+      TypeError: a config or bank of another type, an autoencoder without the protocol, a
+        ``project`` that is not callable or not hashable.
       ValueError: ``gamma > 0`` without an autoencoder, ``theta > 0`` without prototypes,
         prototypes built with another encoder or of inputs or classes the classifier does not
         take.
@@ -379,9 +395,21 @@ def cfproto_search(
                 )
         if autoencoder is not None and config.gamma > 0:
             autoencoder_code_dim(autoencoder, shape, decode=True)
+    if project is not None:
+        if not callable(project):
+            raise TypeError(f"project must be callable, got {type(project).__name__}")
+        try:
+            hash(project)
+        except TypeError:
+            raise TypeError(
+                f"project must hash by value (it is a static part of the compiled program), "
+                f"got an unhashable {type(project).__name__}"
+            ) from None
     if config.gamma == 0:
         autoencoder = None  # not traced into the program
-    return CFProtoSearch(classifier=classifier, bank=bank, autoencoder=autoencoder, config=config)
+    return CFProtoSearch(
+        classifier=classifier, bank=bank, autoencoder=autoencoder, config=config, project=project
+    )
 
 
 def cfproto(
@@ -392,6 +420,7 @@ def cfproto(
     config: CFProtoConfig = CFProtoConfig(),
     *,
     autoencoder: Any = None,
+    project: Any = None,
 ) -> CFResult:
     """CFProto counterfactuals for a batch.
 
@@ -402,11 +431,13 @@ def cfproto(
         of the shape the prototypes were built from.
       target: ``[B]`` int classes.
       config: hyper-parameters (static).
-      autoencoder: see :func:`cfproto_search`.
+      autoencoder, project: see :func:`cfproto_search`.
 
     Returns:
       A :class:`~jaxcf.core.CFResult` with ``extras["c"]``.
     """
-    search = cfproto_search(classifier, prototypes, config, autoencoder=autoencoder)
+    search = cfproto_search(
+        classifier, prototypes, config, autoencoder=autoencoder, project=project
+    )
     x, target = search.check(x, target)
     return solve_jit(search, x, target)

@@ -3,7 +3,7 @@ categories, mode-specific normalisation of numbers), constraints that hold exact
 increasing and fixed columns), and readable lists of what a counterfactual changed.
 """
 
-from jaxcf.tabular._activation import activate, numeric_value
+from jaxcf.tabular._activation import Projection, activate, numeric_value, project
 from jaxcf.tabular._changes import ARROW, changes, write_changes_csv
 from jaxcf.tabular._constraints import INCREASING_RTOL, Constraints, enforce, fixed_mask, violations
 from jaxcf.tabular._mixture import NumericFit, fit_mixture_1d
@@ -19,6 +19,7 @@ __all__ = [
     "Constraints",
     "Layout",
     "NumericFit",
+    "Projection",
     "Schema",
     "Table",
     "TabularTransform",
@@ -28,6 +29,7 @@ __all__ = [
     "fit_mixture_1d",
     "fixed_mask",
     "numeric_value",
+    "project",
     "violations",
     "write_changes_csv",
 ]

@@ -1,13 +1,18 @@
-"""Generator outputs as valid encodings, in pure JAX: :func:`activate` maps a generator's
-unconstrained outputs to valid encodings inside jitted code (tanh for alphas; Gumbel-softmax or a
-hard argmax for each block), driven by the static :class:`~jaxcf.tabular.Layout` of blocks;
-:func:`numeric_value` reads a numeric column's value from an encoding.
+"""Valid encodings in pure JAX, driven by the static :class:`~jaxcf.tabular.Layout` of blocks:
+:func:`activate` maps a generator's unconstrained outputs to valid encodings inside jitted code
+(tanh for alphas; Gumbel-softmax or a hard argmax for each block); :func:`project` snaps any
+encoding (a search's iterate) to the encoding of the row it decodes to, and :class:`Projection`
+is that map as a hashable callable a search can hold; :func:`numeric_value` reads a numeric
+column's value from an encoding.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcf.tabular._schema import Block, Layout
 
@@ -73,3 +78,48 @@ def numeric_value(block: Block, enc: Array) -> Array:
     means = jnp.asarray(block.means, jnp.float32)[k]
     stds = jnp.asarray(block.stds, jnp.float32)[k]
     return means + 4.0 * stds * enc[:, block.scalar].astype(jnp.float32)
+
+
+def project(layout: Layout, enc: Array) -> Array:
+    """Encodings ``[B, D]`` snapped to the encodings of the rows they decode to: what
+    :meth:`TabularTransform.decode` then :meth:`TabularTransform.encode` give, in pure JAX.
+
+    Every categorical block becomes the one-hot of its argmax. A numeric column's value (see
+    :func:`numeric_value`) is clipped to the training range, rounded for integer columns, and
+    encoded again: its most probable mode (mixture weight times density, as encoding picks it)
+    and ``alpha`` in that mode. Computed in float32 (decoding runs in float64, so a value
+    within float32 rounding of a rounding boundary may land one unit apart), returned in
+    ``enc``'s dtype. Not meant to be differentiated (argmaxes have zero gradient).
+    """
+    if enc.ndim != 2 or enc.shape[1] != layout.dim:
+        raise ValueError(f"encodings must be [B, {layout.dim}], got {list(enc.shape)}")
+    pieces = []
+    for block in layout.blocks:
+        if block.kind == "categorical":
+            pieces.append(_hard(enc[:, block.start : block.stop]))
+            continue
+        v = jnp.clip(numeric_value(block, enc), block.low, block.high)
+        if block.integer:
+            v = jnp.round(v)  # half to even, as np.rint in decode
+        means = jnp.asarray(block.means, jnp.float32)
+        stds = jnp.asarray(block.stds, jnp.float32)
+        with np.errstate(divide="ignore"):
+            log_w = jnp.asarray(np.log(np.asarray(block.weights, np.float64)), jnp.float32)
+        z = (v[:, None] - means[None, :]) / stds[None, :]
+        k = jnp.argmax(log_w[None, :] - 0.5 * z * z - jnp.log(stds)[None, :], axis=1)
+        alpha = (v - means[k]) / (4.0 * stds[k])
+        pieces.append(alpha[:, None])
+        pieces.append(jax.nn.one_hot(k, len(block.means), dtype=jnp.float32))
+    return jnp.concatenate([p.astype(enc.dtype) for p in pieces], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Projection:
+    """:func:`project` with a fixed layout, as a callable ``enc [B, D] -> [B, D]`` that hashes
+    by value (a search keeps it as a static field: equal layouts share a compiled program).
+    ``TabularTransform.projection()`` builds one."""
+
+    layout: Layout
+
+    def __call__(self, enc: Array) -> Array:
+        return project(self.layout, enc)

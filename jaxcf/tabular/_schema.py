@@ -136,6 +136,8 @@ class Block:
       scalar: numeric only, the index of ``alpha`` (``start``); None for categorical.
       modes: numeric only, ``(lo, hi)``: the mode one-hot is ``x[:, lo:hi]``; None otherwise.
       means, stds: numeric only, each mode's mean and standard deviation (value units).
+      weights: numeric only, each mode's mixture weight (what :func:`~jaxcf.tabular.project`
+        picks a value's mode by, as encoding does).
       low, high: numeric only, the range of the training values (decoded values are clipped
         to it).
       integer: numeric only, whether values are rounded when decoded.
@@ -149,6 +151,7 @@ class Block:
     modes: tuple[int, int] | None = None
     means: tuple[float, ...] = ()
     stds: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()
     low: float | None = None
     high: float | None = None
     integer: bool = False

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcf.tabular._activation import activate
+from jaxcf.tabular._activation import Projection, activate
 from jaxcf.tabular._mixture import NumericFit, fit_mixture_1d, log_joint
 from jaxcf.tabular._schema import Block, Column, Layout, Schema, Table
 
@@ -104,6 +104,7 @@ class TabularTransform:
                         modes=(start + 1, stop),
                         means=fit.means,
                         stds=fit.stds,
+                        weights=fit.weights,
                         low=fit.low,
                         high=fit.high,
                         integer=column.integer,
@@ -221,6 +222,12 @@ class TabularTransform:
         return activate(
             self.layout, raw, key, temperature=temperature, straight_through=straight_through
         )
+
+    def projection(self) -> Projection:
+        """The map of encodings to the encodings of the rows they decode to (decode then
+        encode, in pure JAX: :func:`~jaxcf.tabular.project`), for searches that move encodings
+        freely and must judge the rows a user will read (``cfproto``'s ``project``)."""
+        return Projection(self.layout)
 
     # -- serialisation ---------------------------------------------------------------------------
 
