@@ -94,6 +94,29 @@ def test_the_batched_search_equals_a_per_image_reference_loop(optimizer):
     np.testing.assert_allclose(whole.score, out.score, rtol=1e-5, atol=1e-5)
 
 
+def test_cached_scores_are_reused_and_keyed_by_images_seed_and_wgan(tmp_path, monkeypatch):
+    from explain.deduce import realism
+
+    wgan = _tiny_wgan()
+    x = np.asarray(jax.random.uniform(jax.random.key(5), (3, 6, 6, 1)))
+    config = AGANConfig(steps=4, restarts=2, chunk_size=4)
+    first = realism.cached_agan_scores(wgan, x, config, seed=1, cache=tmp_path)
+    np.testing.assert_array_equal(first, agan_score(wgan, x, config, seed=1).score)
+    assert len(list(tmp_path.glob("agan-*.npy"))) == 1
+    calls = []
+    real = realism.agan_score
+    monkeypatch.setattr(realism, "agan_score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    np.testing.assert_array_equal(
+        realism.cached_agan_scores(wgan, x.copy(), config, seed=1, cache=tmp_path), first
+    )
+    assert not calls  # read back, not searched again
+    realism.cached_agan_scores(wgan, x, config, seed=2, cache=tmp_path)
+    realism.cached_agan_scores(wgan, x[:2], config, seed=1, cache=tmp_path)
+    realism.cached_agan_scores(_tiny_wgan(seed=1), x, config, seed=1, cache=tmp_path)
+    assert len(calls) == 3 and len(list(tmp_path.glob("agan-*.npy"))) == 4
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
 def test_images_of_another_size_are_refused_before_compiling(monkeypatch):
     def compiled(*args, **kwargs):
         raise AssertionError("the search ran")

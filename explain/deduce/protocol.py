@@ -73,7 +73,7 @@ class ProtocolConfig:
       60,000), coded by the VAE's encoder when there is a VAE.
     wgan: the workdir of a trained MNIST WGAN (``jaxcf train train/configs/wgan_mnist.py``):
       adds the paper's AnoGAN realism column (originals, VAE reconstructions, every method's
-      counterfactuals); ``None``: no AGAN column.
+      counterfactuals; scores kept in ``<workdir>/agan`` and reused); ``None``: no AGAN column.
     agan: the AnoGAN search's settings (DeDUCE's by default: 4,000 steps, 3 restarts).
     """
 
@@ -234,6 +234,7 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             common_over=config.common_over,
             vae=None if vae is None else vae.model,
             config=config.agan,
+            cache=workdir / "agan",
         )
     out = workdir / experiment.REPORT_DIR
     doc = experiment.write_report(
