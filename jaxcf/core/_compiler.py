@@ -50,8 +50,9 @@ def compiler_options_for(program_input: Any) -> dict[str, str]:
     if not getattr(program_input, "EIGEN_CPU_CONVOLUTIONS", False):
         return {}
     # With JAX's persistent compilation cache on, two test-suite runs crashed inside the cache
-    # (reading and writing executables) while these options were in use, and runs without them
-    # never did; until that is understood, a process with the cache keeps XLA's defaults.
+    # (reading and writing executables) while these options were in use, and a later one with
+    # XLA's defaults crashed the same way: the cache, not the options, looks like the cause.
+    # Until that is confirmed, a process with the cache keeps XLA's defaults.
     if jax.config.jax_compilation_cache_dir:
         return {}
     return explain_compiler_options()
