@@ -48,6 +48,7 @@ def run_cfproto(
     bank_inputs = np.asarray(train_inputs[:m], np.float32)
     bank = prototype_bank(bank_inputs, classifier=classifier)
     explainer = SearchExplainer(cfproto_search(classifier, bank, cf_config, project=project))
+    checks = "decoded rows" if project is not None else "iterates"
     res = run_explainer(
         "cfproto",
         explainer,
@@ -62,7 +63,7 @@ def run_cfproto(
             "method": "cfproto",
             "config": dataclasses.asdict(cf_config),
             "prototype_examples": len(bank_inputs),
-            **({"checks": "decoded rows"} if project is not None else {}),
+            **({"checks": checks} if project is not None else {}),
         },
     )
     timing = {
@@ -74,7 +75,7 @@ def run_cfproto(
             "per_class": list(bank.counts),
             "labels": "the classifier's predictions",
         },
-        "checks": "decoded rows" if project is not None else "iterates",
+        "checks": checks,
         "n_iter_mean": float(np.mean(np.asarray(res.n_iter))),
         "success_rate": float(np.mean(np.asarray(res.success))),
     }

@@ -49,10 +49,16 @@ def compiler_options_for(program_input: Any) -> dict[str, str]:
     """
     if not getattr(program_input, "EIGEN_CPU_CONVOLUTIONS", False):
         return {}
-    # With JAX's persistent compilation cache on, two test-suite runs crashed inside the cache
-    # (reading and writing executables) while these options were in use, and a later one with
-    # XLA's defaults crashed the same way: the cache, not the options, looks like the cause.
-    # Until that is confirmed, a process with the cache keeps XLA's defaults.
+    return _pixel_search_options()
+
+
+def _pixel_search_options() -> dict[str, str]:
+    """:func:`explain_compiler_options`, but ``{}`` while JAX's persistent compilation cache is
+    on: the one rule for the runner's programs and :class:`explain_jit` alike."""
+    # Two test-suite runs with the cache crashed inside it while these options were in use;
+    # later runs crashed the same way with XLA's defaults, and inside compilation without any
+    # cache, so the options look innocent. Until that is confirmed, a process with the cache
+    # keeps XLA's defaults.
     if jax.config.jax_compilation_cache_dir:
         return {}
     return explain_compiler_options()
@@ -90,10 +96,10 @@ def explain_compiler_options() -> dict[str, str]:
 
 
 class explain_jit:  # noqa: N801 (used like the function it wraps, as jax.jit is)
-    """``jax.jit(fn, compiler_options=explain_compiler_options(), **kwargs)`` for the pixel
-    searches' one-batch entry points, built on the first call so that importing jaxcf never
-    starts a backend (a user may still set ``XLA_FLAGS`` or the number of fake CPU devices after
-    ``import jaxcf``)."""
+    """``jax.jit(fn, compiler_options=..., **kwargs)`` with the options
+    :func:`compiler_options_for` gives a pixel search, for their one-batch entry points; built
+    on the first call so that importing jaxcf never starts a backend (a user may still set
+    ``XLA_FLAGS`` or the number of fake CPU devices after ``import jaxcf``)."""
 
     def __init__(self, fn: Callable, **kwargs: Any):
         self._fn, self._kwargs = fn, kwargs
@@ -103,7 +109,7 @@ class explain_jit:  # noqa: N801 (used like the function it wraps, as jax.jit is
     def _get(self) -> Any:
         if self._jitted is None:
             self._jitted = jax.jit(
-                self._fn, compiler_options=explain_compiler_options(), **self._kwargs
+                self._fn, compiler_options=_pixel_search_options(), **self._kwargs
             )
         return self._jitted
 

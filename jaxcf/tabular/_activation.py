@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcf.tabular._mixture import log_joint
 from jaxcf.tabular._schema import Block, Layout
 
 Array = jax.Array
@@ -101,13 +102,10 @@ def project(layout: Layout, enc: Array) -> Array:
         v = jnp.clip(numeric_value(block, enc), block.low, block.high)
         if block.integer:
             v = jnp.round(v)  # half to even, as np.rint in decode
-        means = jnp.asarray(block.means, jnp.float32)
-        stds = jnp.asarray(block.stds, jnp.float32)
-        with np.errstate(divide="ignore"):
-            log_w = jnp.asarray(np.log(np.asarray(block.weights, np.float64)), jnp.float32)
-        z = (v[:, None] - means[None, :]) / stds[None, :]
-        k = jnp.argmax(log_w[None, :] - 0.5 * z * z - jnp.log(stds)[None, :], axis=1)
-        alpha = (v - means[k]) / (4.0 * stds[k])
+        means, stds = (np.asarray(a, np.float32) for a in (block.means, block.stds))
+        weights = np.asarray(block.weights, np.float32)
+        k = jnp.argmax(log_joint(v, weights, means, stds), axis=1)  # encode's choice of mode
+        alpha = (v - jnp.asarray(means)[k]) / (4.0 * jnp.asarray(stds)[k])
         pieces.append(alpha[:, None])
         pieces.append(jax.nn.one_hot(k, len(block.means), dtype=jnp.float32))
     return jnp.concatenate([p.astype(enc.dtype) for p in pieces], axis=1)

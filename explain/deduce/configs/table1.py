@@ -4,7 +4,7 @@ pairs that all four solved (the paper's subset), each method's own-success means
 
 As in the paper, DeDUCE explains the ResNet-18 with soft spectral norm (c = 4) and the
 baselines a plain ResNet-18, here both at width 32 and trained 5 epochs on the CPU
-(``cpu_w32.py``'s networks: about 33 + 9 minutes of training, once). REVISE and CFProto share
+(``cpu_w32.py``'s networks: about 33 + 7 minutes of training, once). REVISE and CFProto share
 the MNIST VAE of ``train/configs/vae_mnist.py`` (REVISE searches its code; CFProto's prototypes
 are means of its encoder codes, and its reconstruction term uses it). CFProto runs with the
 settings of alibi's MNIST example (``gamma`` 100 with an autoencoder, ``theta`` 100,
@@ -17,8 +17,9 @@ WGAN of ``train/configs/wgan_mnist.py`` (13 minutes on 2 cores):
 
 Cost: CFProto runs up to 2 rounds of 1,000 FISTA steps per pair, and AGAN 4,000 steps x 3
 restarts per image (about 0.5 s an image on 2 cores, 40 minutes per method at 4,500 pairs),
-so on 2 CPU cores the whole table is a matter of hours; ``--config.n_sets=1
---config.set_size=20`` gives a 180-pair slice. The full table is sized for an accelerator.
+so on 2 CPU cores the whole table is a matter of hours; ``--config.n_sets=5
+--config.set_size=4`` gives the 180-pair slice recorded in docs/results/table1_slice.md (about 80
+minutes with the training). The full table is sized for an accelerator.
 """
 
 from pathlib import Path
