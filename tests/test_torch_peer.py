@@ -1,9 +1,10 @@
 """The PyTorch peer's tests (``tests/torch_peer_cases.py``), run in an interpreter of their own.
 
-With PyTorch imported in the same process as XLA, two full suite runs lost an xdist worker to a
-segfault inside XLA (compiling, or serialising an executable for the compilation cache). The
-peer's cases are kept out of the workers: this test runs them with pytest in a subprocess and
-fails with their output when any of them fails.
+The cases are kept out of the xdist workers, so that no worker carries PyTorch's libraries and
+thread pools beside XLA's: this test runs them with pytest in a subprocess and fails with their
+output when any of them fails. (They were moved here while the workers' segfaults inside XLA
+were blamed on PyTorch; the cause was the workers running out of memory mappings, see
+``conftest.py``.)
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The PyTorch peer (:mod:`jaxcf.peers`): same network, same density, same counterfactuals.
 
 Skipped without the optional ``torch`` extra. Not collected by the suite itself: run by
-``tests/test_torch_peer.py`` in an interpreter of its own, so that no xdist worker that compiles
-XLA programs has PyTorch loaded (two suite runs segfaulted a worker inside XLA, compiling or
-serialising an executable, with PyTorch imported in that process). The network is the shipped one
-(``bundled:demo_resnet_w32``), the queries real MNIST test images.
+``tests/test_torch_peer.py`` in an interpreter of its own, so that no xdist worker carries
+PyTorch beside XLA. The network is the shipped one (``bundled:demo_resnet_w32``), the queries
+real MNIST test images.
 
 Exact agreement: XLA and PyTorch compute convolutions in different orders, so features, logits
 and gradients agree to float32 rounding (~1e-6 relative), not bitwise. A search only sees that

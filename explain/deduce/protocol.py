@@ -69,8 +69,11 @@ class ProtocolConfig:
       (the paper's convention: pairs every method solved); ``None`` for all.
     runs: a run store shared with other experiments (default ``<workdir>/runs``): any
       experiment asking for the same explainer, pairs and seed reuses a finished run there.
+    autoencoder: an optional MNIST autoencoder for CFProto (a VAE checkpoint or training
+      config, such as ``train/configs/ae_mnist.py``'s deterministic one): its encoder codes the
+      prototypes and its reconstructions make CFProto's ``gamma`` term; ``None``: the VAE's.
     prototype_rows: MNIST training images CFProto's prototypes are built from (``None``: all
-      60,000), coded by the VAE's encoder when there is a VAE.
+      60,000), coded by the autoencoder's encoder (else the VAE's, else in input space).
     wgan: the workdir of a trained MNIST WGAN (``jaxcf train train/configs/wgan_mnist.py``):
       adds the paper's AnoGAN realism column (originals, VAE reconstructions, every method's
       counterfactuals; scores kept in ``<workdir>/agan`` and reused); ``None``: no AGAN column.
@@ -80,6 +83,7 @@ class ProtocolConfig:
     classifier: ModelSpec = ModelSpec(train=TrainConfig())
     baseline: ModelSpec | None = None
     vae: ModelSpec | None = None
+    autoencoder: ModelSpec | None = None
     methods: tuple[MethodSpec, ...] = DEFAULT_METHODS
     n_sets: int = 5
     set_size: int = 100
@@ -96,7 +100,7 @@ class ProtocolConfig:
         validation.at_least(self, 1, "n_sets", "set_size", "grid_queries")
         if not self.methods:
             raise ValueError("ProtocolConfig.methods is empty")
-        for name in ("classifier", "baseline", "vae"):
+        for name in ("classifier", "baseline", "vae", "autoencoder"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, ModelSpec):
                 raise TypeError(f"ProtocolConfig.{name} must be a ModelSpec, got {value!r}")
@@ -151,13 +155,24 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             "vae", "vae", config.vae, workdir, image_shape=shape, dataset=meta["dataset"]
         )
         resources["vae"] = vae.model
+    ae = vae
+    if config.autoencoder is not None:
+        shape = tuple(meta["model"]["input_shape"])
+        ae = resolve_model(
+            "autoencoder",
+            "vae",
+            config.autoencoder,
+            workdir,
+            image_shape=shape,
+            dataset=meta["dataset"],
+        )
     if any("prototypes" in method_needs(s.name) for s in config.methods):
         # CFProto: prototypes labelled by the classifier it explains (the baseline, as in the
-        # paper, when the specs say so), coded by the VAE's encoder when there is one.
+        # paper, when the specs say so), coded by the autoencoder's encoder (else the VAE's).
         owner = next(s for s in config.methods if "prototypes" in method_needs(s.name))
         resources["prototypes"] = mnist_prototypes(
             resources[owner.resource_keys()["classifier"]],
-            None if vae is None else vae.model,
+            None if ae is None else ae.model,
             dataset=meta["dataset"],
             rows=config.prototype_rows,
         )
@@ -204,6 +219,13 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             "checkpoint": vae.source,
             "latent_dim": vae.metadata["latent_dim"],
             "history": vae.metadata.get("history", [])[-1:],
+        },
+        "autoencoder": None
+        if config.autoencoder is None
+        else {
+            "checkpoint": ae.source,
+            "latent_dim": ae.metadata["latent_dim"],
+            "history": ae.metadata.get("history", [])[-1:],
         },
         "config": to_jsonable(dataclasses.asdict(config)),
     }

@@ -49,18 +49,6 @@ def compiler_options_for(program_input: Any) -> dict[str, str]:
     """
     if not getattr(program_input, "EIGEN_CPU_CONVOLUTIONS", False):
         return {}
-    return _pixel_search_options()
-
-
-def _pixel_search_options() -> dict[str, str]:
-    """:func:`explain_compiler_options`, but ``{}`` while JAX's persistent compilation cache is
-    on: the one rule for the runner's programs and :class:`explain_jit` alike."""
-    # Two test-suite runs with the cache crashed inside it while these options were in use;
-    # later runs crashed the same way with XLA's defaults, and inside compilation without any
-    # cache, so the options look innocent. Until that is confirmed, a process with the cache
-    # keeps XLA's defaults.
-    if jax.config.jax_compilation_cache_dir:
-        return {}
     return explain_compiler_options()
 
 
@@ -109,7 +97,7 @@ class explain_jit:  # noqa: N801 (used like the function it wraps, as jax.jit is
     def _get(self) -> Any:
         if self._jitted is None:
             self._jitted = jax.jit(
-                self._fn, compiler_options=_pixel_search_options(), **self._kwargs
+                self._fn, compiler_options=explain_compiler_options(), **self._kwargs
             )
         return self._jitted
 
