@@ -262,3 +262,57 @@ def test_config_files_load(path):
         trains = [config]
     for train in trains:
         assert config_from_dict(config_to_dict(train.model)) == train.model
+
+
+def test_cfproto_codes_its_prototypes_with_the_protocols_autoencoder(
+    trained_dir, tmp_path, monkeypatch
+):
+    """With an ``autoencoder`` spec CFProto's prototypes (and its reconstruction term) use that
+    model, trained into the workdir when missing; without one, the VAE's encoder."""
+    from jaxcf.methods import CFProtoConfig
+    from jaxcf.models import VAEConfig
+
+    def tiny(latent, loss, beta):
+        return VAETrainConfig(
+            model=VAEConfig(input_shape=(28, 28, 1), latent_dim=latent, widths=(4, 8), hidden=0),
+            dataset="mnist",
+            loss=loss,
+            beta=beta,
+            batch_size=16,
+            steps=2,
+            warmup_steps=1,
+            eval_every=2,
+            save_every=2,
+            train_examples=32,
+            val_examples=16,
+            samples=4,
+        )
+
+    config = ProtocolConfig(
+        classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),
+        vae=ModelSpec(train=tiny(4, "bernoulli", 1.0)),
+        autoencoder=ModelSpec(train=tiny(3, "gaussian", 0.0)),
+        methods=(MethodSpec("cfproto", CFProtoConfig(gamma=1.0, c_steps=1, max_iter=3)),),
+        n_sets=1,
+        set_size=1,
+        runner=RunnerConfig(chunk_size=9, slots=9),
+        grid_queries=2,
+        prototype_rows=64,
+    )
+    from explain.deduce import protocol
+
+    banks, build = [], protocol.mnist_prototypes
+
+    def spy(*args, **kwargs):
+        banks.append(build(*args, **kwargs))
+        return banks[-1]
+
+    monkeypatch.setattr(protocol, "mnist_prototypes", spy)
+    doc = run_protocol(config, tmp_path)
+    assert (model_dir(tmp_path, "autoencoder") / "checkpoint").is_dir()
+    (bank,) = banks
+    assert bank.codes.shape == (64, 3)  # the autoencoder's 3-d codes, not the VAE's 4-d
+    assert doc["autoencoder"]["latent_dim"] == 3 and doc["vae"]["latent_dim"] == 4
+    assert doc["pairs"] == 9
+    with pytest.raises(TypeError, match="autoencoder must be a ModelSpec"):
+        dataclasses.replace(config, autoencoder="workdir/ae")

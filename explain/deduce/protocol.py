@@ -242,6 +242,11 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
             "the decoder "
             "changes, so it is large by construction."
         )
+    if config.autoencoder is not None:
+        intro += (
+            f" CFProto's prototypes and reconstruction term use the {ae.metadata['latent_dim']}-d "
+            f"autoencoder at {ae.source}."
+        )
     if on_baseline:
         intro += (
             f"\n\nMethods {', '.join(on_baseline)} explain a baseline classifier: "

@@ -4,13 +4,14 @@ pairs that all four solved (the paper's subset), each method's own-success means
 
 As in the paper, DeDUCE explains the ResNet-18 with soft spectral norm (c = 4) and the
 baselines a plain ResNet-18, here both at width 32 and trained 5 epochs on the CPU
-(``cpu_w32.py``'s networks: about 33 + 7 minutes of training, once). REVISE and CFProto share
-the MNIST VAE of ``train/configs/vae_mnist.py`` (REVISE searches its code; CFProto's prototypes
-are means of its encoder codes, and its reconstruction term uses it). CFProto runs with the
-settings of alibi's MNIST example (``gamma`` 100 with an autoencoder, ``theta`` 100,
-``c_init`` 1, ``c_steps`` 2, up to 1,000 steps a round): the DeDUCE authors' repository ships
-an autoencoder and an encoder for its VLK row, as that example uses. The AGAN column needs the
-WGAN of ``train/configs/wgan_mnist.py`` (13 minutes on 2 cores):
+(``cpu_w32.py``'s networks: about 33 + 7 minutes of training, once). REVISE searches the code
+of the MNIST VAE of ``train/configs/vae_mnist.py``. CFProto gets a deterministic autoencoder of
+its own (``train/configs/ae_mnist.py``, squared error, no KL term: about 7 minutes): its
+prototypes are means of that encoder's codes and its reconstruction term uses it, as the DeDUCE
+authors' VLK row used an autoencoder and an encoder. CFProto runs with the settings of alibi's
+MNIST example (``gamma`` 100, ``theta`` 100, ``c_init`` 1, ``c_steps`` 2, up to 1,000 steps a
+round). The AGAN column needs the WGAN of ``train/configs/wgan_mnist.py`` (13 minutes on 2
+cores):
 
     jaxcf train train/configs/wgan_mnist.py --workdir workdir/wgan_mnist
     jaxcf explain explain/deduce/configs/table1.py --workdir workdir/table1
@@ -49,6 +50,7 @@ def get_config() -> ProtocolConfig:
             )
         ),
         vae=ModelSpec(train=load_config(CONFIGS / "vae_mnist.py")),
+        autoencoder=ModelSpec(train=load_config(CONFIGS / "ae_mnist.py")),
         methods=(
             MethodSpec("deduce", DeDUCEConfig()),
             MethodSpec("jsma", JSMAConfig(), resources=BASELINE),
