@@ -60,6 +60,15 @@ def get_config() -> ProtocolConfig:
                 resources=BASELINE,
             ),
             MethodSpec("revise", REVISEConfig(distance_weight=0.1), resources=BASELINE),
+            # Not in the paper's table: CFProto re-weighted for this classifier and encoder
+            # (the hinge on logits, small reconstruction and prototype weights, 6 rounds of c;
+            # see docs/reproductions/deduce.md), outside the common subset.
+            MethodSpec(
+                "cfproto",
+                CFProtoConfig(margin="logits", gamma=1.0, theta=1.0, c_init=1.0, c_steps=6),
+                resources=BASELINE,
+                label="cfproto_logits",
+            ),
         ),
         n_sets=5,
         set_size=100,
