@@ -19,8 +19,9 @@ cores):
 Cost: CFProto runs up to 2 rounds of 1,000 FISTA steps per pair, and AGAN 4,000 steps x 3
 restarts per image (about 0.5 s an image on 2 cores, 40 minutes per method at 4,500 pairs),
 so on 2 CPU cores the whole table is a matter of hours; ``--config.n_sets=5
---config.set_size=4`` gives the 180-pair slice recorded in docs/results/table1_slice.md (about 80
-minutes with the training). The full table is sized for an accelerator.
+--config.set_size=4`` gives the 180-pair slice recorded in docs/results/table1_slice.md (about
+2 hours with the training, 25 minutes of it the re-weighted CFProto row's 6 rounds). The full
+table is sized for an accelerator.
 """
 
 from pathlib import Path
