@@ -148,24 +148,15 @@ def run_protocol(config: ProtocolConfig, workdir: str | Path) -> dict[str, Any]:
         "density": density,
         "baseline": model if base is None else base.model,
     }
+    # The VAE (latent searches) and CFProto's autoencoder: both of the classifier's images.
+    images = dict(image_shape=tuple(meta["model"]["input_shape"]), dataset=meta["dataset"])
     vae = None
     if config.vae is not None:
-        shape = tuple(meta["model"]["input_shape"])
-        vae = resolve_model(
-            "vae", "vae", config.vae, workdir, image_shape=shape, dataset=meta["dataset"]
-        )
+        vae = resolve_model("vae", "vae", config.vae, workdir, **images)
         resources["vae"] = vae.model
     ae = vae
     if config.autoencoder is not None:
-        shape = tuple(meta["model"]["input_shape"])
-        ae = resolve_model(
-            "autoencoder",
-            "vae",
-            config.autoencoder,
-            workdir,
-            image_shape=shape,
-            dataset=meta["dataset"],
-        )
+        ae = resolve_model("autoencoder", "vae", config.autoencoder, workdir, **images)
     if any("prototypes" in method_needs(s.name) for s in config.methods):
         # CFProto: prototypes labelled by the classifier it explains (the baseline, as in the
         # paper, when the specs say so), coded by the autoencoder's encoder (else the VAE's).
