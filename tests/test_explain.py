@@ -316,3 +316,26 @@ def test_cfproto_codes_its_prototypes_with_the_protocols_autoencoder(
     assert doc["pairs"] == 9
     with pytest.raises(TypeError, match="autoencoder must be a ModelSpec"):
         dataclasses.replace(config, autoencoder="workdir/ae")
+
+
+def test_cfproto_tuning_queries_are_held_out_from_the_full_table_and_the_rule_is_stated():
+    from explain.deduce.tune_cfproto import TuneConfig, held_out_queries, select
+
+    labels = np.random.default_rng(1).integers(0, 10, 2000)
+    config = TuneConfig(images=27)
+    idx, target = held_out_queries(labels, config)
+    table, _, _ = protocol_pairs(labels, 5, 100, config.seed)  # the full table's images
+    assert len(idx) == 27 and not set(idx) & set(table)
+    assert np.all(target != labels[idx]) and set(target) <= set(range(10))
+    shift = (target - labels[idx]) % 10  # the targets cycle through the other nine classes
+    np.testing.assert_array_equal(shift, 1 + np.arange(27) % 9)
+    rows = [
+        {"gamma": 0.1, "theta": 1.0, "success": 1.0, "l1": 17.0},
+        {"gamma": 1.0, "theta": 1.0, "success": 1.0, "l1": 16.4},
+        {"gamma": 10.0, "theta": 1.0, "success": 0.9, "l1": 3.0},  # sparser, but fails more
+    ]
+    assert (select(rows)["gamma"], select(rows)["theta"]) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="exceed the test split"):
+        held_out_queries(labels[:510], config)
+    with pytest.raises(ValueError, match=">= 0"):
+        TuneConfig(gammas=(-1.0,))

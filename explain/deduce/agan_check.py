@@ -76,7 +76,8 @@ def _draw(name: str, n: int, seed: int) -> np.ndarray:
     return x[np.random.default_rng(seed).permutation(len(x))[:n]]
 
 
-def _device() -> str:
+def device_summary() -> str:
+    """The devices this process runs on, e.g. ``"1 CPU device (2 cores)"``."""
     n, platform = len(jax.devices()), jax.devices()[0].platform
     cores = f" ({os.cpu_count()} cores)" if platform == "cpu" else ""
     return f"{n} {platform.upper()} device{'s' if n > 1 else ''}{cores}"
@@ -117,7 +118,7 @@ def run_check(check: AGANCheck) -> dict[str, Any]:
         "mnist": {**_summary(mnist.score), "residual": float(np.mean(mnist.residual))},
         "fashion_mnist": {**_summary(fashion.score), "residual": float(np.mean(fashion.residual))},
         "seconds": seconds,
-        "device": _device(),
+        "device": device_summary(),
         "paper": PAPER,
     }
     out = Path(check.out)

