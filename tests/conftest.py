@@ -30,7 +30,7 @@ jax.config.update("jax_num_cpu_devices", 4)
 # that took 0.2 s or more to compile are written: from a cold cache on 2 cores the suite took
 # 11:57 at 0.2 s (1,300 entries), 12:16 at 0.05 s (2,800 entries: the writes cost more than
 # the reads save) and 14:00 at 1 s (before the workers shared the trained CNN). Those timings
-# are from a smaller suite: on 7 December 2026, 896 tests took 19:42 from a cold cache. With a
+# are from a smaller suite: on 8 December 2026, 897 tests took 19:45 from a cold cache. With a
 # size limit set, jax reads nothing back without the filelock package (the dev extra).
 # The suite compiles the pixel searches with XLA's default CPU kernels, the choice its exact
 # comparisons were written under; jaxcf.core.compiler_options_for's own choice is checked in
