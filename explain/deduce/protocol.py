@@ -112,6 +112,12 @@ class ProtocolConfig:
         return run_protocol(self, workdir)
 
 
+def image_order(n_images: int, seed: int) -> np.ndarray:
+    """The seeded order ``[n_images]`` the protocol draws its test images in: its sets take the
+    first ``n_sets * set_size`` (images further on are held out from every table)."""
+    return np.random.default_rng(seed).permutation(n_images)
+
+
 def protocol_pairs(
     labels: np.ndarray, n_sets: int, set_size: int, seed: int, num_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +128,7 @@ def protocol_pairs(
     need = n_sets * set_size
     if need > len(labels):
         raise ValueError(f"{n_sets} sets of {set_size} need {need} test images, have {len(labels)}")
-    images = np.random.default_rng(seed).permutation(len(labels))[:need]
+    images = image_order(len(labels), seed)[:need]
     pair, target = every_other_class(np.asarray(labels)[images], num_classes)
     return images[pair], target, pair // set_size
 

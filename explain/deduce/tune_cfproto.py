@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from explain.deduce.agan_check import device_summary
+from explain.deduce.protocol import image_order
 from explain.deduce.realism import mnist_prototypes
 from jaxcf.core import to_jsonable, validation, write_json_atomic, write_text_atomic
 from jaxcf.core.config_file import override_all, split_overrides
@@ -80,7 +81,7 @@ class TuneConfig:
 def held_out_queries(labels: np.ndarray, config: TuneConfig) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``[images]`` of held-out test images and one target each (``[images]`` int32):
     image ``i``'s target is the ``i mod 9``-th class other than its label."""
-    order = np.random.default_rng(config.seed).permutation(len(labels))
+    order = image_order(len(labels), config.seed)
     if config.skip + config.images > len(order):
         raise ValueError(f"{config.skip} + {config.images} images exceed the test split")
     idx = order[config.skip : config.skip + config.images]
@@ -96,6 +97,12 @@ def select(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_tuning(config: TuneConfig) -> dict[str, Any]:
     models = Path(config.models)
+    for name in ("baseline", "autoencoder"):
+        if not (models / name / "checkpoint").is_dir():
+            raise FileNotFoundError(
+                f"no {name} checkpoint in {models}: train the table's models first (jaxcf "
+                "explain explain/deduce/configs/table1.py --workdir workdir/table1)"
+            )
     clf, _, _ = load_classifier(models / "baseline" / "checkpoint")
     ae, _ = load_vae(
         models / "autoencoder" / "checkpoint", image_shape=(28, 28, 1), dataset="mnist"
@@ -104,6 +111,7 @@ def run_tuning(config: TuneConfig) -> dict[str, Any]:
     test = load_mnist("test")
     idx, target = held_out_queries(test.labels, config)
     x = np.asarray(test.images[idx], np.float32)
+    print(f"{len(x)} held-out queries; coding the training split into prototypes", flush=True)
     bank = mnist_prototypes(clf, ae)
     original = float(np.mean(agan_score(wgan, x, config.agan).score))
     rows = []
@@ -116,7 +124,6 @@ def run_tuning(config: TuneConfig) -> dict[str, Any]:
         x_cf = np.asarray(res.x_cf)
         seconds = time.perf_counter() - start
         ok = np.asarray(res.success)
-        diff = np.abs(x_cf - x).reshape(len(x), -1)
         agan = agan_score(wgan, x_cf[ok], config.agan).score if ok.any() else np.array([])
         rows.append(
             {
@@ -124,7 +131,7 @@ def run_tuning(config: TuneConfig) -> dict[str, Any]:
                 "theta": theta,
                 "success": float(ok.mean()),
                 "l0": float(np.mean(metrics.l0(x[ok], x_cf[ok]))) if ok.any() else np.nan,
-                "l1": float(diff.sum(1)[ok].mean()) if ok.any() else np.nan,
+                "l1": float(np.mean(metrics.l1(x[ok], x_cf[ok]))) if ok.any() else np.nan,
                 "agan": float(np.mean(agan)) if ok.any() else np.nan,
                 "seconds": seconds,
             }
