@@ -5,6 +5,7 @@ sample standard deviation of each seed's value."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import textwrap
@@ -172,3 +173,84 @@ def test_without_explain_reports_the_checkpoints_numbers(tmp_path):
 def test_bad_study_raises(kwargs, error):
     with pytest.raises(ValueError, match=error):
         seeds.SeedStudy(train="x.py", **kwargs)
+
+
+VAE = """
+from jaxcf.models import VAEConfig
+from jaxcf.training import VAETrainConfig
+
+
+def get_config():
+    return VAETrainConfig(
+        model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
+        dataset="mnist",
+        batch_size=16,
+        steps=4,
+        warmup_steps=1,
+        eval_every=4,
+        save_every=4,
+        train_examples=64,
+        val_examples=16,
+        samples=4,
+    )
+"""
+
+PROTOCOL = """
+from pathlib import Path
+
+from explain.deduce import ProtocolConfig
+from jaxcf.core import load_config
+from jaxcf.experiment import ModelSpec
+from jaxcf.methods import MethodSpec, REVISEConfig
+from jaxcf.runner import RunnerConfig
+
+
+def get_config():
+    return ProtocolConfig(
+        classifier=ModelSpec(checkpoint={checkpoint!r}),
+        methods=(MethodSpec("revise", REVISEConfig(max_iter=5)),),
+        n_sets=1,
+        set_size=1,
+        runner=RunnerConfig(chunk_size=9, slots=9),
+        grid_queries=2,
+        vae={vae},
+    )
+"""
+
+
+@pytest.mark.standard_promotion  # the VAE's training and REVISE run optax's Adam
+def test_a_protocol_evaluates_its_reseeded_model(trained_dir, tmp_path):
+    """A DeDUCE protocol config as the evaluation: the study reseeds the protocol's model
+    trained from its config (here REVISE's VAE), reports each method's row beside the model's
+    own held-out numbers, and reads a recorded protocol report as a reference."""
+    (tmp_path / "vae.py").write_text(textwrap.dedent(VAE))
+    clf = str(trained_dir / "checkpoint")
+    vae = f"ModelSpec(train=load_config({str(tmp_path / 'vae.py')!r}))"
+    (tmp_path / "protocol.py").write_text(PROTOCOL.format(checkpoint=clf, vae=vae))
+    spec = seeds.SeedStudy(
+        train=str(tmp_path / "vae.py"), seeds=(0, 1), explain=str(tmp_path / "protocol.py")
+    )
+    records = [seeds.run_seed(spec, s, tmp_path / "study") for s in spec.seeds]
+    assert records[0]["weights"] != records[1]["weights"]
+    for r in records:
+        where = tmp_path / "study" / f"seed_{r['seed']}"
+        meta = checkpoint.read_metadata(where / "models" / "vae" / "checkpoint")
+        assert meta["train_config"]["seed"] == r["seed"]
+        assert r["metrics"]["vae.val_mse"] == meta["history"][-1]["val_mse"]
+        # Means over successes exist only where some pair was solved.
+        solved = r["metrics"]["revise.failure_rate"] < 1
+        for name in ("l0", "l1", "n_iter"):
+            assert (f"revise.{name}" in r["metrics"]) == solved
+        # The seed's own report, read as a recorded row, is that seed's record bitwise.
+        row = seeds.reference_row(where / "report" / "metrics.json", "revise")
+        assert row == {k: v for k, v in r["metrics"].items() if k.startswith("revise.")}
+    doc = seeds.summarize(spec, records, {"seed 1's report": row})
+    assert doc["references"]["seed 1's report"]["bitwise_seeds"] == [1]
+    assert "(the DeDUCE protocol with the seeded vae)" in seeds.markdown(doc, "tiny VAE")
+    with pytest.raises(KeyError, match="no method 'deduce'"):
+        seeds.reference_row(where / "report" / "metrics.json", "deduce")
+    # A protocol none of whose models is trained from the study's config cannot be reseeded.
+    (tmp_path / "other.py").write_text(PROTOCOL.format(checkpoint=clf, vae="None"))
+    other = dataclasses.replace(spec, explain=str(tmp_path / "other.py"))
+    with pytest.raises(ValueError, match="found none"):
+        seeds.run_seed(other, 2, tmp_path / "study")
