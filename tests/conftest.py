@@ -188,6 +188,27 @@ def random_agent(teacher, code: int = 16, seed: int = 0):
     return Agent(weight, jnp.zeros((feats,)), teacher, classifier_digest(teacher))
 
 
+def tiny_mnist_vae(**overrides):
+    """A 4-d MNIST VAE trained for 4 steps on 64 images: a resource for the latent searches in
+    protocol tests, not a model to read results from."""
+    from jaxcf.models import VAEConfig
+    from jaxcf.training import VAETrainConfig
+
+    config = dict(
+        model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
+        dataset="mnist",
+        batch_size=16,
+        steps=4,
+        warmup_steps=1,
+        eval_every=4,
+        save_every=4,
+        train_examples=64,
+        val_examples=16,
+        samples=4,
+    )
+    return VAETrainConfig(**{**config, **overrides})
+
+
 def adult_mlp(transform, *, hidden: int, **overrides):
     """A small MLP classifier on Adult's encoded rows: Adam at 3e-3 for one epoch (the
     classifier tests of the tabular generators train)."""

@@ -37,6 +37,7 @@ from jaxcf.training import (
     VAETrainConfig,
     WGANTrainConfig,
 )
+from tests.conftest import tiny_mnist_vae
 
 
 def test_protocol_pairs_cover_every_other_class():
@@ -162,20 +163,8 @@ def test_run_protocol_writes_results_metrics_and_figures(trained_dir, tmp_path, 
 @pytest.mark.standard_promotion  # the VAE's training and REVISE run optax's Adam
 def test_run_protocol_trains_a_missing_vae_for_the_latent_searches(trained_dir, tmp_path):
     from jaxcf.methods import REVISEConfig
-    from jaxcf.models import VAEConfig
 
-    vae_train = VAETrainConfig(
-        model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
-        dataset="mnist",
-        batch_size=16,
-        steps=4,
-        warmup_steps=1,
-        eval_every=4,
-        save_every=4,
-        train_examples=64,
-        val_examples=16,
-        samples=4,
-    )
+    vae_train = tiny_mnist_vae()
     methods = (MethodSpec("revise", REVISEConfig(max_iter=5)),)
     base = dict(
         classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),
@@ -273,20 +262,9 @@ def test_cfproto_codes_its_prototypes_with_the_protocols_autoencoder(
     from jaxcf.models import VAEConfig
 
     def tiny(latent, loss, beta):
-        return VAETrainConfig(
-            model=VAEConfig(input_shape=(28, 28, 1), latent_dim=latent, widths=(4, 8), hidden=0),
-            dataset="mnist",
-            loss=loss,
-            beta=beta,
-            batch_size=16,
-            steps=2,
-            warmup_steps=1,
-            eval_every=2,
-            save_every=2,
-            train_examples=32,
-            val_examples=16,
-            samples=4,
-        )
+        model = VAEConfig(input_shape=(28, 28, 1), latent_dim=latent, widths=(4, 8), hidden=0)
+        short = dict(steps=2, eval_every=2, save_every=2, train_examples=32)
+        return tiny_mnist_vae(model=model, loss=loss, beta=beta, **short)
 
     config = ProtocolConfig(
         classifier=ModelSpec(checkpoint=str(trained_dir / "checkpoint")),

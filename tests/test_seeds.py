@@ -176,23 +176,11 @@ def test_bad_study_raises(kwargs, error):
 
 
 VAE = """
-from jaxcf.models import VAEConfig
-from jaxcf.training import VAETrainConfig
+from tests.conftest import tiny_mnist_vae
 
 
 def get_config():
-    return VAETrainConfig(
-        model=VAEConfig(input_shape=(28, 28, 1), latent_dim=4, widths=(4, 8), hidden=0),
-        dataset="mnist",
-        batch_size=16,
-        steps=4,
-        warmup_steps=1,
-        eval_every=4,
-        save_every=4,
-        train_examples=64,
-        val_examples=16,
-        samples=4,
-    )
+    return tiny_mnist_vae()
 """
 
 PROTOCOL = """

@@ -84,16 +84,7 @@ def run_seed(study: SeedStudy, seed: int, workdir: str | Path) -> dict[str, Any]
     config = study.config(seed)
     if study.explain is None:
         train(config, where)
-        meta = read_metadata(where / "checkpoint")
-        # A classifier's metadata names its model, not a kind; other families name theirs.
-        kind = meta.get("kind", "classifier")
-        record = {
-            "metrics": _checkpoint_metrics(meta),
-            "train_seconds": meta.get("train_seconds"),
-            "weights": _weights_digest(load_model(kind, where / "checkpoint")[0])
-            if kind in KINDS
-            else None,
-        }
+        record = _checkpoint_record(where / "checkpoint")
     else:
         record = _explain_seed(study, config, where, Path(workdir) / f"seed_{study.seeds[0]}")
     record = to_jsonable({"seed": seed, **record})
@@ -172,16 +163,23 @@ def _protocol_seed(
     name = seeded_model(study, protocol)
     spec = ModelSpec(train=config)
     doc = deduce.run_protocol(dataclasses.replace(protocol, **{name: spec}), where)
-    path = checkpoint_path(spec, where, name)
+    record = _checkpoint_record(checkpoint_path(spec, where, name))
+    record["metrics"] = {
+        **{f"{name}.{k}": v for k, v in record["metrics"].items()},
+        **protocol_rows(doc),
+    }
+    return {**record, "evaluated": f"the DeDUCE protocol with the seeded {name}"}
+
+
+def _checkpoint_record(path: Path) -> dict[str, Any]:
+    """A trained checkpoint's own numbers, training time and weights' digest."""
     meta = read_metadata(path)
-    kind = "vae" if name in ("vae", "autoencoder") else "classifier"
-    metrics = {f"{name}.{k}": v for k, v in _checkpoint_metrics(meta).items()}
-    metrics.update(protocol_rows(doc))
+    # A classifier's metadata names its model, not a kind; other families name theirs.
+    kind = meta.get("kind", "classifier")
     return {
-        "metrics": metrics,
+        "metrics": _checkpoint_metrics(meta),
         "train_seconds": meta.get("train_seconds"),
-        "weights": _weights_digest(load_model(kind, path)[0]),
-        "evaluated": f"the DeDUCE protocol with the seeded {name}",
+        "weights": _weights_digest(load_model(kind, path)[0]) if kind in KINDS else None,
     }
 
 
